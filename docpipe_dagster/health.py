@@ -1,0 +1,172 @@
+"""Health checks for every component, shared by `docpipe validate` and the Dagster health sensor.
+
+No Dagster import: each check is a plain function returning a CheckResult with its latency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import httpx
+
+PGVECTOR_MIN_VERSION = (0, 5, 0)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    latency_ms: float
+    detail: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def timed(name: str, probe: Callable[[], str]) -> CheckResult:
+    """Run a probe that returns a detail string (or raises); never raises itself."""
+    started = time.perf_counter()
+    try:
+        detail = probe()
+        ok = True
+    except Exception as exc:  # a health check reports every failure, it never crashes
+        detail = f"{exc.__class__.__name__}: {exc}".strip()
+        ok = False
+    return CheckResult(name, ok, (time.perf_counter() - started) * 1000.0, detail[:300])
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+
+
+def database_checks(url: str) -> list[CheckResult]:
+    import psycopg
+
+    from docpipe_dagster.store.migrate import pending
+    from docpipe_dagster.store.server import redact_url
+
+    def reachable() -> str:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]
+        return f"PostgreSQL {version} at {redact_url(url)}"
+
+    def pgvector() -> str:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            row = conn.execute(
+                "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+            ).fetchone()
+        if row is None:
+            raise RuntimeError("pgvector extension not installed (run `docpipe db migrate`)")
+        if _version_tuple(row[0]) < PGVECTOR_MIN_VERSION:
+            raise RuntimeError(f"pgvector {row[0]} is older than 0.5.0")
+        return f"pgvector {row[0]}"
+
+    def migrations() -> str:
+        todo = pending(url)
+        if todo:
+            names = ", ".join(m.path.name for m in todo)
+            raise RuntimeError(f"pending migrations: {names} (run `docpipe db migrate`)")
+        return "all migrations applied"
+
+    results = [timed("database", reachable)]
+    if results[0].ok:
+        results += [timed("pgvector", pgvector), timed("migrations", migrations)]
+    return results
+
+
+def http_check(name: str, url: str, *, headers: dict[str, str] | None = None) -> CheckResult:
+    def probe() -> str:
+        response = httpx.get(url, headers=headers, timeout=5.0)
+        response.raise_for_status()
+        return f"{url} answered {response.status_code}"
+
+    return timed(name, probe)
+
+
+def webserver_checks(base_url: str) -> list[CheckResult]:
+    """The Dagster webserver answers, and its daemon reports every daemon healthy."""
+    query = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"
+
+    def daemon() -> str:
+        response = httpx.post(f"{base_url}/graphql", json={"query": query}, timeout=10.0)
+        response.raise_for_status()
+        statuses = response.json()["data"]["instance"]["daemonHealth"]["allDaemonStatuses"]
+        unhealthy = [s["daemonType"] for s in statuses if s["required"] and not s["healthy"]]
+        if unhealthy:
+            raise RuntimeError(f"unhealthy daemons: {', '.join(unhealthy)}")
+        return f"{sum(1 for s in statuses if s['required'])} daemons healthy"
+
+    results = [http_check("dagster webserver", f"{base_url}/server_info")]
+    if results[0].ok:
+        results.append(timed("dagster daemon", daemon))
+    return results
+
+
+def service_checks() -> list[CheckResult]:
+    """Parser, embedder and storage, through the same clients the pipeline uses."""
+    import asyncio
+
+    from docpipe_dagster.config import service_settings
+
+    settings = service_settings()
+
+    def parser() -> str:
+        from docpipe_dagster.clients.llamaparse import LlamaParseClient
+
+        async def probe() -> float:
+            async with LlamaParseClient(
+                settings.parser_base_url, settings.key(settings.parser_api_key_env)
+            ) as client:
+                return await client.health()
+
+        latency = asyncio.run(probe())
+        return f"{settings.parser_base_url} ({latency:.1f} ms)"
+
+    def embedder() -> str:
+        from docpipe_dagster.clients.embeddings import EmbeddingsClient
+
+        async def probe() -> float:
+            async with EmbeddingsClient(
+                settings.embedder_base_url,
+                settings.key(settings.embedder_api_key_env),
+                settings.embedding_model,
+            ) as client:
+                return await client.health()
+
+        latency = asyncio.run(probe())
+        return f"{settings.embedder_base_url} model {settings.embedding_model} ({latency:.1f} ms)"
+
+    def storage() -> str:
+        from docpipe_dagster.clients.factory import open_storage
+
+        backend = open_storage(settings)
+        latency = backend.health()
+        return f"{backend.describe()} ({latency:.1f} ms)"
+
+    return [timed("parser", parser), timed("embedder", embedder), timed("storage", storage)]
+
+
+def run_all_checks(webserver_url: str | None = None) -> list[CheckResult]:
+    """Everything that exists: database, services, and the webserver/daemon when running."""
+    from docpipe_dagster.store.server import resolve_database
+
+    results: list[CheckResult] = []
+    resolved: list[str] = []
+
+    def database_target() -> str:
+        target = resolve_database(start=False)
+        resolved.append(target.url)
+        return "embedded" if target.embedded else "external (DOCPIPE_DATABASE_URL)"
+
+    results.append(timed("database config", database_target))
+    if resolved:
+        results += database_checks(resolved[0])
+    results += service_checks()
+    explicit = webserver_url is not None
+    base = (webserver_url or "http://127.0.0.1:3000").rstrip("/")
+    web = webserver_checks(base)
+    if explicit or web[0].ok:
+        results += web
+    return results

