@@ -8,6 +8,7 @@ shared by every process that asks for it: the first one starts it, later ones at
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -85,10 +86,8 @@ def ensure_database_exists(server_url: str, database: str) -> None:
         ).fetchone()
         if exists:
             return
-        try:
+        with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
-            pass
 
 
 def start_embedded(home: Path | None = None) -> DatabaseTarget:

@@ -102,7 +102,7 @@ def test_changed_applied_migration_is_refused(empty_database_url: str, tmp_path:
 
 def test_badly_named_file_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "add_things.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="NNNN_name.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         discover(tmp_path)
 
 

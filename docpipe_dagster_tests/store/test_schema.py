@@ -129,7 +129,7 @@ def test_pgvector_round_trip_and_hnsw_top_k(database_url: str) -> None:
         assert stored.to_list() == pytest.approx(vectors[5], rel=1e-5, abs=1e-6)
 
         noise = _unit(rng, dims)
-        query = Vector([a + 0.01 * b for a, b in zip(vectors[17], noise)])
+        query = Vector([a + 0.01 * b for a, b in zip(vectors[17], noise, strict=False)])
         top_k_sql = (
             "SELECT content, 1 - (embedding::vector(1536) <=> %s::vector(1536)) AS score"
             " FROM upload_pipeline.document_chunks"
