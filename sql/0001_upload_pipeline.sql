@@ -28,6 +28,8 @@ CREATE TABLE upload_pipeline.upload_jobs (
     page_count         integer,
     chunk_count        integer CHECK (chunk_count >= 0),
     token_count        integer CHECK (token_count >= 0),
+    -- when this version was (re)registered: the newest registration of a document wins
+    registered_at      timestamptz NOT NULL DEFAULT now(),
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
     completed_at       timestamptz,
@@ -40,7 +42,7 @@ CREATE TABLE upload_pipeline.upload_jobs (
 CREATE INDEX upload_jobs_state_idx ON upload_pipeline.upload_jobs (state);
 CREATE INDEX upload_jobs_batch_idx ON upload_pipeline.upload_jobs (batch_key);
 CREATE INDEX upload_jobs_document_idx ON upload_pipeline.upload_jobs (document_id);
-CREATE INDEX upload_jobs_key_idx ON upload_pipeline.upload_jobs (storage_key);
+CREATE INDEX upload_jobs_key_idx ON upload_pipeline.upload_jobs (storage_key, registered_at DESC);
 
 -- Parsed output keyed by content: the same bytes are never parsed (and paid for) twice.
 CREATE TABLE upload_pipeline.parse_cache (
@@ -133,9 +135,11 @@ CREATE TABLE upload_pipeline.document_chunks (
 CREATE INDEX document_chunks_document_idx ON upload_pipeline.document_chunks (document_id);
 CREATE INDEX document_chunks_job_idx ON upload_pipeline.document_chunks (job_id);
 
+-- HNSW indexes `vector` up to 2,000 dimensions and `halfvec` up to 4,000.
 CREATE TABLE upload_pipeline.vector_spaces (
     embedding_model text        NOT NULL,
-    dims            integer     NOT NULL CHECK (dims > 0 AND dims <= 2000),
+    dims            integer     NOT NULL CHECK (dims > 0 AND dims <= 4000),
+    vector_type     text        NOT NULL DEFAULT 'vector' CHECK (vector_type IN ('vector', 'halfvec')),
     index_name      text        NOT NULL UNIQUE,
     created_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (embedding_model, dims)

@@ -1,0 +1,432 @@
+"""Async client for the OpenAI embeddings API (works against api.openai.com and the mock).
+
+What it does beyond a plain POST:
+- packs texts into requests within the count and (estimated) token limits;
+- runs requests with bounded concurrency over one reused httpx.AsyncClient;
+- retries 408/409/429/5xx, timeouts, connection errors, malformed or inconsistent responses
+  with exponential backoff + full jitter, honouring `retry-after-ms` / `retry-after`;
+- on a 400 about the input (request too large, context length, invalid input) bisects the
+  request, so one bad input becomes `errors[i]` and every other input still gets a vector;
+- never retries 400/401/403/404 or `insufficient_quota`; never puts the API key in a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import random
+import re
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from docpipe_dagster.core.retry import RetryPolicy, is_retryable_status
+
+log = logging.getLogger(__name__)
+
+MODEL_DIMENSIONS: dict[str, int] = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+# 400 messages that mean "something about the inputs", so bisecting can isolate the cause.
+_INPUT_PROBLEM_RE = re.compile(
+    r"maximum context length|tokens per request|'\$\.input' is invalid|too many inputs"
+    r"|maximum .*inputs|must be non-empty|empty string",
+    re.IGNORECASE,
+)
+_ECHOED_KEY_RE = re.compile(r"(API key provided: )\S+?(?=\.?(\s|$))")
+_INPUT_PROBLEM_CODES = frozenset({"context_length_exceeded", "max_tokens_per_request"})
+
+
+def estimate_tokens(text: str) -> int:
+    """Conservative token estimate: the larger of the mock's rule (regex words + punctuation)
+    and UTF-8 bytes / 3 (real BPE tokenizers average ~4 bytes per token on English). A low
+    estimate is not fatal: the server's 400 makes the client split the request."""
+    return max(len(_TOKEN_RE.findall(text)), math.ceil(len(text.encode("utf-8")) / 3))
+
+
+class EmbeddingError(Exception):
+    """A failed embeddings call. `retryable` says whether trying again later may help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.code = code
+
+
+class EmbeddingInputError(EmbeddingError):
+    """One input is unusable (empty, too long even alone); retrying cannot help."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message, retryable=False, status=status, code=code)
+
+
+@dataclass
+class EmbeddingBatch:
+    vectors: list[list[float] | None]  # same order as the input texts; None where errors[i]
+    errors: dict[int, EmbeddingInputError] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    requests: int = 0  # HTTP attempts, including retries
+    retries: int = 0
+
+
+class _InputProblem(Exception):
+    """400 about the inputs of one request: bisect, or record if the request had one input."""
+
+    def __init__(self, error: EmbeddingError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass
+class _Counters:
+    requests: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+
+
+class EmbeddingsClient:
+    """OpenAI-style embeddings client. `base_url` ends in /v1 (e.g. http://127.0.0.1:8002/v1).
+
+    `retry_policy`, if given, is used as-is; otherwise RetryPolicy(max_attempts=max_attempts).
+    Use one instance per event loop (the connection pool is bound to a loop).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        model: str = "text-embedding-3-small",
+        dimensions: int | None = None,
+        *,
+        max_inputs_per_request: int = 2048,
+        max_tokens_per_request: int = 300_000,
+        max_tokens_per_input: int = 8192,
+        max_concurrency: int = 4,
+        timeout_s: float = 30.0,
+        max_attempts: int = 6,
+        encoding_format: str = "base64",
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry_policy: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if encoding_format not in ("float", "base64"):
+            raise ValueError("encoding_format must be 'float' or 'base64'")
+        if max_inputs_per_request < 1 or max_concurrency < 1:
+            raise ValueError("max_inputs_per_request and max_concurrency must be >= 1")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.dimensions = dimensions
+        self.max_inputs_per_request = max_inputs_per_request
+        self.max_tokens_per_request = max_tokens_per_request
+        self.max_tokens_per_input = max_tokens_per_input
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+        self.encoding_format = encoding_format
+        self.retry_policy = retry_policy or RetryPolicy(max_attempts=max_attempts)
+        self._rng = rng or random.Random()
+        self._api_key = api_key
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sem: asyncio.Semaphore | None = None
+
+    def __repr__(self) -> str:  # no key, ever
+        return f"EmbeddingsClient({self.base_url!r}, model={self.model!r})"
+
+    @property
+    def expected_dimensions(self) -> int | None:
+        return self.dimensions or MODEL_DIMENSIONS.get(self.model)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def _http(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            # A pool created under another (finished) loop cannot be reused; start fresh.
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers={
+                    "Authorization": f"Bearer {self._api_key}",
+                    "User-Agent": "docpipe-dagster/0.1",
+                },
+                timeout=httpx.Timeout(self.timeout_s),
+                limits=httpx.Limits(max_connections=self.max_concurrency * 2),
+                transport=self._transport,
+            )
+            self._loop = loop
+            self._sem = asyncio.Semaphore(self.max_concurrency)
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        # A pool from another (closed) loop cannot be closed from here; its sockets went
+        # with that loop, so dropping the reference is all that is left to do.
+        if client is not None and self._loop is asyncio.get_running_loop():
+            await client.aclose()
+
+    async def __aenter__(self) -> EmbeddingsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def health(self) -> float:
+        """Latency in ms of GET {base_url}/models; raises EmbeddingError if not 200."""
+        client = self._http()
+        start = time.perf_counter()
+        try:
+            resp = await client.get("/models")
+        except httpx.HTTPError as exc:
+            raise EmbeddingError(self._transport_message(exc), retryable=True) from None
+        elapsed = (time.perf_counter() - start) * 1000
+        if resp.status_code != 200:
+            raise self._error_from(resp)
+        return elapsed
+
+    # --- embedding -------------------------------------------------------------------------
+    async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
+        """Vectors for `texts` in order; bad inputs land in `errors` instead of raising."""
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a sequence of strings, not a string")
+        batch = EmbeddingBatch(vectors=[None] * len(texts))
+        counters = _Counters()
+        todo: list[int] = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"input {i} is {type(text).__name__}, expected str")
+            if text == "":
+                batch.errors[i] = EmbeddingInputError(f"input {i} is empty", code="empty_input")
+            else:
+                todo.append(i)
+        if todo:
+            self._http()  # bind the pool and semaphore to this loop before fanning out
+            groups = self._plan(texts, todo)
+            tasks = [
+                asyncio.ensure_future(self._embed_group(texts, g, batch, counters)) for g in groups
+            ]
+            try:
+                await asyncio.gather(*tasks)
+            except BaseException:
+                # One fatal error (bad key, no quota) ends the call; don't leave requests behind.
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+        batch.prompt_tokens = counters.prompt_tokens
+        batch.requests = counters.requests
+        batch.retries = counters.retries
+        return batch
+
+    def _plan(self, texts: Sequence[str], indices: list[int]) -> list[list[int]]:
+        """Greedy packing in input order within the count and estimated-token limits.
+        An input estimated over the per-input limit goes alone, so if the server rejects it,
+        it costs one request and spoils no other input."""
+        groups: list[list[int]] = []
+        current: list[int] = []
+        tokens = 0
+        for i in indices:
+            est = estimate_tokens(texts[i])
+            if est > self.max_tokens_per_input:
+                groups.append([i])
+                continue
+            if current and (
+                len(current) >= self.max_inputs_per_request
+                or tokens + est > self.max_tokens_per_request
+            ):
+                groups.append(current)
+                current, tokens = [], 0
+            current.append(i)
+            tokens += est
+        if current:
+            groups.append(current)
+        return groups
+
+    async def _embed_group(
+        self, texts: Sequence[str], group: list[int], batch: EmbeddingBatch, counters: _Counters
+    ) -> None:
+        try:
+            vectors = await self._request([texts[i] for i in group], counters)
+        except _InputProblem as problem:
+            if len(group) == 1:
+                err = problem.error
+                batch.errors[group[0]] = EmbeddingInputError(
+                    f"input {group[0]} rejected: {err.message}", status=err.status, code=err.code
+                )
+                return
+            mid = len(group) // 2
+            log.info("embeddings: input problem in a %d-input request, bisecting", len(group))
+            await asyncio.gather(
+                self._embed_group(texts, group[:mid], batch, counters),
+                self._embed_group(texts, group[mid:], batch, counters),
+            )
+            return
+        for i, vec in zip(group, vectors):  # noqa: B905 - lengths validated in _parse
+            batch.vectors[i] = vec
+
+    async def _request(self, inputs: list[str], counters: _Counters) -> list[list[float]]:
+        """One logical request with retries. Raises _InputProblem or EmbeddingError."""
+        payload: dict[str, Any] = {
+            "input": inputs,
+            "model": self.model,
+            "encoding_format": self.encoding_format,
+        }
+        if self.dimensions is not None:
+            payload["dimensions"] = self.dimensions
+        client = self._http()
+        assert self._sem is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            counters.requests += 1
+            headers: httpx.Headers | None = None
+            try:
+                async with self._sem:  # only the HTTP exchange holds a slot, not the backoff
+                    resp = await client.post("/embeddings", json=payload)
+            except httpx.HTTPError as exc:  # timeouts, connection errors, protocol errors
+                error = EmbeddingError(self._transport_message(exc), retryable=True)
+            else:
+                headers = resp.headers
+                if resp.status_code == 200:
+                    try:
+                        vectors, tokens = self._parse(resp, len(inputs))
+                    except EmbeddingError as exc:
+                        error = exc
+                    else:
+                        counters.prompt_tokens += tokens
+                        return vectors
+                else:
+                    error = self._error_from(resp)
+                    if error.status == 413 or (
+                        error.status == 400 and self._is_input_problem(resp, error)
+                    ):
+                        raise _InputProblem(error)
+                    if not error.retryable:
+                        raise error
+            if not self.retry_policy.should_retry(attempt):
+                raise EmbeddingError(
+                    f"{error.message} (gave up after {attempt} attempts)",
+                    retryable=error.retryable,
+                    status=error.status,
+                    code=error.code,
+                )
+            delay = self.retry_policy.delay(attempt, headers, rng=self._rng)
+            log.warning(
+                "embeddings: attempt %d failed (%s); retrying in %.3fs",
+                attempt,
+                error.message,
+                delay,
+            )
+            counters.retries += 1
+            await asyncio.sleep(delay)
+
+    # --- response handling -----------------------------------------------------------------
+    def _redact(self, text: str) -> str:
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        # OpenAI echoes a masked key on 401; keep no fragment of it either.
+        return _ECHOED_KEY_RE.sub(r"\1***", text)
+
+    def _transport_message(self, exc: httpx.HTTPError) -> str:
+        detail = str(exc) or type(exc).__name__
+        return self._redact(f"embeddings request failed: {type(exc).__name__}: {detail}")
+
+    def _error_from(self, resp: httpx.Response) -> EmbeddingError:
+        status = resp.status_code
+        code: str | None = None
+        try:
+            err = resp.json().get("error") or {}
+            message = str(err.get("message") or f"HTTP {status}")
+            code = err.get("code") or (
+                err.get("type") if err.get("type") == "insufficient_quota" else None
+            )
+        except (ValueError, AttributeError):
+            message = f"HTTP {status}: {resp.text[:200]}"
+        retryable = is_retryable_status(status, code)
+        return EmbeddingError(
+            self._redact(f"embeddings API error {status}: {message}"),
+            retryable=retryable,
+            status=status,
+            code=code,
+        )
+
+    @staticmethod
+    def _is_input_problem(resp: httpx.Response, error: EmbeddingError) -> bool:
+        if error.code in _INPUT_PROBLEM_CODES or _INPUT_PROBLEM_RE.search(error.message):
+            return True
+        try:
+            return (resp.json().get("error") or {}).get("param") == "input"
+        except (ValueError, AttributeError):
+            return False
+
+    def _parse(self, resp: httpx.Response, n: int) -> tuple[list[list[float]], int]:
+        """Decode and validate a 200 response; raises retryable EmbeddingError if unusable."""
+        try:
+            body = resp.json()
+            data = body["data"]
+            if not isinstance(data, list):
+                raise TypeError("data is not a list")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EmbeddingError(
+                f"embedder returned a malformed response ({type(exc).__name__})",
+                retryable=True,
+                status=resp.status_code,
+                code="malformed_response",
+            ) from None
+        if len(data) != n:
+            raise EmbeddingError(
+                f"embedder returned {len(data)} vectors for {n} inputs",
+                retryable=True,
+                status=resp.status_code,
+                code="wrong_count",
+            )
+        try:
+            ordered = sorted(data, key=lambda d: d["index"])
+            if [d["index"] for d in ordered] != list(range(n)):
+                raise ValueError("indices are not 0..n-1")
+            vectors = [self._decode(d["embedding"]) for d in ordered]
+        except (KeyError, TypeError, ValueError, struct.error) as exc:
+            raise EmbeddingError(
+                f"embedder returned undecodable embeddings ({exc})",
+                retryable=True,
+                status=resp.status_code,
+                code="malformed_response",
+            ) from None
+        expected = self.expected_dimensions or len(vectors[0])
+        bad = next((len(v) for v in vectors if len(v) != expected), None)
+        if bad is not None:
+            raise EmbeddingError(
+                f"embedder returned vectors of {bad} dimensions, expected {expected}",
+                retryable=True,
+                status=resp.status_code,
+                code="wrong_dimensions",
+            )
+        usage = body.get("usage") or {}
+        return vectors, int(usage.get("prompt_tokens") or 0)
+
+    @staticmethod
+    def _decode(embedding: Any) -> list[float]:
+        if isinstance(embedding, str):  # base64 of little-endian float32
+            raw = base64.b64decode(embedding, validate=True)
+            if len(raw) % 4:
+                raise ValueError("base64 embedding is not a whole number of float32")
+            return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+        if isinstance(embedding, list):
+            return [float(x) for x in embedding]
+        raise TypeError(f"embedding is {type(embedding).__name__}")

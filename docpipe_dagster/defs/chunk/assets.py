@@ -1,0 +1,31 @@
+import dagster as dg
+
+from docpipe_dagster.defs.metadata import report_metadata
+from docpipe_dagster.defs.partitions import batch_partitions
+from docpipe_dagster.defs.resources import DatabaseResource, ParserResource, PipelineSettings
+from docpipe_dagster.pipeline.chunk import chunk_documents
+
+
+@dg.asset(
+    partitions_def=batch_partitions,
+    deps=["parsed_documents"],
+    group_name="ingestion",
+    kinds={"python"},
+    description=(
+        "Heading-, paragraph- and sentence-aware chunks staged in document_chunk_buffer, "
+        "with ids UUIDv5(document, content hash, index)."
+    ),
+)
+def document_chunks(
+    context: dg.AssetExecutionContext,
+    database: DatabaseResource,
+    parser: ParserResource,
+    pipeline_settings: PipelineSettings,
+) -> dg.MaterializeResult:
+    report = chunk_documents(
+        database.store(),
+        context.partition_key,
+        profile=parser.profile,
+        config=pipeline_settings.chunking(),
+    )
+    return dg.MaterializeResult(metadata=report_metadata(report))

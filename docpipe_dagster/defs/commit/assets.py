@@ -1,0 +1,84 @@
+from collections.abc import Iterator
+
+import dagster as dg
+
+from docpipe_dagster.defs.metadata import failures_markdown, report_metadata
+from docpipe_dagster.defs.partitions import batch_partitions
+from docpipe_dagster.defs.resources import DatabaseResource, EmbedderResource, PipelineSettings
+from docpipe_dagster.pipeline.commit import commit_documents
+
+CHECKS = {
+    "batch_settled": "Every document of the batch is completed, or failed with a readable reason.",
+    "one_vector_per_chunk": "Each completed document has as many searchable vectors as chunks.",
+    "no_duplicate_chunks": "No document has two chunks at one position or chunks of two versions.",
+    "buffers_empty_after_commit": "Nothing is left in the staging buffers for committed documents.",
+}
+
+
+@dg.asset(
+    partitions_def=batch_partitions,
+    deps=["chunk_embeddings"],
+    group_name="ingestion",
+    kinds={"postgres", "pgvector"},
+    description=(
+        "The searchable table (document_chunks, HNSW cosine index). Each document's old "
+        "chunks are swapped for its new ones in one transaction."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="searchable_chunks", description=text)
+        for name, text in CHECKS.items()
+    ],
+)
+def searchable_chunks(
+    context: dg.AssetExecutionContext,
+    database: DatabaseResource,
+    embedder: EmbedderResource,
+    pipeline_settings: PipelineSettings,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    store = database.store()
+    report = commit_documents(
+        store,
+        context.partition_key,
+        space=embedder.space(),
+        max_attempts=pipeline_settings.max_attempts,
+    )
+    batch = store.batch_report(context.partition_key)
+    yield dg.MaterializeResult(
+        metadata=report_metadata(
+            report,
+            batch_documents=batch.total,
+            batch_completed=batch.by_state.get("completed", 0),
+            batch_failed=batch.by_state.get("failed", 0),
+            batch_failures=dg.MetadataValue.md(failures_markdown(batch.failures)),
+        )
+    )
+    settled = set(batch.by_state) <= {"completed", "failed", "deleted", "superseded"}
+    yield dg.AssetCheckResult(
+        check_name="batch_settled",
+        passed=settled and batch.failed_without_reason == 0,
+        metadata={
+            "by_state": dg.MetadataValue.json(batch.by_state),
+            "failed_without_reason": batch.failed_without_reason,
+        },
+    )
+    check = store.commit_check(context.partition_key)
+    yield dg.AssetCheckResult(
+        check_name="one_vector_per_chunk",
+        passed=check["vector_count_mismatches"] == 0,
+        metadata={"completed": check["completed"], "mismatches": check["vector_count_mismatches"]},
+    )
+    yield dg.AssetCheckResult(
+        check_name="no_duplicate_chunks",
+        passed=check["documents_with_two_versions"] == 0
+        and check["duplicate_chunk_positions"] == 0,
+        metadata={
+            "documents_with_two_versions": check["documents_with_two_versions"],
+            "duplicate_chunk_positions": check["duplicate_chunk_positions"],
+        },
+    )
+    orphans = check["orphaned_chunk_buffer_rows"] + check["orphaned_vector_buffer_rows"]
+    yield dg.AssetCheckResult(
+        check_name="buffers_empty_after_commit",
+        passed=orphans == 0,
+        metadata={"orphaned_rows": orphans},
+    )

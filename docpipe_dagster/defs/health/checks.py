@@ -1,0 +1,108 @@
+"""Service health in the UI: one external asset per service, a check, and a sensor that
+reports status and latency on an interval (the asset pages plot latency over time)."""
+
+from collections.abc import Callable
+
+import dagster as dg
+
+from docpipe_dagster.config import env_int
+from docpipe_dagster.health import CheckResult, database_checks, service_checks
+
+SERVICES = {
+    "database": (
+        "postgres",
+        "Postgres with pgvector: reachable, extension present, migrations current.",
+    ),
+    "parser": ("llamaparse", "The LlamaParse v1 API (or its local mock)."),
+    "embedder": ("openai", "The OpenAI embeddings API (or its local mock)."),
+    "storage": ("storage", "Where files land: a folder or the Supabase Storage API."),
+}
+HEALTH_INTERVAL_SECONDS = env_int("DOCPIPE_HEALTH_INTERVAL_SECONDS", 30)
+
+
+def service_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["services", name])
+
+
+service_assets = [
+    dg.AssetSpec(
+        service_key(name),
+        group_name="service_health",
+        kinds={kind},
+        description=text,
+    )
+    for name, (kind, text) in SERVICES.items()
+]
+
+
+def collect_health() -> dict[str, CheckResult]:
+    """One result per service; the database folds its three checks into one."""
+    from docpipe_dagster.store.server import resolve_database
+
+    results: dict[str, CheckResult] = {}
+    try:
+        db = database_checks(resolve_database(start=False).url)
+    except Exception as exc:
+        db = [CheckResult("database", False, 0.0, f"{exc.__class__.__name__}: {exc}")]
+    results["database"] = CheckResult(
+        "database",
+        all(r.ok for r in db),
+        sum(r.latency_ms for r in db),
+        "; ".join(r.detail for r in db),
+    )
+    for result in service_checks():
+        results[result.name] = result
+    return results
+
+
+def _check_result(result: CheckResult) -> dict:
+    return {
+        "passed": result.ok,
+        "severity": dg.AssetCheckSeverity.ERROR,
+        "metadata": {
+            "latency_ms": dg.MetadataValue.float(round(result.latency_ms, 2)),
+            "detail": dg.MetadataValue.text(result.detail),
+        },
+    }
+
+
+def _make_check(name: str) -> Callable:
+    @dg.asset_check(
+        asset=service_key(name), name="reachable", description=f"{name} answers a health probe."
+    )
+    def _check() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(**_check_result(collect_health()[name]))
+
+    return _check
+
+
+service_checks_defs = [_make_check(name) for name in SERVICES]
+
+
+@dg.sensor(
+    name="service_health_sensor",
+    minimum_interval_seconds=HEALTH_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Probes database, parser, embedder and storage; records status and latency.",
+)
+def service_health_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    events: list = []
+    for name, result in collect_health().items():
+        if name not in SERVICES:
+            continue
+        check = _check_result(result)
+        events.append(
+            dg.AssetObservation(
+                asset_key=service_key(name), metadata=check["metadata"] | {"ok": result.ok}
+            )
+        )
+        events.append(
+            dg.AssetCheckEvaluation(
+                asset_key=service_key(name),
+                check_name="reachable",
+                passed=check["passed"],
+                severity=check["severity"],
+                metadata=check["metadata"],
+            )
+        )
+    return dg.SensorResult(asset_events=events)

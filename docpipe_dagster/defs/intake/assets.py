@@ -1,0 +1,30 @@
+import dagster as dg
+
+from docpipe_dagster.defs.metadata import report_metadata
+from docpipe_dagster.defs.partitions import batch_partitions
+from docpipe_dagster.defs.resources import DatabaseResource, PipelineSettings, StorageResource
+from docpipe_dagster.pipeline.parse import check_raw_documents
+
+
+@dg.asset(
+    partitions_def=batch_partitions,
+    group_name="ingestion",
+    kinds={"storage"},
+    description=(
+        "The batch's files as registered by the storage sensor. Files that are gone, "
+        "unsupported or too large are settled here, before anything is paid for."
+    ),
+)
+def raw_documents(
+    context: dg.AssetExecutionContext,
+    database: DatabaseResource,
+    storage: StorageResource,
+    pipeline_settings: PipelineSettings,
+) -> dg.MaterializeResult:
+    report = check_raw_documents(
+        database.store(),
+        storage.open(),
+        context.partition_key,
+        max_file_bytes=pipeline_settings.max_file_bytes,
+    )
+    return dg.MaterializeResult(metadata=report_metadata(report))

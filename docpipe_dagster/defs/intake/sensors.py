@@ -1,0 +1,134 @@
+"""Intake: register files from storage in batches; re-queue transient failures.
+
+Both sensors keep their state in Postgres (upload_jobs). The cursor is only a small
+summary (a high-water mark of file mtimes and the last tick's counts) for the UI.
+"""
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from docpipe_dagster.config import env_int
+from docpipe_dagster.core.ids import batch_key as make_batch_key
+from docpipe_dagster.defs.partitions import INGEST_JOB, batch_partitions
+from docpipe_dagster.defs.resources import DatabaseResource, PipelineSettings, StorageResource
+from docpipe_dagster.pipeline.intake import scan_storage
+
+INTAKE_INTERVAL_SECONDS = env_int("DOCPIPE_SENSOR_INTERVAL_SECONDS", 3)
+RETRY_INTERVAL_SECONDS = env_int("DOCPIPE_RETRY_INTERVAL_SECONDS", 30)
+STALE_AFTER = timedelta(minutes=env_int("DOCPIPE_STALE_MINUTES", 15))
+
+
+def _cursor(raw: str | None) -> dict:
+    try:
+        return json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def batch_run_requests(batch_keys: list[str], reason: str) -> dict:
+    """Run requests and the partition additions they need, for SensorResult(**...)."""
+    return {
+        "run_requests": [
+            dg.RunRequest(partition_key=key, run_key=key, tags={"docpipe/reason": reason})
+            for key in batch_keys
+        ],
+        "dynamic_partitions_requests": [batch_partitions.build_add_request(batch_keys)]
+        if batch_keys
+        else [],
+    }
+
+
+@dg.sensor(
+    name="storage_intake_sensor",
+    job_name=INGEST_JOB,
+    minimum_interval_seconds=INTAKE_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Lists storage, registers new and changed files in upload_jobs (grouped into capped "
+        "batches, one run each), and removes deleted files from search."
+    ),
+)
+def storage_intake_sensor(
+    context: dg.SensorEvaluationContext,
+    database: DatabaseResource,
+    storage: StorageResource,
+    pipeline_settings: PipelineSettings,
+) -> dg.SensorResult:
+    previous = _cursor(context.cursor)
+    result = scan_storage(storage.open(), database.store(), pipeline_settings.intake())
+    summary = result.summary()
+    cursor = {
+        "high_water_mark": max(previous.get("high_water_mark", 0.0), result.newest_modified),
+        "last_tick": summary,
+    }
+    if result.batches or result.deleted:
+        context.log.info(f"intake: {summary}")
+    requests = batch_run_requests(sorted(result.batches), "new files")
+    skip = (
+        None
+        if result.batches
+        else f"nothing new ({summary['unchanged']} unchanged, {summary['unstable']} settling)"
+    )
+    return dg.SensorResult(cursor=json.dumps(cursor, sort_keys=True), skip_reason=skip, **requests)
+
+
+@dg.sensor(
+    name="retry_sensor",
+    job_name=INGEST_JOB,
+    minimum_interval_seconds=RETRY_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Re-queues documents whose failure was transient once their backoff has elapsed "
+        "(bounded attempts: after the last one they stay failed, the dead-letter list), and "
+        "re-launches documents stuck in flight whose run died."
+    ),
+)
+def retry_sensor(
+    context: dg.SensorEvaluationContext,
+    database: DatabaseResource,
+    pipeline_settings: PipelineSettings,
+) -> dg.SensorResult:
+    store = database.store()
+    now = datetime.now(timezone.utc)
+    batches: list[str] = []
+
+    due = store.due_retries(pipeline_settings.max_attempts, pipeline_settings.batch_max_files)
+    if due:
+        key = "retry-" + make_batch_key(now, [j.job_id for j in due])
+        if store.requeue([j.job_id for j in due], key, "transient failure, backoff elapsed"):
+            batches.append(key)
+
+    stale = [
+        job
+        for job in store.stale_in_flight(STALE_AFTER, pipeline_settings.batch_max_files)
+        if not _batch_has_live_run(context.instance, job.batch_key)
+    ]
+    if stale:
+        key = "resume-" + make_batch_key(now, [j.job_id for j in stale])
+        if store.move_to_batch([j.job_id for j in stale], key, "in flight with no live run"):
+            batches.append(key)
+
+    if not batches:
+        return dg.SensorResult(skip_reason="no failures due for retry, nothing stuck")
+    context.log.info(f"retry: {len(due)} due, {len(stale)} stale -> {batches}")
+    return dg.SensorResult(**batch_run_requests(batches, "retry"))
+
+
+def _batch_has_live_run(instance: dg.DagsterInstance, batch_key: str | None) -> bool:
+    if not batch_key:
+        return False
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            tags={"dagster/partition": batch_key},
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
+        ),
+        limit=1,
+    )
+    return bool(runs)

@@ -1,0 +1,227 @@
+"""Resources: one per external system, each with a local and a remote implementation.
+
+Secrets (API keys, the database URL with its password) come from the environment via
+`dg.EnvVar`, so Dagster shows the variable's name, never its value. With no key set and
+a base URL on 127.0.0.1, the local mocks' well-known (non-secret) key is used.
+"""
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from docpipe_dagster.clients.embeddings import EmbeddingsClient
+from docpipe_dagster.clients.llamaparse import LlamaParseClient
+from docpipe_dagster.clients.storage import FolderStorage, StorageBackend, SupabaseStorage
+from docpipe_dagster.config import LOCAL_MOCK_API_KEY, env_float, env_int, service_settings
+from docpipe_dagster.core.chunking import ChunkingConfig
+from docpipe_dagster.pipeline.intake import IntakeConfig
+from docpipe_dagster.store.queries import Store, VectorSpace
+
+# Native dimensions of the OpenAI embedding models; others must set DOCPIPE_EMBEDDING_DIMENSIONS.
+MODEL_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+
+
+class DatabaseResource(dg.ConfigurableResource):
+    """The pipeline's Postgres: DOCPIPE_DATABASE_URL, else the embedded server.
+
+    The URL is read from the environment at run time and never stored in config.
+    """
+
+    max_connections: int = 8
+    _store: Store | None = PrivateAttr(default=None)
+
+    def store(self) -> Store:
+        if self._store is None:
+            from docpipe_dagster.store.server import ready_database
+
+            self._store = Store.open(ready_database().url, max_size=self.max_connections)
+        return self._store
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+class StorageResource(dg.ConfigurableResource):
+    """Where files land. Subclasses: a local folder, or the Supabase Storage API."""
+
+    def open(self) -> StorageBackend:
+        raise NotImplementedError
+
+
+class FolderStorageResource(StorageResource):
+    root: str
+
+    def open(self) -> StorageBackend:
+        os.makedirs(self.root, exist_ok=True)
+        return FolderStorage(self.root)
+
+
+class SupabaseStorageResource(StorageResource):
+    base_url: str
+    api_key: str
+    bucket: str = "documents"
+
+    def open(self) -> StorageBackend:
+        backend = SupabaseStorage(self.base_url, self.api_key, self.bucket)
+        backend.ensure_bucket()
+        return backend
+
+
+class ParserResource(dg.ConfigurableResource):
+    """LlamaParse v1 API (the local mock by default)."""
+
+    base_url: str
+    api_key: str
+    result_type: str = "markdown"
+    poll_interval_s: float = 0.25
+    deadline_s: float = 600.0
+    timeout_s: float = 60.0
+    max_concurrency: int = 8
+
+    @property
+    def profile(self) -> str:
+        """Parse-cache key: the same bytes parsed with the same settings give the same text."""
+        return f"llamaparse-v1:{self.result_type}"
+
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[LlamaParseClient]:
+        async with LlamaParseClient(
+            self.base_url,
+            self.api_key,
+            result_type=self.result_type,
+            poll_interval_s=self.poll_interval_s,
+            deadline_s=self.deadline_s,
+            timeout_s=self.timeout_s,
+            max_concurrency=self.max_concurrency,
+        ) as client:
+            yield client
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    """OpenAI embeddings API (the local mock by default)."""
+
+    base_url: str
+    api_key: str
+    model: str = "text-embedding-3-small"
+    dimensions: int = 1536
+    send_dimensions: bool = False  # only v3 models accept `dimensions`
+    max_concurrency: int = 4
+    max_inputs_per_request: int = 2048
+    timeout_s: float = 60.0
+
+    def space(self) -> VectorSpace:
+        return VectorSpace(self.model, self.dimensions)
+
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[EmbeddingsClient]:
+        async with EmbeddingsClient(
+            self.base_url,
+            self.api_key,
+            self.model,
+            self.dimensions if self.send_dimensions else None,
+            max_inputs_per_request=self.max_inputs_per_request,
+            max_concurrency=self.max_concurrency,
+            timeout_s=self.timeout_s,
+        ) as client:
+            yield client
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """Knobs of the pipeline itself (chunking, batching, retries)."""
+
+    chunk_max_chars: int = 1200
+    chunk_overlap_chars: int = 150
+    batch_max_files: int = 200
+    batch_max_bytes: int = 64 * 1024 * 1024
+    max_batches_per_tick: int = 5
+    settle_seconds: float = 2.0
+    max_file_bytes: int = 100 * 1024 * 1024
+    max_attempts: int = 3
+    retry_base_seconds: float = 30.0
+
+    def chunking(self) -> ChunkingConfig:
+        return ChunkingConfig(
+            max_chars=self.chunk_max_chars, overlap_chars=self.chunk_overlap_chars
+        )
+
+    def intake(self) -> IntakeConfig:
+        return IntakeConfig(
+            settle_seconds=self.settle_seconds,
+            batch_max_files=self.batch_max_files,
+            batch_max_bytes=self.batch_max_bytes,
+            max_batches_per_tick=self.max_batches_per_tick,
+        )
+
+
+def api_key(env_name: str, base_url: str) -> str | dg.EnvVar:
+    """The key as an EnvVar when set; the mocks' public key when talking to a local mock."""
+    if os.environ.get(env_name, "").strip():
+        return dg.EnvVar(env_name)
+    if base_url.startswith(("http://127.0.0.1", "http://localhost")):
+        return LOCAL_MOCK_API_KEY
+    # Unset for a remote service: resolving fails with Dagster's "env var not set" error.
+    return dg.EnvVar(env_name)
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    """Resources from the environment (see .env.example for every variable)."""
+    settings = service_settings()
+    if settings.storage_backend == "supabase":
+        storage: StorageResource = SupabaseStorageResource(
+            base_url=settings.storage_base_url,
+            api_key=api_key(settings.storage_api_key_env, settings.storage_base_url),
+            bucket=settings.storage_bucket,
+        )
+    elif settings.storage_backend == "folder":
+        storage = FolderStorageResource(root=str(settings.storage_dir))
+    else:
+        raise ValueError(
+            f"DOCPIPE_STORAGE_BACKEND must be 'folder' or 'supabase', got {settings.storage_backend!r}"
+        )
+    dims_env = os.environ.get("DOCPIPE_EMBEDDING_DIMENSIONS", "").strip()
+    native = MODEL_DIMENSIONS.get(settings.embedding_model)
+    dimensions = int(dims_env) if dims_env else native
+    if dimensions is None:
+        raise ValueError(
+            f"set DOCPIPE_EMBEDDING_DIMENSIONS for embedding model {settings.embedding_model!r}"
+        )
+    return {
+        "database": DatabaseResource(),
+        "storage": storage,
+        "parser": ParserResource(
+            base_url=settings.parser_base_url,
+            api_key=api_key(settings.parser_api_key_env, settings.parser_base_url),
+            deadline_s=env_float("DOCPIPE_PARSE_DEADLINE_SECONDS", 600.0),
+        ),
+        "embedder": EmbedderResource(
+            base_url=settings.embedder_base_url,
+            api_key=api_key(settings.embedder_api_key_env, settings.embedder_base_url),
+            model=settings.embedding_model,
+            dimensions=dimensions,
+            send_dimensions=bool(dims_env) and dimensions != native,
+        ),
+        "pipeline_settings": PipelineSettings(
+            chunk_max_chars=env_int("DOCPIPE_CHUNK_MAX_CHARS", 1200),
+            chunk_overlap_chars=env_int("DOCPIPE_CHUNK_OVERLAP_CHARS", 150),
+            batch_max_files=env_int("DOCPIPE_BATCH_MAX_FILES", 200),
+            batch_max_bytes=env_int("DOCPIPE_BATCH_MAX_BYTES", 64 * 1024 * 1024),
+            settle_seconds=env_float("DOCPIPE_SETTLE_SECONDS", 2.0),
+            max_file_bytes=env_int("DOCPIPE_MAX_FILE_BYTES", 100 * 1024 * 1024),
+            max_attempts=env_int("DOCPIPE_MAX_ATTEMPTS", 3),
+            retry_base_seconds=env_float("DOCPIPE_RETRY_BASE_SECONDS", 30.0),
+        ),
+    }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources=build_resources())

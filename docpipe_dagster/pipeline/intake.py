@@ -1,0 +1,163 @@
+"""Find new, changed and deleted files in storage and register them as jobs in batches.
+
+The database is the only state: a tick lists storage, compares each object with the
+newest registered version of its key (size and mtime first, content hash when those
+changed), and registers what is new. A file modified within the last `settle_seconds`
+may still be being written, so it waits for a later tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from docpipe_dagster.clients.storage import StorageBackend, StoredObject
+from docpipe_dagster.core.hashing import sha256_bytes
+from docpipe_dagster.core.ids import batch_key as make_batch_key
+from docpipe_dagster.core.ids import document_id as make_document_id
+from docpipe_dagster.core.media import detect_media_type, is_ignored_key
+from docpipe_dagster.store.queries import JobRow, NewVersion, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    settle_seconds: float = 2.0
+    batch_max_files: int = 200
+    batch_max_bytes: int = 64 * 1024 * 1024
+    max_batches_per_tick: int = 5
+    sync_deletions: bool = True
+
+
+@dataclass
+class IntakeResult:
+    batches: dict[str, list[uuid.UUID]] = field(default_factory=dict)
+    listed: int = 0
+    registered: int = 0
+    unchanged: int = 0
+    unstable: int = 0  # still being written: taken on a later tick
+    ignored: int = 0  # hidden, temporary and lock files
+    deferred: int = 0  # over this tick's cap: taken on a later tick
+    deleted: int = 0
+    newest_modified: float = 0.0
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "listed": self.listed,
+            "registered": self.registered,
+            "batches": len(self.batches),
+            "unchanged": self.unchanged,
+            "unstable": self.unstable,
+            "ignored": self.ignored,
+            "deferred": self.deferred,
+            "deleted": self.deleted,
+        }
+
+
+def job_id_for(document: uuid.UUID, content_sha256: str) -> uuid.UUID:
+    """One job per (document, content version)."""
+    return uuid.uuid5(document, content_sha256)
+
+
+def _as_datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+def _same_signature(obj: StoredObject, known: JobRow) -> bool:
+    if known.size_bytes != obj.size or known.source_modified_at is None:
+        return False
+    return abs(known.source_modified_at.timestamp() - obj.modified_at) < 1e-3
+
+
+def scan_storage(
+    backend: StorageBackend,
+    store: Store,
+    config: IntakeConfig,
+    *,
+    now: float | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> IntakeResult:
+    """One intake tick: register new/changed files in capped batches, sync deletions."""
+    now = time.time() if now is None else now
+    result = IntakeResult()
+    known = store.current_versions()
+    seen: set[str] = set()
+    found: list[NewVersion] = []
+    capacity = config.batch_max_files * config.max_batches_per_tick
+
+    for obj in backend.list_objects():
+        result.listed += 1
+        if is_ignored_key(obj.key):
+            result.ignored += 1
+            continue
+        seen.add(obj.key)
+        result.newest_modified = max(result.newest_modified, obj.modified_at)
+        if now - obj.modified_at < config.settle_seconds:
+            result.unstable += 1
+            continue
+        current = known.get(obj.key)
+        if current is not None and _same_signature(obj, current):
+            result.unchanged += 1
+            continue
+        if len(found) >= capacity:
+            result.deferred += 1
+            continue
+        data = backend.read(obj.key)
+        if len(data) != obj.size:
+            # written to between listing and reading: wait until it settles
+            result.unstable += 1
+            continue
+        sha = sha256_bytes(data)
+        if current is not None and current.content_sha256 == sha:
+            store.touch_source_modified(current.job_id, _as_datetime(obj.modified_at))
+            result.unchanged += 1
+            continue
+        document = make_document_id(obj.key)
+        found.append(
+            NewVersion(
+                job_id=job_id_for(document, sha),
+                document_id=document,
+                storage_key=obj.key,
+                content_sha256=sha,
+                size_bytes=len(data),
+                media_type=detect_media_type(obj.key, data[:4096]),
+                source_modified_at=_as_datetime(obj.modified_at),
+            )
+        )
+
+    stamp = clock() if clock else datetime.now(timezone.utc)
+    for group in _group_into_batches(found, config):
+        key = make_batch_key(stamp, [v.job_id for v in group])
+        queued = store.register_versions(group, key)
+        if queued:
+            result.batches[key] = queued
+            result.registered += len(queued)
+
+    if config.sync_deletions:
+        for key, job in known.items():
+            if key not in seen and not is_ignored_key(key):
+                store.mark_deleted(job.document_id, "file removed from storage")
+                result.deleted += 1
+    return result
+
+
+def _group_into_batches(versions: list[NewVersion], config: IntakeConfig) -> list[list[NewVersion]]:
+    batches: list[list[NewVersion]] = []
+    current: list[NewVersion] = []
+    size = 0
+    for version in sorted(versions, key=lambda v: v.storage_key):
+        too_many = len(current) >= config.batch_max_files
+        too_big = current and size + version.size_bytes > config.batch_max_bytes
+        if too_many or too_big:
+            batches.append(current)
+            current, size = [], 0
+        current.append(version)
+        size += version.size_bytes
+    if current:
+        batches.append(current)
+    return batches

@@ -1,0 +1,97 @@
+"""Run the asset graph in-process for pending batches (`docpipe ingest`, tests, benchmarks).
+
+The same assets and resources as under the daemon, executed with `dg.materialize`, so a
+user gets identical behaviour without a webserver. When DAGSTER_HOME points at the
+Postgres-backed instance, the runs are recorded there and show up in the UI too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from docpipe_dagster.defs.chunk.assets import document_chunks
+from docpipe_dagster.defs.commit.assets import searchable_chunks
+from docpipe_dagster.defs.embed.assets import chunk_embeddings
+from docpipe_dagster.defs.intake.assets import raw_documents
+from docpipe_dagster.defs.parse.assets import parsed_documents
+from docpipe_dagster.defs.partitions import BATCHES
+from docpipe_dagster.defs.resources import build_resources
+from docpipe_dagster.pipeline.intake import IntakeConfig, IntakeResult, scan_storage
+
+PIPELINE_ASSETS = [
+    raw_documents,
+    parsed_documents,
+    document_chunks,
+    chunk_embeddings,
+    searchable_chunks,
+]
+
+
+@dataclass
+class BatchOutcome:
+    batch_key: str
+    success: bool
+    run_id: str
+
+
+def open_instance() -> dg.DagsterInstance:
+    """The persistent instance when DAGSTER_HOME is configured, else an ephemeral one."""
+    home = os.environ.get("DAGSTER_HOME")
+    if home and os.path.exists(os.path.join(home, "dagster.yaml")):
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def run_batch(
+    batch_key: str,
+    *,
+    resources: Mapping[str, Any] | None = None,
+    instance: dg.DagsterInstance | None = None,
+) -> BatchOutcome:
+    instance = instance or open_instance()
+    if not instance.has_dynamic_partition(BATCHES, batch_key):
+        instance.add_dynamic_partitions(BATCHES, [batch_key])
+    result = dg.materialize(
+        PIPELINE_ASSETS,
+        partition_key=batch_key,
+        resources=dict(resources or build_resources()),
+        instance=instance,
+        raise_on_error=False,
+        tags={"docpipe/reason": "docpipe ingest"},
+    )
+    return BatchOutcome(batch_key, result.success, result.run_id)
+
+
+def ingest_pending(
+    *,
+    resources: Mapping[str, Any] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    intake: IntakeConfig | None = None,
+    on_batch: Callable[[BatchOutcome, IntakeResult], None] | None = None,
+    max_rounds: int = 10_000,
+) -> list[BatchOutcome]:
+    """Register what storage holds and process every batch until nothing new remains."""
+    resources = dict(resources or build_resources())
+    instance = instance or open_instance()
+    intake = intake or IntakeConfig(settle_seconds=0.0)
+    database = resources["database"]
+    outcomes: list[BatchOutcome] = []
+    with dg.build_resources({"database": database, "storage": resources["storage"]}) as built:
+        store = built.database.store()
+        leftover = store.open_batches()
+        for _ in range(max_rounds):
+            scan = scan_storage(built.storage.open(), store, intake)
+            for batch_key in sorted(set(scan.batches) | set(leftover)):
+                outcome = run_batch(batch_key, resources=resources, instance=instance)
+                outcomes.append(outcome)
+                if on_batch:
+                    on_batch(outcome, scan)
+            leftover = []
+            if not scan.batches and not scan.deferred:
+                break
+    return outcomes

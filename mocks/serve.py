@@ -1,0 +1,147 @@
+"""Run one or all mock services: `python -m mocks [all|llamaparse|openai|storage] ...`.
+
+`all` runs the three uvicorn servers in one process and one asyncio loop (less RAM than three
+interpreters). Apps are imported lazily by factory name so a broken or missing mock does not
+stop the others from being served individually.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import signal
+import sys
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from mocks._common import MockSettings, parse_faults, settings_from_env
+
+SERVICES: tuple[str, ...] = ("storage", "llamaparse", "openai")
+DEFAULT_PORTS: dict[str, int] = {"storage": 8000, "llamaparse": 8001, "openai": 8002}
+FACTORIES: dict[str, str] = {
+    "storage": "mocks.storage.app:create_app",
+    "llamaparse": "mocks.llamaparse.app:create_app",
+    "openai": "mocks.openai.app:create_app",
+}
+
+
+def create_service_app(service: str, settings: MockSettings) -> FastAPI:
+    """Import `mocks.<service>.app:create_app` and build the app."""
+    module_name, _, attr = FACTORIES[service].partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    return factory(settings)
+
+
+class _Server(uvicorn.Server):
+    # Several servers share one loop; signals are handled once, for all of them, in _run.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def _run(servers: list[uvicorn.Server]) -> None:
+    def stop(sig: int, frame: Any) -> None:
+        for server in servers:
+            if server.should_exit:
+                server.force_exit = True  # second signal: stop waiting for open requests
+            server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        await asyncio.gather(*(server.serve() for server in servers))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def serve(
+    services: Sequence[str],
+    host: str = "127.0.0.1",
+    ports: dict[str, int] | None = None,
+    *,
+    log_level: str = "warning",
+    access_log: bool = False,
+    **settings_overrides: Any,
+) -> None:
+    """Serve `services` until SIGINT/SIGTERM. Each service gets its own MockSettings built by
+    `settings_from_env(**settings_overrides)` (api_key, latency_ms, jitter_ms, faults, data_dir,
+    webhook_secret, pending_seconds, seed), so fault state is never shared between mocks."""
+    ports = {**DEFAULT_PORTS, **(ports or {})}
+    unknown = [s for s in services if s not in FACTORIES]
+    if unknown:
+        raise ValueError(f"unknown mock service(s) {unknown}; choose from {list(SERVICES)}")
+    servers: list[uvicorn.Server] = []
+    for service in services:
+        app = create_service_app(service, settings_from_env(**settings_overrides))
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=ports[service],
+            log_level=log_level,
+            access_log=access_log,
+            lifespan="on",
+            timeout_graceful_shutdown=2,  # a hanging fault must not block shutdown
+        )
+        servers.append(_Server(config))
+        # Printed (flushed) so supervisors can read the URL; the key is never printed.
+        print(f"mock {service} listening on http://{host}:{ports[service]}", flush=True)
+    asyncio.run(_run(servers))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mocks", description="Run docpipe mock services.")
+    p.add_argument("service", nargs="?", default="all", choices=["all", *SERVICES])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, help="port for a single service (not with 'all')")
+    for service in SERVICES:
+        p.add_argument(f"--{service}-port", type=int, default=None, dest=f"{service}_port")
+    p.add_argument("--api-key", default=None, help="'none' disables auth")
+    p.add_argument("--latency-ms", type=float, default=None)
+    p.add_argument("--jitter-ms", type=float, default=None)
+    p.add_argument("--faults", default=None, help="JSON fault spec or list of specs")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--webhook-secret", default=None)
+    p.add_argument("--pending-seconds", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--log-level", default="warning")
+    p.add_argument("--access-log", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    services = list(SERVICES) if args.service == "all" else [args.service]
+    if args.port is not None and len(services) > 1:
+        print("--port needs a single service; use --<service>-port with 'all'", file=sys.stderr)
+        return 2
+    ports: dict[str, int] = {}
+    for service in services:
+        port = args.port if args.port is not None else getattr(args, f"{service}_port")
+        if port is not None:
+            ports[service] = port
+    overrides: dict[str, Any] = {
+        "latency_ms": args.latency_ms,
+        "jitter_ms": args.jitter_ms,
+        "faults": parse_faults(args.faults) if args.faults else None,
+        "data_dir": args.data_dir,
+        "webhook_secret": args.webhook_secret,
+        "pending_seconds": args.pending_seconds,
+        "seed": args.seed,
+    }
+    if args.api_key is not None:
+        key = args.api_key.strip()
+        overrides["api_key"] = None if key.lower() in ("", "none") else key
+    serve(
+        services,
+        args.host,
+        ports,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        **overrides,
+    )
+    return 0
