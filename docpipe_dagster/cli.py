@@ -143,5 +143,80 @@ def validate_command(as_json: bool, webserver_url: str | None) -> None:
     sys.exit(0 if all(r.ok for r in results) else 1)
 
 
+# --- services ---------------------------------------------------------------------------
+
+
+@main.command("mocks")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--latency-ms", type=float, default=None, help="Added latency per request.")
+@click.option("--jitter-ms", type=float, default=None, help="Random extra latency, 0..N ms.")
+@click.option("--faults", default=None, help="JSON list of fault specs (see mocks/README.md).")
+def mocks_command(
+    host: str, latency_ms: float | None, jitter_ms: float | None, faults: str | None
+) -> None:
+    """Run the three mocks: storage :8000, LlamaParse :8001, OpenAI :8002."""
+    from mocks.serve import serve
+
+    overrides: dict[str, object] = {}
+    if latency_ms is not None:
+        overrides["latency_ms"] = latency_ms
+    if jitter_ms is not None:
+        overrides["jitter_ms"] = jitter_ms
+    if faults:
+        overrides["faults"] = json.loads(faults)
+    click.echo(f"mocks on {host}: storage :8000, llamaparse :8001, openai :8002 (Ctrl-C stops)")
+    serve(["storage", "llamaparse", "openai"], host, **overrides)
+
+
+@main.command("dev")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where the UI listens.")
+@click.option("--port", default=3000, show_default=True, type=int)
+def dev_command(host: str, port: int) -> None:
+    """Database, migrations, mocks, sample documents and `dagster dev` (UI on :3000)."""
+    from docpipe_dagster.devstack import run_dev
+
+    sys.exit(run_dev(host, port, click.echo))
+
+
+# --- documents ----------------------------------------------------------------------------
+
+
+@main.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=str))
+@click.option(
+    "--wait", is_flag=True, help="Process now, in this process, and wait for the outcome."
+)
+@click.option("--prefix", default="", help="Storage key prefix for the uploaded files.")
+def ingest_command(paths: tuple[str, ...], wait: bool, prefix: str) -> None:
+    """Put files (or folders) into storage; with --wait, process them through the asset graph.
+
+    Exit status with --wait: 0 when every file completed, 1 when any failed (listed with why).
+    Without --wait the files are left for the running `docpipe dev` sensor.
+    """
+    from docpipe_dagster.cli_documents import run_ingest
+
+    sys.exit(run_ingest(paths, wait=wait, prefix=prefix))
+
+
+@main.command("search")
+@click.argument("query")
+@click.option("-k", "--top-k", "k", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (shape in README).")
+def search_command(query: str, k: int, as_json: bool) -> None:
+    """Top-k chunks for QUERY, with document key, score and text."""
+    from docpipe_dagster.cli_documents import run_search
+
+    sys.exit(run_search(query, k, as_json))
+
+
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (shape in README).")
+def status_command(as_json: bool) -> None:
+    """Documents by state, chunk and vector totals, failures with reasons."""
+    from docpipe_dagster.cli_documents import run_status
+
+    sys.exit(run_status(as_json))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

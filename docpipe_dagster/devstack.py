@@ -1,11 +1,30 @@
-"""Process management for `docpipe dev`: DAGSTER_HOME, the mocks and `dagster dev`."""
+"""Process management for `docpipe dev`: database, mocks, samples and `dagster dev`.
+
+Each child runs in its own process group so that stopping the stack can signal a child's
+whole tree (dagster dev's webserver, daemon and code servers) and escalate to SIGKILL:
+dagster dev may ignore SIGINT/SIGTERM for many seconds when not attached to a terminal.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from docpipe_dagster.config import PROJECT_ROOT, docpipe_home
+import httpx
+
+from docpipe_dagster.config import ENV_DAGSTER_DATABASE_URL, PROJECT_ROOT, docpipe_home
+
+SAMPLES_DIR = PROJECT_ROOT / "samples"
+SAMPLES_PREFIX = "samples"
+MOCK_PORTS = {"storage": 8000, "llamaparse": 8001, "openai": 8002}
 
 
 def prepare_dagster_home(home: Path | None = None) -> Path:
@@ -17,3 +36,186 @@ def prepare_dagster_home(home: Path | None = None) -> Path:
     if not target.exists() or target.read_bytes() != source.read_bytes():
         shutil.copyfile(source, target)
     return dagster_home
+
+
+def seed_samples(write: Callable[[str, bytes], object], home: Path | None = None) -> int:
+    """Put the shipped sample documents into storage once (a marker remembers it)."""
+    marker = (home or docpipe_home()) / ".samples-seeded"
+    if marker.exists() or not SAMPLES_DIR.is_dir():
+        return 0
+    count = 0
+    for path in sorted(SAMPLES_DIR.iterdir()):
+        if path.is_file() and path.name != "README.md":
+            write(f"{SAMPLES_PREFIX}/{path.name}", path.read_bytes())
+            count += 1
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("samples were copied into storage once; delete this file to copy again\n")
+    return count
+
+
+def wait_for_http(url: str, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            return False
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code < 500:
+                return True
+        time.sleep(0.25)
+    return False
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, grace_s: float) -> None:
+        """SIGTERM the child's process group, SIGKILL it if it has not gone after grace_s."""
+        pgid = self.process.pid  # started with start_new_session: group id == pid
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None and not _group_alive(pgid):
+                    return
+                time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class DevStack:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    start_mocks: bool = True
+    seed: bool = True
+    echo: Callable[[str], None] = print
+    children: list[Child] = field(default_factory=list)
+    started_database: bool = False
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
+        child = Child(name, subprocess.Popen(args, env=env, start_new_session=True))
+        self.children.append(child)
+        return child
+
+    def start(self) -> None:
+        from docpipe_dagster.clients.factory import open_storage
+        from docpipe_dagster.store.server import pgdata_dir, ready_database
+
+        was_running = (pgdata_dir() / "postmaster.pid").exists()
+        target = ready_database()
+        self.started_database = target.embedded and not was_running
+        self.echo(f"database: {'embedded' if target.embedded else 'external'}, migrated")
+
+        env = dict(os.environ)
+        if self.start_mocks:
+            mocks = self._spawn(
+                "mocks",
+                [
+                    sys.executable,
+                    "-m",
+                    "mocks",
+                    "all",
+                    "--host",
+                    "127.0.0.1",
+                    *(f"--{name}-port={port}" for name, port in MOCK_PORTS.items()),
+                ],
+                env,
+            )
+            for name, port in MOCK_PORTS.items():
+                if not wait_for_http(f"http://127.0.0.1:{port}/health", 30, mocks.alive):
+                    raise RuntimeError(f"the {name} mock did not start on port {port}")
+            self.echo("mocks: storage :8000, llamaparse :8001, openai :8002")
+
+        if self.seed:
+            storage = open_storage()
+            seeded = seed_samples(storage.write)
+            if seeded:
+                self.echo(f"samples: {seeded} documents put into {storage.describe()}")
+
+        dagster_home = prepare_dagster_home()
+        env.update(
+            {
+                "DAGSTER_HOME": str(dagster_home),
+                ENV_DAGSTER_DATABASE_URL: target.dagster_url,
+                "DOCPIPE_HOME": str(docpipe_home()),
+            }
+        )
+        web = self._spawn(
+            "dagster",
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-w",
+                str(PROJECT_ROOT / "workspace.yaml"),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+            ],
+            env,
+        )
+        if not wait_for_http(f"http://{self.host}:{self.port}/server_info", 180, web.alive):
+            raise RuntimeError("the Dagster webserver did not come up (see its output above)")
+        self.echo(f"Dagster UI: http://{self.host}:{self.port}  (Ctrl-C stops everything)")
+
+    def wait(self) -> int:
+        """Block until a child exits (that is an error) or we are signalled."""
+        while True:
+            for child in self.children:
+                if not child.alive():
+                    self.echo(f"{child.name} exited with code {child.process.returncode}")
+                    return 1
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop(grace_s=10.0 if child.name == "dagster" else 3.0)
+        self.children.clear()
+        if self.started_database:
+            from docpipe_dagster.store.server import stop_embedded
+
+            stop_embedded()
+            self.echo("database: stopped")
+
+
+def run_dev(host: str, port: int, echo: Callable[[str], None]) -> int:
+    from docpipe_dagster.config import service_settings
+
+    stack = DevStack(
+        host=host, port=port, start_mocks=service_settings().uses_local_mocks, echo=echo
+    )
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    code = 0
+    try:
+        stack.start()
+        code = stack.wait()
+    except KeyboardInterrupt:
+        echo("stopping…")
+    except RuntimeError as exc:
+        echo(f"error: {exc}")
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+    return code

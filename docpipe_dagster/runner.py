@@ -52,6 +52,7 @@ def run_batch(
     *,
     resources: Mapping[str, Any] | None = None,
     instance: dg.DagsterInstance | None = None,
+    log_level: str = "INFO",
 ) -> BatchOutcome:
     instance = instance or open_instance()
     if not instance.has_dynamic_partition(BATCHES, batch_key):
@@ -63,6 +64,7 @@ def run_batch(
         instance=instance,
         raise_on_error=False,
         tags={"docpipe/reason": "docpipe ingest"},
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
     return BatchOutcome(batch_key, result.success, result.run_id)
 
@@ -74,6 +76,7 @@ def ingest_pending(
     intake: IntakeConfig | None = None,
     on_batch: Callable[[BatchOutcome, IntakeResult], None] | None = None,
     max_rounds: int = 10_000,
+    log_level: str = "INFO",
 ) -> list[BatchOutcome]:
     """Register what storage holds and process every batch until nothing new remains."""
     resources = dict(resources or build_resources())
@@ -87,7 +90,9 @@ def ingest_pending(
         for _ in range(max_rounds):
             scan = scan_storage(built.storage.open(), store, intake)
             for batch_key in sorted(set(scan.batches) | set(leftover)):
-                outcome = run_batch(batch_key, resources=resources, instance=instance)
+                outcome = run_batch(
+                    batch_key, resources=resources, instance=instance, log_level=log_level
+                )
                 outcomes.append(outcome)
                 if on_batch:
                     on_batch(outcome, scan)
