@@ -27,6 +27,21 @@ SAMPLES_PREFIX = "samples"
 MOCK_PORTS = {"storage": 8000, "llamaparse": 8001, "openai": 8002}
 
 
+def mock_ports() -> dict[str, int]:
+    """Start each mock where the configuration points (defaults 8000/8001/8002)."""
+    from urllib.parse import urlsplit
+
+    from docpipe_dagster.config import service_settings
+
+    settings = service_settings()
+    urls = {
+        "storage": settings.storage_base_url,
+        "llamaparse": settings.parser_base_url,
+        "openai": settings.embedder_base_url,
+    }
+    return {name: urlsplit(url).port or MOCK_PORTS[name] for name, url in urls.items()}
+
+
 def prepare_dagster_home(home: Path | None = None) -> Path:
     """$DOCPIPE_HOME/dagster_home holding the Postgres-backed dagster.yaml from the checkout."""
     dagster_home = (home or docpipe_home()) / "dagster_home"
@@ -122,6 +137,7 @@ class DevStack:
 
         env = dict(os.environ)
         if self.start_mocks:
+            ports = mock_ports()
             mocks = self._spawn(
                 "mocks",
                 [
@@ -131,14 +147,14 @@ class DevStack:
                     "all",
                     "--host",
                     "127.0.0.1",
-                    *(f"--{name}-port={port}" for name, port in MOCK_PORTS.items()),
+                    *(f"--{name}-port={port}" for name, port in ports.items()),
                 ],
                 env,
             )
-            for name, port in MOCK_PORTS.items():
+            for name, port in ports.items():
                 if not wait_for_http(f"http://127.0.0.1:{port}/health", 30, mocks.alive):
                     raise RuntimeError(f"the {name} mock did not start on port {port}")
-            self.echo("mocks: storage :8000, llamaparse :8001, openai :8002")
+            self.echo("mocks: " + ", ".join(f"{name} :{port}" for name, port in ports.items()))
 
         if self.seed:
             storage = open_storage()
@@ -204,6 +220,9 @@ def run_dev(host: str, port: int, echo: Callable[[str], None]) -> int:
     def on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Explicit handlers: a process started in the background of a non-interactive shell
+    # inherits SIGINT as ignored, and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     code = 0
     try:

@@ -73,6 +73,15 @@ def replace_database(url: str, database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
 
 
+def for_dagster(url: str) -> str:
+    """The URL as dagster-postgres needs it: SQLAlchemy 2.1 maps a bare `postgresql://` to
+    psycopg 3, whose server-side binding breaks dagster-postgres' `NOTIFY channel, :id`."""
+    parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres"):
+        return urlunsplit(("postgresql+psycopg2", *parts[1:]))
+    return url
+
+
 def database_name(url: str) -> str:
     return urlsplit(url).path.lstrip("/") or "postgres"
 
@@ -98,7 +107,7 @@ def start_embedded(home: Path | None = None) -> DatabaseTarget:
         ensure_database_exists(base_url, name)
     return DatabaseTarget(
         url=server.get_uri(APP_DATABASE),
-        dagster_url=server.get_uri(DAGSTER_DATABASE),
+        dagster_url=for_dagster(server.get_uri(DAGSTER_DATABASE)),
         embedded=True,
         pgdata=pgdata,
     )
@@ -129,7 +138,7 @@ def resolve_database(start: bool = True) -> DatabaseTarget:
                     f"next to {database_name(external)!r}; create it or set "
                     f"{ENV_DAGSTER_DATABASE_URL}: {exc.__class__.__name__}"
                 ) from exc
-        return DatabaseTarget(url=external, dagster_url=dagster_url, embedded=False)
+        return DatabaseTarget(url=external, dagster_url=for_dagster(dagster_url), embedded=False)
     if not start:
         pgdata = pgdata_dir()
         if not (pgdata / "postmaster.pid").exists():

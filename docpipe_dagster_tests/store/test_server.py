@@ -78,7 +78,8 @@ def test_external_database_url_is_honoured(
     target = resolve_database()
     assert target.url == database_url and not target.embedded
     assert database_name(target.dagster_url) == f"{database_name(database_url)}_dagster"
-    with psycopg.connect(target.dagster_url) as conn:
+    assert target.dagster_url.startswith("postgresql+psycopg2://")  # what dagster-postgres needs
+    with psycopg.connect(target.dagster_url.replace("+psycopg2", "", 1)) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 

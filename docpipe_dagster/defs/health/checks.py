@@ -87,7 +87,8 @@ service_checks_defs = [_make_check(name) for name in SERVICES]
 )
 def service_health_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     events: list = []
-    for name, result in collect_health().items():
+    health = collect_health()
+    for name, result in health.items():
         if name not in SERVICES:
             continue
         check = _check_result(result)
@@ -105,4 +106,7 @@ def service_health_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
                 metadata=check["metadata"],
             )
         )
-    return dg.SensorResult(asset_events=events)
+    summary = ", ".join(
+        f"{name} {'ok' if r.ok else 'FAIL'} {r.latency_ms:.0f} ms" for name, r in health.items()
+    )
+    return dg.SensorResult(asset_events=events, skip_reason=summary)

@@ -1,0 +1,128 @@
+"""The CLI through real subprocesses: ingest --wait, search --json, status --json, validate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SEARCH_RESULT_KEYS = {
+    "rank",
+    "score",
+    "storage_key",
+    "chunk_index",
+    "heading_path",
+    "text",
+    "document_id",
+    "chunk_id",
+}
+
+
+def docpipe(
+    env: dict[str, str], *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "docpipe_dagster.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _corpus(root: Path) -> Path:
+    folder = root / "handbook"
+    (folder / "ops").mkdir(parents=True)
+    (folder / "volcanoes.md").write_text(
+        "# Volcanoes\n\nMagma rises through the crust and erupts as lava from a volcano.\n"
+    )
+    (folder / "ops" / "backups.txt").write_text(
+        "Nightly backups are copied to a second region and restored once a month as a drill.\n"
+    )
+    (folder / "tea.html").write_text(
+        "<html><body><h1>Tea</h1><p>Green tea is steeped at a lower temperature than black tea.</p></body></html>"
+    )
+    return folder
+
+
+def test_help_lists_the_commands(cli_env: dict[str, str]) -> None:
+    out = docpipe(cli_env, "--help")
+    assert out.returncode == 0
+    for command in ("db", "dev", "ingest", "mocks", "search", "status", "validate"):
+        assert command in out.stdout
+
+
+def test_ingest_wait_then_search_and_status(cli_env: dict[str, str], tmp_path: Path) -> None:
+    folder = _corpus(tmp_path)
+    ingested = docpipe(cli_env, "ingest", str(folder), "--wait")
+    assert ingested.returncode == 0, ingested.stdout + ingested.stderr
+    assert "3 completed, 0 failed" in ingested.stdout
+
+    found = docpipe(cli_env, "search", "nightly backups restored as a drill", "-k", "2", "--json")
+    assert found.returncode == 0, found.stderr
+    payload = json.loads(found.stdout)
+    assert payload["query"] == "nightly backups restored as a drill"
+    assert payload["model"] == "text-embedding-3-small" and payload["dimensions"] == 1536
+    assert len(payload["results"]) == 2
+    assert set(payload["results"][0]) == SEARCH_RESULT_KEYS
+    assert payload["results"][0]["storage_key"] == "handbook/ops/backups.txt"
+    assert payload["results"][0]["score"] > payload["results"][1]["score"]
+
+    status = docpipe(cli_env, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    summary = json.loads(status.stdout)
+    assert summary["documents"] == {"total": 3, "by_state": {"completed": 3}}
+    assert summary["chunks"] == summary["vectors"] >= 3
+    assert summary["failures"] == []
+    assert summary["buffers"] == {"chunks": 0, "vectors": 0}
+
+    human = docpipe(cli_env, "search", "lava from a volcano")
+    assert human.returncode == 0 and "handbook/volcanoes.md" in human.stdout.splitlines()[0]
+
+
+def test_ingest_wait_exits_1_and_names_the_failures(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = _corpus(tmp_path)
+    (folder / "setup.exe").write_bytes(b"MZ\x90\x00" + bytes(range(256)))
+    (folder / "blank.txt").write_text("   \n\n  ")
+    out = docpipe(cli_env, "ingest", str(folder), "--wait")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "3 completed, 2 failed" in out.stdout
+    assert "FAILED handbook/setup.exe: unsupported file type .exe" in out.stdout
+    assert "FAILED handbook/blank.txt:" in out.stdout
+
+    status = json.loads(docpipe(cli_env, "status", "--json").stdout)
+    failed = {f["storage_key"]: f for f in status["failures"]}
+    assert set(failed) == {"handbook/setup.exe", "handbook/blank.txt"}
+    assert all(f["reason"] and not f["retryable"] for f in failed.values())
+    assert status["documents"]["by_state"] == {"completed": 3, "failed": 2}
+
+
+def test_ingest_without_wait_only_uploads(cli_env: dict[str, str], tmp_path: Path) -> None:
+    note = tmp_path / "note.md"
+    note.write_text("# Note\n\nJust one file.\n")
+    out = docpipe(cli_env, "ingest", str(note))
+    assert out.returncode == 0, out.stderr
+    assert (Path(cli_env["DOCPIPE_HOME"]) / "storage" / "note.md").read_text() == note.read_text()
+    status = json.loads(docpipe(cli_env, "status", "--json").stdout)
+    assert status["documents"]["total"] == 0
+
+
+def test_validate_reports_every_component(cli_env: dict[str, str]) -> None:
+    out = docpipe(cli_env, "validate", "--json", "--webserver-url", "http://127.0.0.1:9")
+    checks = {c["name"]: c for c in json.loads(out.stdout)}
+    for name in ("database", "pgvector", "migrations", "parser", "embedder", "storage"):
+        assert checks[name]["ok"], checks[name]
+        assert checks[name]["latency_ms"] >= 0
+    # the webserver was asked for explicitly and is not running: reported, exit 1
+    assert not checks["dagster webserver"]["ok"]
+    assert out.returncode == 1
+
+
+def test_validate_fails_when_a_service_is_down(cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
+    out = docpipe(env, "validate")
+    assert out.returncode == 1
+    assert "FAIL" in out.stdout and "embedder" in out.stdout
