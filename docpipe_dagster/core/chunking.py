@@ -1,0 +1,508 @@
+"""Deterministic, markdown-aware chunking of parsed documents.
+
+Rules (what ``split_into_chunks`` guarantees):
+
+* The input is first passed through ``normalise_text``; every ``Chunk.start``/``end`` is an
+  offset into that normalised text and ``chunk.text == normalised[chunk.start:chunk.end]``.
+* ``len(chunk.text) <= max_chars`` always. No chunk is empty, none starts or ends with
+  whitespace. Empty or whitespace-only text gives ``[]``. The same text and config always give
+  the same chunks (no randomness, no global state).
+* A markdown ATX heading (``#`` .. ``######``, outside code fences) always starts a new chunk.
+  A run of headings with nothing between them stays together with the text that follows.
+  ``heading_path`` is the stack of headings in effect at the end of the chunk's own text,
+  e.g. ``("Intro", "Setup")``.
+* Otherwise a chunk is filled greedily and cut at the best boundary available, in order:
+  blank line (paragraph, or the edge of a code fence), line break, sentence end
+  (``. ! ?`` followed by whitespace, or ``。！？``), whitespace, and only then anywhere at a
+  grapheme-safe position. A unit (paragraph, line, sentence, word) that would fit in a chunk
+  of its own is moved whole to the next chunk; one that would not fit anyway is split at the
+  next finer level and its first part fills the current chunk (the usual recursive splitter).
+* A word is never cut unless it alone is longer than ``max_chars`` (a base64 blob, a long
+  line of CJK without punctuation); then it is hard-split, never between a base character and
+  its combining marks, inside a ZWJ emoji sequence, or between a regional-indicator pair.
+* A fenced code block (``` or ~~~) no longer than ``max_chars`` is never split; a longer one
+  is split like any other text, preferring blank lines and line breaks inside it.
+* Overlap: a chunk that continues a section (not one that starts at a heading) begins with up
+  to ``overlap_chars`` of the previous chunk's tail, starting at a sentence start when one is in
+  reach, else at a word start; it never repeats the previous chunk's leading headings, never
+  starts inside a code fence, and shrinks when needed to keep a whole word or fence in the chunk,
+  or to finish the section in this chunk instead of leaving a sliver for one more.
+  Between consecutive chunks there is either such an overlap or only whitespace, so the chunks
+  minus their overlaps, with those whitespace gaps, rebuild the normalised text exactly.
+* ``min_chars`` (default 1) is a best-effort floor: a heading does not close a section shorter
+  than it, cuts that would leave a shorter chunk are not taken, and a shorter last chunk is
+  merged into the one before when the result still fits ``max_chars``.
+* Time and memory are linear: every search is bounded by about ``max_chars`` around the cut,
+  runs in the ``re``/``str`` C code, and the output is built from slices of the text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+
+__all__ = [
+    "Chunk",
+    "ChunkingConfig",
+    "estimate_tokens",
+    "normalise_text",
+    "split_into_chunks",
+]
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    """Sizes in characters (of the normalised text), not tokens; see ``estimate_tokens``."""
+
+    max_chars: int = 1200
+    overlap_chars: int = 150
+    min_chars: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("max_chars", "overlap_chars", "min_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+        if self.max_chars < 50:
+            raise ValueError(f"max_chars must be >= 50, got {self.max_chars}")
+        if not 0 <= self.overlap_chars < self.max_chars:
+            raise ValueError(
+                f"overlap_chars must be >= 0 and < max_chars ({self.max_chars}), "
+                f"got {self.overlap_chars}"
+            )
+        if not 1 <= self.min_chars <= self.max_chars:
+            raise ValueError(
+                f"min_chars must be between 1 and max_chars ({self.max_chars}), "
+                f"got {self.min_chars}"
+            )
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int
+    text: str
+    start: int  # offsets into normalise_text(input): text == normalised[start:end]
+    end: int
+    heading_path: tuple[str, ...]
+    token_estimate: int
+
+
+# --------------------------------------------------------------------------- normalisation
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Everything Unicode calls a line break becomes "\n" (a lone "\r" or a form feed from a PDF
+# page must still separate words, not glue them together).
+_LINE_BREAKS = re.compile("\r\n|[\r\x0b\x0c\x85\u2028\u2029]")
+# Remaining C0 controls except \t and \n, DEL, C1 controls, and BOM/zero-width no-break space.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\ufeff]")
+_TRAILING_WS = re.compile(r"[^\S\n]+$", re.MULTILINE)
+_EXCESS_BLANK = re.compile(r"\n{4,}")
+
+
+def normalise_text(text: str) -> str:
+    """Canonical form of document text; idempotent.
+
+    Surrogate pairs are joined and lone surrogates become U+FFFD (they cannot be UTF-8
+    encoded, so an embedding request would fail); ``\\r\\n``, ``\\r`` and other line
+    separators become ``\\n``; NUL and other control characters except ``\\n`` and ``\\t`` are
+    removed; Unicode NFC; trailing whitespace on each line removed; three or more blank lines
+    collapse to two; leading and trailing blank lines removed.
+    """
+    if _SURROGATE.search(text):
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    text = _LINE_BREAKS.sub("\n", text)
+    text = _CONTROL.sub("", text)
+    text = unicodedata.normalize("NFC", text)
+    text = _TRAILING_WS.sub("", text)
+    text = _EXCESS_BLANK.sub("\n\n\n", text)
+    return text.strip("\n")
+
+
+# --------------------------------------------------------------------------- token estimate
+
+_WORD = re.compile(r"\S+")
+# Long runs without spaces or most punctuation: base64, hex, hashes, URL paths. BPE
+# tokenisers find few merges in them (about 2-3 characters per token).
+_LONG_RUN = re.compile(r"[A-Za-z0-9+/=_-]{24,}")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_ASCII_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_ASCII_DIGITS = b"0123456789"
+_ASCII_PUNCT = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+
+
+def estimate_tokens(text: str) -> int:
+    """Conservative token count for cl100k-like BPE tokenisers, without tiktoken.
+
+    ``ceil(max(words * 4/3, c))`` where ``words`` counts whitespace-separated words and ``c``
+    adds up, per kind of character: ASCII letters / 3.5, ASCII digits / 2.5 (numbers split into
+    groups of at most three), 1 per ASCII punctuation mark, 1 per newline, characters in runs of
+    24+ letters/digits/``+/=_-`` without spaces (base64, hex, URLs) / 2, and UTF-8 bytes / 2 for
+    everything non-ASCII: a CJK character (3 bytes) counts 1.5 tokens, an emoji (4 bytes) 2,
+    Cyrillic/Greek/Hebrew/Arabic (2 bytes) 1. It errs on the high side, which only makes
+    request batches a little smaller; under-estimating would make requests fail.
+    """
+    if not text:
+        return 0
+    words = _WORD.subn("", text)[1]
+    if words == 0:
+        return 0
+    long_chars = 0
+
+    def _drop_long(m: re.Match[str]) -> str:
+        nonlocal long_chars
+        long_chars += len(m.group())
+        return " "
+
+    rest = _LONG_RUN.sub(_drop_long, text)
+    non_ascii_bytes = sum(len(m.group().encode("utf-8")) for m in _NON_ASCII.finditer(rest))
+    ascii_bytes = rest.encode("ascii", "ignore")
+    letters = len(ascii_bytes) - len(ascii_bytes.translate(None, _ASCII_LETTERS))
+    digits = len(ascii_bytes) - len(ascii_bytes.translate(None, _ASCII_DIGITS))
+    punct = len(ascii_bytes) - len(ascii_bytes.translate(None, _ASCII_PUNCT))
+    newlines = ascii_bytes.count(b"\n")
+    by_chars = (
+        letters / 3.5 + digits / 2.5 + punct + newlines + long_chars / 2 + non_ascii_bytes / 2
+    )
+    return math.ceil(max(words * 4 / 3, by_chars))
+
+
+# --------------------------------------------------------------------------- splitting
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)$", re.MULTILINE)
+_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+([^\n]*?))?[ \t]*$", re.MULTILINE)
+_CLOSING_HASHES = re.compile(r"(?:^|[ \t]+)#+$")
+_SKIP_WS = re.compile(r"\s*")
+_WS = re.compile(r"\s")
+
+_SENT_END = r"[.!?][\"'”’)\]]*(?=\s)|[。！？][」』”’)）]*(?=.)"
+_SENT = re.compile(_SENT_END, re.DOTALL)
+# ".*X" matched from a start position finds the LAST X before endpos in one C-level pass.
+_LAST_SENT = re.compile(r".*(?:" + _SENT_END + ")", re.DOTALL)
+_LAST_WS = re.compile(r".*\s", re.DOTALL)
+_CJK_SENT = re.compile(r"[。！？][」』”’)）]*(?=.)", re.DOTALL)
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CJK_PUNCT = "\u3000-\u303f\uff00-\uffef"
+# Where an overlap may begin: a sentence start, else a word start (CJK has no spaces, so each
+# ideograph/kana after another one, or after CJK punctuation, starts a "word").
+_SENTENCE_START = re.compile(r"(?:[.!?][\"'”’)\]]*\s+|\n\s*|[。！？][」』”’)）]*\s*)(?=\S)")
+_WORD_START = re.compile(rf"(?<=\s)\S|(?<=[{_CJK}{_CJK_PUNCT}])[{_CJK}]")
+
+# A word that must not be cut; in CJK, which has no spaces, every character is one.
+_UNIT = re.compile(rf"[^\s{_CJK}]+|[{_CJK}]")
+
+_PARA, _LINE, _SENTENCE, _SPACE = range(4)
+
+
+def _is_regional_indicator(ch: str) -> bool:
+    return 0x1F1E6 <= ord(ch) <= 0x1F1FF
+
+
+def _is_grapheme_boundary(text: str, p: int) -> bool:
+    """Approximation of UAX #29 that covers what matters for a hard split."""
+    if p <= 0 or p >= len(text):
+        return True
+    ch, prev = text[p], text[p - 1]
+    if ch == "\u200d" or prev == "\u200d":  # zero-width joiner sequences (emoji families)
+        return False
+    if unicodedata.category(ch) in ("Mn", "Mc", "Me"):  # combining marks, variation selectors
+        return False
+    cp = ord(ch)
+    if 0x1F3FB <= cp <= 0x1F3FF or 0xE0020 <= cp <= 0xE007F:  # skin tones, flag tag sequences
+        return False
+    if 0x1160 <= cp <= 0x11FF and 0x1100 <= ord(prev) <= 0x11FF:  # conjoining Hangul jamo
+        return False
+    if unicodedata.combining(prev) == 9:  # after a virama: Indic conjunct (क्ष) continues
+        return False
+    if _is_regional_indicator(ch) and _is_regional_indicator(prev):
+        k = p - 1
+        while k >= 0 and _is_regional_indicator(text[k]):
+            k -= 1
+        return (p - 1 - k) % 2 == 0  # flags are pairs: cut only after an even count
+    return True
+
+
+def _heading_title(raw: str | None) -> str:
+    if not raw:
+        return ""
+    return _CLOSING_HASHES.sub("", raw).strip()
+
+
+class _Splitter:
+    def __init__(self, text: str, config: ChunkingConfig) -> None:
+        self.t = text
+        self.n = len(text)
+        self.max_chars = config.max_chars
+        self.overlap = config.overlap_chars
+        self.min_chars = config.min_chars
+        # A paragraph/line/sentence no longer than this fits in any chunk whatever its overlap.
+        self.unit_budget = config.max_chars - config.overlap_chars
+        self._find_fences()
+        self._find_headings()
+
+    # -- structure
+
+    def _find_fences(self) -> None:
+        starts: list[int] = []
+        ends: list[int] = []
+        opener: tuple[int, str, int] | None = None
+        for m in _FENCE.finditer(self.t):
+            marker, rest = m.group(1), m.group(2)
+            if opener is None:
+                if marker[0] == "`" and "`" in rest:  # ```inline``` code, not a fence
+                    continue
+                opener = (m.start(1), marker[0], len(marker))
+            elif marker[0] == opener[1] and len(marker) >= opener[2] and not rest.strip():
+                starts.append(opener[0])
+                ends.append(m.end())
+                opener = None
+        if opener is not None:  # CommonMark: an unclosed fence runs to the end
+            starts.append(opener[0])
+            ends.append(self.n)
+        self.fstart = starts
+        self.fend = ends
+        self.fatomic = [e - s <= self.max_chars for s, e in zip(starts, ends, strict=True)]
+
+    def _find_headings(self) -> None:
+        pos: list[int] = []
+        end: list[int] = []
+        level: list[int] = []
+        title: list[str] = []
+        fi = 0
+        for m in _HEADING.finditer(self.t):
+            p = m.start(1)
+            while fi < len(self.fstart) and self.fend[fi] <= p:
+                fi += 1
+            if fi < len(self.fstart) and self.fstart[fi] <= p:
+                continue  # a "# comment" inside a code fence
+            pos.append(p)
+            end.append(m.end())
+            level.append(len(m.group(1)))
+            title.append(_heading_title(m.group(2)))
+        self.hpos, self.hend, self.hlevel, self.htitle = pos, end, level, title
+
+    # -- small helpers
+
+    def skip_ws(self, p: int) -> int:
+        return _SKIP_WS.match(self.t, p).end()  # type: ignore[union-attr]
+
+    def ws_start(self, p: int, floor: int) -> int:
+        """Start of the whitespace run ending at ``p`` (not below ``floor``)."""
+        t = self.t
+        while p > floor and t[p - 1].isspace():
+            p -= 1
+        return p
+
+    def atomic_fence_around(self, p: int) -> int:
+        """Index of the unsplittable fence strictly containing ``p``, or -1."""
+        i = bisect_left(self.fstart, p) - 1
+        if i >= 0 and p < self.fend[i] and self.fatomic[i]:
+            return i
+        return -1
+
+    def atomic_fence_at(self, p: int) -> int:
+        i = bisect_left(self.fstart, p)
+        if i < len(self.fstart) and self.fstart[i] == p and self.fatomic[i]:
+            return i
+        return -1
+
+    def first_unit_len(self, pos: int) -> int:
+        """Length of the unsplittable unit at ``pos`` (a fence or a word), 0 if too long."""
+        fi = self.atomic_fence_at(pos)
+        if fi >= 0:
+            return self.fend[fi] - pos
+        m = _UNIT.match(self.t, pos, min(self.n, pos + self.max_chars + 1))
+        length = m.end() - pos if m else 0
+        return length if length <= self.max_chars else 0
+
+    # -- overlap
+
+    def overlap_start(self, lo: int, pos: int) -> int:
+        t = self.t
+        for pattern in (_SENTENCE_START, _WORD_START):
+            start = lo
+            while start < pos:
+                m = pattern.search(t, start, pos)
+                if m is None:
+                    break
+                o = m.end() if pattern is _SENTENCE_START else m.start()
+                if o >= pos:
+                    break
+                fi = self.atomic_fence_around(o)
+                if fi >= 0:  # would begin with the tail of a fence: skip past it
+                    start = self.fend[fi]
+                    continue
+                if not _is_grapheme_boundary(t, o):
+                    start = o + 1
+                    continue
+                return o
+        return pos
+
+    # -- cut selection
+
+    def _back(self, level: int, lo: int, hi: int, pos: int) -> int:
+        """The furthest cut ``e`` with ``lo <= e <= hi`` at ``level``, or -1."""
+        t = self.t
+        best = -1
+        if level in (_PARA, _LINE):
+            sep = "\n\n" if level == _PARA else "\n"
+            i = t.rfind(sep, lo, hi + len(sep))
+            while i >= 0:
+                fi = self.atomic_fence_around(i)
+                if fi < 0:
+                    break
+                i = t.rfind(sep, lo, self.fstart[fi])
+            if i >= 0:
+                best = self.ws_start(i, pos)
+            if level == _PARA:
+                # The edges of a fence are paragraph boundaries even without a blank line.
+                a = bisect_right(self.fstart, hi) - 1
+                if a >= 0:
+                    if lo <= self.fend[a] <= hi:
+                        best = max(best, self.fend[a])
+                    elif self.fstart[a] > pos:
+                        best = max(best, self.ws_start(self.fstart[a], pos))
+        else:
+            pattern = _LAST_SENT if level == _SENTENCE else _LAST_WS
+            end = hi + 1
+            while True:
+                m = pattern.match(t, lo, end)
+                if m is None:
+                    break
+                e = m.end() if level == _SENTENCE else m.end() - 1
+                fi = self.atomic_fence_around(e)
+                if fi >= 0:
+                    end = self.fstart[fi]
+                    continue
+                best = e if level == _SENTENCE else self.ws_start(e, pos)
+                break
+        return best if best >= lo else -1
+
+    def _fits(self, level: int, nxt: int, section_end: int) -> bool:
+        """Does the unit starting at ``nxt`` fit in a chunk of its own?"""
+        t = self.t
+        # The rest of a section, a fence or a word that fits max_chars gets a whole chunk (the
+        # overlap shrinks for it); other units must fit beside a full overlap.
+        if section_end - nxt <= self.max_chars or self.atomic_fence_at(nxt) >= 0:
+            return True
+        hi = nxt + (self.max_chars if level == _SPACE else self.unit_budget)
+        if level == _PARA:
+            if t.find("\n\n", nxt, hi + 2) >= 0:
+                return True
+            return bisect_right(self.fstart, nxt) < bisect_right(self.fstart, hi) or bisect_right(
+                self.fend, nxt
+            ) < bisect_right(self.fend, hi)
+        if level == _LINE:
+            return t.find("\n", nxt, hi + 1) >= 0
+        if level == _SENTENCE:
+            return t.find("\n", nxt, hi + 1) >= 0 or _SENT.search(t, nxt, hi + 1) is not None
+        return (
+            _WS.search(t, nxt, hi + 1) is not None or _CJK_SENT.search(t, nxt, hi + 1) is not None
+        )
+
+    def find_cut(self, pos: int, body_start: int, limit: int, section_end: int) -> tuple[int, int]:
+        """Core end ``e`` (<= limit) and the next core start for a chunk whose core is at pos."""
+        lo = max(body_start + 1, pos + self.min_chars)
+        if lo > limit:  # absurdly long heading run: allow cutting inside it
+            lo = pos + 1
+        # min_chars and the leading headings are preferences: drop them before cutting a word.
+        for floor in (lo, pos + 1) if lo > pos + 1 else (lo,):
+            best = -1
+            for level in (_PARA, _LINE, _SENTENCE, _SPACE):
+                best = max(best, self._back(level, floor, limit, pos))
+                if best >= 0:
+                    nxt = self.skip_ws(best)
+                    if self._fits(level, nxt, section_end):
+                        return best, nxt
+        # Hard split: the unit straddling the limit is longer than any chunk.
+        t = self.t
+        p = limit
+        while p > lo and not _is_grapheme_boundary(t, p):
+            p -= 1
+        if not _is_grapheme_boundary(t, p):
+            p = limit  # one "character" longer than a chunk: nothing better exists
+        e = self.ws_start(p, pos)
+        return e, self.skip_ws(e)
+
+    # -- main loop
+
+    def spans(self) -> list[tuple[int, int, tuple[str, ...]]]:
+        n = self.n
+        hpos, hend = self.hpos, self.hend
+        nh = len(hpos)
+        out: list[tuple[int, int, tuple[str, ...]]] = []
+        stack: list[tuple[int, str]] = []
+        hp = 0
+        prev_start = prev_body = -1
+        pos = self.skip_ws(0)
+        while pos < n:
+            j = bisect_left(hpos, pos)
+            at_heading = j < nh and hpos[j] == pos
+            body_start = pos
+            if at_heading:
+                while True:  # a run of headings with nothing between them stays together
+                    body_start = hend[j]
+                    if j + 1 < nh and hpos[j + 1] == self.skip_ws(body_start):
+                        j += 1
+                        continue
+                    break
+                j += 1
+            section_end = n
+            while j < nh:
+                content_end = self.ws_start(hpos[j], pos)
+                if content_end - pos >= self.min_chars:
+                    section_end = content_end
+                    break
+                j += 1  # section too short: let it run on into the next one
+
+            o = pos
+            if out and not at_heading and self.overlap:
+                lo = max(pos - self.overlap, prev_start + 1, prev_body)
+                # Shrink the overlap rather than cut a word or fence that fits a chunk, or
+                # leave a sliver: when the rest of the section fits one chunk, keep it whole.
+                unit = self.first_unit_len(pos)
+                rest = section_end - pos
+                if rest <= self.max_chars:
+                    unit = max(unit, rest)
+                if unit:
+                    lo = max(lo, pos - (self.max_chars - unit))
+                o = self.overlap_start(lo, pos)
+            budget = self.max_chars - (pos - o)
+            if section_end - pos <= budget:
+                e, nxt = section_end, self.skip_ws(section_end)
+            else:
+                e, nxt = self.find_cut(pos, body_start, pos + budget, section_end)
+
+            while hp < nh and hpos[hp] < e:
+                level = self.hlevel[hp]
+                while stack and stack[-1][0] >= level:
+                    stack.pop()
+                stack.append((level, self.htitle[hp]))
+                hp += 1
+            out.append((o, e, tuple(title for _, title in stack if title)))
+            # Overlap may come from anywhere in this chunk's text except its leading headings.
+            prev_start, prev_body = o, (body_start if at_heading else o)
+            pos = nxt
+
+        if len(out) >= 2 and out[-1][1] - out[-1][0] < self.min_chars:
+            last, before = out[-1], out[-2]
+            if last[1] - before[0] <= self.max_chars:
+                out[-2:] = [(before[0], last[1], last[2])]
+        return out
+
+
+def split_into_chunks(text: str, config: ChunkingConfig | None = None) -> list[Chunk]:
+    """Split ``text`` into chunks following the module rules; offsets refer to
+    ``normalise_text(text)``."""
+    cfg = config if config is not None else ChunkingConfig()
+    norm = normalise_text(text)
+    if not norm or norm.isspace():
+        return []
+    chunks = []
+    for index, (start, end, path) in enumerate(_Splitter(norm, cfg).spans()):
+        piece = norm[start:end]
+        chunks.append(Chunk(index, piece, start, end, path, estimate_tokens(piece)))
+    return chunks
