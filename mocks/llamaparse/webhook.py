@@ -1,0 +1,27 @@
+"""Webhook signing for the LlamaParse mock.
+
+The mock POSTs a job's result to `webhook_url` when the job ends. With a secret configured the
+request carries `X-Docpipe-Signature: sha256=<hex HMAC-SHA256 of the raw body>` (the GitHub
+convention), so a receiver can check the body came from the mock and was not altered. The real
+LlamaParse does not sign webhooks this way; this header is the mock's own, documented here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+SIGNATURE_HEADER = "X-Docpipe-Signature"
+_PREFIX = "sha256="
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The header value for `body`: "sha256=<hex>"."""
+    return _PREFIX + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
+    """True when `header` is the signature of `body` under `secret` (constant-time compare)."""
+    if not secret or not header or not header.startswith(_PREFIX):
+        return False
+    return hmac.compare_digest(sign(secret, body).encode(), header.strip().encode())
