@@ -218,5 +218,36 @@ def status_command(as_json: bool) -> None:
     sys.exit(run_status(as_json))
 
 
+@main.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--stale-minutes",
+    default=15,
+    show_default=True,
+    type=int,
+    help="An in-flight document not moved for this long counts as stuck.",
+)
+def verify_command(as_json: bool, stale_minutes: int) -> None:
+    """Check the pipeline's invariants; exit 1 with a readable report if any is violated."""
+    from datetime import timedelta
+
+    from docpipe_dagster.store.invariants import check_invariants
+    from docpipe_dagster.store.pool import connect
+    from docpipe_dagster.store.server import ready_database
+
+    with connect(ready_database().url) as conn:
+        report = check_invariants(conn, stale_after=timedelta(minutes=stale_minutes))
+    if as_json:
+        payload = {
+            "ok": report.ok,
+            "checked_jobs": report.checked_jobs,
+            "violations": [v.__dict__ for v in report.violations],
+        }
+        click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+    else:
+        click.echo(report.render())
+    sys.exit(0 if report.ok else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -6,12 +6,17 @@ from docpipe_dagster.defs.metadata import failures_markdown, report_metadata
 from docpipe_dagster.defs.partitions import batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, EmbedderResource, PipelineSettings
 from docpipe_dagster.pipeline.commit import commit_documents
+from docpipe_dagster.store.invariants import check_invariants
 
 CHECKS = {
     "batch_settled": "Every document of the batch is completed, or failed with a readable reason.",
     "one_vector_per_chunk": "Each completed document has as many searchable vectors as chunks.",
     "no_duplicate_chunks": "No document has two chunks at one position or chunks of two versions.",
     "buffers_empty_after_commit": "Nothing is left in the staging buffers for committed documents.",
+    "invariants_hold": (
+        "The pipeline's promises for this batch (docpipe verify): nothing lost, nothing "
+        "duplicated, nothing half-visible, and each job's events tell its story in order."
+    ),
 }
 
 
@@ -74,6 +79,19 @@ def searchable_chunks(
         metadata={
             "documents_with_two_versions": check["documents_with_two_versions"],
             "duplicate_chunk_positions": check["duplicate_chunk_positions"],
+        },
+    )
+    with store.pool.connection() as conn:
+        invariants = check_invariants(
+            conn, batch_key=context.partition_key, live_batches={context.partition_key}
+        )
+    yield dg.AssetCheckResult(
+        check_name="invariants_hold",
+        passed=invariants.ok,
+        metadata={
+            "jobs_checked": invariants.checked_jobs,
+            "violations": dg.MetadataValue.json(invariants.counts()),
+            "report": dg.MetadataValue.md(f"```\n{invariants.render()}\n```"),
         },
     )
     orphans = check["orphaned_chunk_buffer_rows"] + check["orphaned_vector_buffer_rows"]
