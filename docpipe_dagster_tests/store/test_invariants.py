@@ -152,7 +152,7 @@ def test_visibility_violations(database_url: str) -> None:
         _chunk(conn, short, sdoc, "short.md", 0)
         failed, fdoc = _job(conn, "f.md", "failed")
         _chunk(conn, failed, fdoc, "f.md", 0)
-        done, ddoc = _job(conn, "buf.md", "completed", chunks=0)
+        done, _ = _job(conn, "buf.md", "completed", chunks=0)
         conn.execute(
             f"""INSERT INTO {S}.document_chunk_buffer (chunk_id, job_id, chunk_index, content, text_sha256,
                 token_estimate, char_start, char_end) VALUES (%s, %s, 0, 'x', 'h', 1, 0, 1)""",
