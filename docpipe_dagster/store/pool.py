@@ -22,6 +22,9 @@ def open_pool(
         min_size=min_size,
         max_size=max_size,
         configure=_configure,
+        # Check a connection before lending it: after a database restart the pool would
+        # otherwise hand out dead connections once each.
+        check=ConnectionPool.check_connection,
         name=name,
         open=False,
         kwargs={"connect_timeout": 10},
