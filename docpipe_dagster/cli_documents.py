@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +107,7 @@ def _process(keys: list[str], rejected: list[tuple[str, str]]) -> int:
 
 def run_search(query: str, k: int, as_json: bool) -> int:
     from docpipe_dagster.clients.embeddings import EmbeddingError, EmbeddingsClient
-    from docpipe_dagster.config import LOCAL_MOCK_API_KEY
+    from docpipe_dagster.config import api_key_value
     from docpipe_dagster.defs.resources import build_resources
     from docpipe_dagster.store.queries import Store
     from docpipe_dagster.store.server import ready_database
@@ -116,7 +115,7 @@ def run_search(query: str, k: int, as_json: bool) -> int:
     if not query.strip():
         raise click.UsageError("the query is empty")
     embedder = build_resources()["embedder"]
-    key = os.environ.get("OPENAI_API_KEY", "").strip() or LOCAL_MOCK_API_KEY
+    key = api_key_value("OPENAI_API_KEY", embedder.base_url)
 
     async def embed() -> list[float]:
         async with EmbeddingsClient(

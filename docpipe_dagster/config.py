@@ -71,15 +71,24 @@ class ServiceSettings:
     storage_api_key_env: str
     storage_bucket: str
 
-    def key(self, env_name: str) -> str:
-        return os.environ.get(env_name, "").strip()
+    def key(self, env_name: str, base_url: str) -> str:
+        return api_key_value(env_name, base_url)
 
     @property
     def uses_local_mocks(self) -> bool:
-        return all(
-            urlsplit(url).hostname in ("127.0.0.1", "localhost")
-            for url in (self.parser_base_url, self.embedder_base_url)
-        )
+        return all(is_local_url(url) for url in (self.parser_base_url, self.embedder_base_url))
+
+
+def is_local_url(url: str) -> bool:
+    return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def api_key_value(env_name: str, base_url: str) -> str:
+    """The key from the environment; the mocks' public key for a local URL when unset."""
+    value = os.environ.get(env_name, "").strip()
+    if not value and is_local_url(base_url):
+        return LOCAL_MOCK_API_KEY
+    return value
 
 
 def service_settings() -> ServiceSettings:

@@ -117,7 +117,8 @@ def service_checks() -> list[CheckResult]:
 
         async def probe() -> float:
             async with LlamaParseClient(
-                settings.parser_base_url, settings.key(settings.parser_api_key_env)
+                settings.parser_base_url,
+                settings.key(settings.parser_api_key_env, settings.parser_base_url),
             ) as client:
                 return await client.health()
 
@@ -130,7 +131,7 @@ def service_checks() -> list[CheckResult]:
         async def probe() -> float:
             async with EmbeddingsClient(
                 settings.embedder_base_url,
-                settings.key(settings.embedder_api_key_env),
+                settings.key(settings.embedder_api_key_env, settings.embedder_base_url),
                 settings.embedding_model,
             ) as client:
                 return await client.health()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from docpipe_dagster.clients.storage import FolderStorage, StorageBackend, SupabaseStorage
-from docpipe_dagster.config import LOCAL_MOCK_API_KEY, ServiceSettings, service_settings
+from docpipe_dagster.config import ServiceSettings, service_settings
 
 
 def open_storage(settings: ServiceSettings | None = None) -> StorageBackend:
     settings = settings or service_settings()
     if settings.storage_backend == "supabase":
-        key = settings.key(settings.storage_api_key_env) or LOCAL_MOCK_API_KEY
+        key = settings.key(settings.storage_api_key_env, settings.storage_base_url)
         backend = SupabaseStorage(settings.storage_base_url, key, settings.storage_bucket)
         backend.ensure_bucket()
         return backend

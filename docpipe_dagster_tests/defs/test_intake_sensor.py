@@ -1,0 +1,174 @@
+"""storage_intake_sensor against a real storage folder and a real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import dagster as dg
+
+from docpipe_dagster.core.ids import document_id
+from docpipe_dagster_tests.defs.conftest import Pipeline, batch_keys, tick
+
+
+def keys_by_batch(pipeline: Pipeline) -> dict[str, set[str]]:
+    batches: dict[str, set[str]] = {}
+    for row in pipeline.rows("SELECT storage_key, batch_key FROM {S}.upload_jobs"):
+        batches.setdefault(row["batch_key"], set()).add(row["storage_key"])
+    return batches
+
+
+def high_water_mark(result: dg.SensorResult) -> float:
+    assert result.cursor is not None
+    cursor = json.loads(result.cursor)
+    assert "last_tick" in cursor
+    return cursor["high_water_mark"]
+
+
+def test_new_files_make_one_run_per_batch_and_the_cursor_advances(pipeline: Pipeline) -> None:
+    paths = [pipeline.write(name, f"# {name}\n\nText of {name}.\n") for name in "abc"]
+    resources = pipeline.with_settings(batch_max_files=2)
+
+    first = tick(pipeline, None, resources)
+    keys = batch_keys(first)
+    assert len(keys) == 2
+    assert first.skip_reason is None
+    # The jobs are registered under exactly the batches the runs were requested for.
+    batches = keys_by_batch(pipeline)
+    assert set(batches) == set(keys)
+    assert sorted(sorted(v) for v in batches.values()) == [["a", "b"], ["c"]]
+    assert {j["state"] for j in pipeline.jobs().values()} == {"uploaded"}
+    newest = max(p.stat().st_mtime for p in paths)
+    assert abs(high_water_mark(first) - newest) < 1e-3
+
+    # Nothing new: no run, a reason to show in the UI, a cursor that still parses.
+    second = tick(pipeline, first.cursor, resources)
+    assert not second.run_requests
+    assert second.skip_reason is not None and "nothing new" in second.skip_reason.skip_message
+    assert high_water_mark(second) == high_water_mark(first)
+    assert len(pipeline.jobs()) == 3
+
+    later = pipeline.write("d", "# d\n\nA later file.\n")
+    third = tick(pipeline, second.cursor, resources)
+    assert len(batch_keys(third)) == 1
+    assert high_water_mark(third) > high_water_mark(second)
+    assert abs(high_water_mark(third) - later.stat().st_mtime) < 1e-3
+
+
+def test_a_changed_file_gets_a_new_job_in_a_batch_of_its_own(pipeline: Pipeline) -> None:
+    pipeline.write("keep.md", "# Keep\n\nUnchanged.\n")
+    pipeline.write("edit.md", "# Edit\n\nFirst version.\n")
+    first = tick(pipeline, None)
+    assert len(batch_keys(first)) == 1
+    before = pipeline.jobs()
+
+    pipeline.write("edit.md", "# Edit\n\nSecond version, longer than the first.\n")
+    second = tick(pipeline, first.cursor)
+    (key,) = batch_keys(second)
+    jobs = pipeline.jobs()
+    assert jobs["edit.md"]["batch_key"] == key
+    assert jobs["edit.md"]["job_id"] != before["edit.md"]["job_id"]
+    assert jobs["edit.md"]["document_id"] == before["edit.md"]["document_id"]
+    assert keys_by_batch(pipeline)[key] == {"edit.md"}
+    assert jobs["keep.md"]["job_id"] == before["keep.md"]["job_id"]
+
+    # Same bytes, new mtime: not a new version.
+    os.utime(pipeline.storage_dir / "keep.md", (time.time() - 10, time.time() - 10))
+    third = tick(pipeline, second.cursor)
+    assert not third.run_requests
+    assert len(pipeline.rows("SELECT 1 FROM {S}.upload_jobs")) == 3
+
+
+def test_a_deleted_file_leaves_search_with_an_event(pipeline: Pipeline) -> None:
+    pipeline.write("stays.md", "# Stays\n\nThis document stays in storage.\n")
+    pipeline.write("goes.md", "# Goes\n\nThis document is deleted from storage.\n")
+    first = tick(pipeline, None)
+    (key,) = batch_keys(first)
+    assert pipeline.run(key).success
+    goes = document_id("goes.md")
+    assert pipeline.rows("SELECT 1 FROM {S}.document_chunks WHERE document_id = %s", (goes,))
+
+    pipeline.delete("goes.md")
+    second = tick(pipeline, first.cursor)
+    assert not second.run_requests
+    assert json.loads(second.cursor or "{}")["last_tick"]["deleted"] == 1
+    job = pipeline.jobs()["goes.md"]
+    assert job["state"] == "deleted"
+    assert not pipeline.rows("SELECT 1 FROM {S}.document_chunks WHERE document_id = %s", (goes,))
+    assert pipeline.rows(
+        "SELECT 1 FROM {S}.document_chunks WHERE document_id = %s", (document_id("stays.md"),)
+    )
+    events = pipeline.rows(
+        "SELECT payload FROM {S}.events WHERE job_id = %s AND event_type = 'deleted'",
+        (job["job_id"],),
+    )
+    assert len(events) == 1 and events[0]["payload"]["chunks_removed"] >= 1
+    assert pipeline.jobs()["stays.md"]["state"] == "completed"
+
+    # The deletion is synced once, not on every tick.
+    third = tick(pipeline, second.cursor)
+    assert json.loads(third.cursor or "{}")["last_tick"]["deleted"] == 0
+
+
+def test_a_half_written_file_waits_until_it_settles(pipeline: Pipeline) -> None:
+    resources = pipeline.with_settings(settle_seconds=30.0)
+    path = pipeline.write("growing.txt", "still being writ", mtime=time.time())
+    pipeline.write("done.txt", "finished long ago")
+
+    first = tick(pipeline, None, resources)
+    batch_keys(first)
+    assert set(pipeline.jobs()) == {"done.txt"}
+    assert json.loads(first.cursor or "{}")["last_tick"]["unstable"] == 1
+
+    path.write_text("still being written, and now complete")
+    second = tick(pipeline, first.cursor, resources)  # modified again just now
+    assert not second.run_requests
+    assert second.skip_reason is not None and "1 settling" in second.skip_reason.skip_message
+
+    settled = time.time() - 60
+    os.utime(path, (settled, settled))
+    third = tick(pipeline, second.cursor, resources)
+    (key,) = batch_keys(third)
+    job = pipeline.jobs()["growing.txt"]
+    assert job["batch_key"] == key
+    assert job["size_bytes"] == len("still being written, and now complete")
+
+
+def test_work_per_tick_is_capped_and_the_rest_deferred(pipeline: Pipeline) -> None:
+    names = [f"doc{i}.txt" for i in range(7)]
+    for name in names:
+        pipeline.write(name, f"Body of {name}.")
+    resources = pipeline.with_settings(batch_max_files=2, max_batches_per_tick=2)
+
+    first = tick(pipeline, None, resources)
+    keys = batch_keys(first)
+    assert len(keys) == 2
+    assert sorted(len(v) for v in keys_by_batch(pipeline).values()) == [2, 2]
+    assert json.loads(first.cursor or "{}")["last_tick"]["deferred"] == 3
+
+    second = tick(pipeline, first.cursor, resources)
+    assert len(batch_keys(second)) == 2
+    assert sorted(len(v) for v in keys_by_batch(pipeline).values()) == [1, 2, 2, 2]
+
+    third = tick(pipeline, second.cursor, resources)
+    assert not third.run_requests
+    assert set(pipeline.jobs()) == set(names)
+    assert len(pipeline.rows("SELECT 1 FROM {S}.upload_jobs")) == 7
+
+
+def test_hidden_temporary_and_lock_files_are_ignored(pipeline: Pipeline) -> None:
+    for junk in (".~lock.x#", "x.part", ".hidden", "sub/.cache/y.txt"):
+        pipeline.write(junk, "not a document")
+    pipeline.write("real.txt", "a real document")
+
+    first = tick(pipeline, None)
+    assert len(batch_keys(first)) == 1
+    assert set(pipeline.jobs()) == {"real.txt"}
+    assert json.loads(first.cursor or "{}")["last_tick"]["ignored"] == 4
+
+    # Removing ignored files is not a deletion of anything.
+    pipeline.delete("x.part")
+    second = tick(pipeline, first.cursor)
+    assert json.loads(second.cursor or "{}")["last_tick"]["deleted"] == 0
+    assert pipeline.jobs()["real.txt"]["state"] == "uploaded"
