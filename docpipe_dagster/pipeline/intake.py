@@ -139,11 +139,21 @@ def scan_storage(
             result.registered += len(queued)
 
     if config.sync_deletions:
+        unreadable = _unreadable_paths(backend)
         for key, job in known.items():
-            if key not in seen and not is_ignored_key(key):
-                store.mark_deleted(job.document_id, "file removed from storage")
-                result.deleted += 1
+            if key in seen or is_ignored_key(key):
+                continue
+            if any(u == "." or key == u or key.startswith(u + "/") for u in unreadable):
+                continue  # not listed because it could not be read: not evidence of deletion
+            store.mark_deleted(job.document_id, "file removed from storage")
+            result.deleted += 1
     return result
+
+
+def _unreadable_paths(backend: StorageBackend) -> list[str]:
+    """Folders/files the listing could not read (FolderStorage records them in `skipped`)."""
+    skipped = getattr(backend, "skipped", None) or []
+    return [rel for rel, reason in skipped if reason.startswith(("cannot read", "cannot stat"))]
 
 
 def _group_into_batches(versions: list[NewVersion], config: IntakeConfig) -> list[list[NewVersion]]:

@@ -172,3 +172,39 @@ def test_hidden_temporary_and_lock_files_are_ignored(pipeline: Pipeline) -> None
     second = tick(pipeline, first.cursor)
     assert json.loads(second.cursor or "{}")["last_tick"]["deleted"] == 0
     assert pipeline.jobs()["real.txt"]["state"] == "uploaded"
+
+
+def test_an_unreadable_folder_is_not_taken_for_deleted_files(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Files the listing could not read are not evidence of deletion."""
+    from docpipe_dagster.clients.storage import FolderStorage
+    from docpipe_dagster.pipeline.intake import IntakeConfig, scan_storage
+    from docpipe_dagster.store.queries import Store
+
+    class FlakyFolder(FolderStorage):
+        """A folder whose `team/` subfolder stops being readable after the first listing."""
+
+        broken = False
+
+        def _walk(self, folder, rel_folder, prefix):
+            if self.broken and rel_folder == "team":
+                self._skip("team", "cannot read folder: Permission denied")
+                return
+            yield from super()._walk(folder, rel_folder, prefix)
+
+    root = tmp_path / "flaky"
+    (root / "team").mkdir(parents=True)
+    for name in ("team/a.md", "b.md"):
+        (root / name).write_text(f"# {name}\n\ncontent of {name}\n")
+        os.utime(root / name, (1_000_000, 1_000_000))
+    backend = FlakyFolder(root)
+    with Store.open(database_url, max_size=2) as store:
+        first = scan_storage(backend, store, IntakeConfig(settle_seconds=0))
+        assert first.registered == 2
+        backend.broken = True
+        (root / "b.md").unlink()
+        second = scan_storage(backend, store, IntakeConfig(settle_seconds=0))
+        assert second.deleted == 1  # b.md really is gone; team/a.md was merely unreadable
+        states = {k: j.state for k, j in store.current_versions().items()}
+        assert states == {"team/a.md": "uploaded"}
