@@ -14,6 +14,6 @@ from docpipe_dagster.config import PROJECT_ROOT
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
-        dg.load_from_defs_folder(project_root=PROJECT_ROOT),
+        dg.load_from_defs_folder(path_within_project=PROJECT_ROOT / "docpipe_dagster" / "defs"),
         dg.Definitions(executor=dg.in_process_executor),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dagster as dg
@@ -20,7 +20,7 @@ from docpipe_dagster.defs.embed.assets import chunk_embeddings
 from docpipe_dagster.defs.intake.assets import raw_documents
 from docpipe_dagster.defs.parse.assets import parsed_documents
 from docpipe_dagster.defs.partitions import BATCHES
-from docpipe_dagster.defs.resources import build_resources
+from docpipe_dagster.defs.resources import PipelineSettings, build_resources
 from docpipe_dagster.pipeline.intake import IntakeConfig, IntakeResult, scan_storage
 
 PIPELINE_ASSETS = [
@@ -81,7 +81,14 @@ def ingest_pending(
     """Register what storage holds and process every batch until nothing new remains."""
     resources = dict(resources or build_resources())
     instance = instance or open_instance()
-    intake = intake or IntakeConfig(settle_seconds=0.0)
+    if intake is None:
+        # The configured batch limits; no settling wait: the user asked to ingest now.
+        settings = resources.get("pipeline_settings")
+        intake = (
+            replace(settings.intake(), settle_seconds=0.0)
+            if isinstance(settings, PipelineSettings)
+            else IntakeConfig(settle_seconds=0.0)
+        )
     database = resources["database"]
     outcomes: list[BatchOutcome] = []
     with dg.build_resources({"database": database, "storage": resources["storage"]}) as built:

@@ -124,8 +124,20 @@ def _looks_like_text(head: bytes) -> bool:
     except UnicodeDecodeError as exc:
         # A multi-byte character cut off by the end of the head sample is still text.
         if exc.start < len(head) - 3:
-            return False
+            # Not UTF-8, but a legacy 8-bit encoding (Latin-1, Windows-1252) is text too when
+            # it has no more control bytes than text has (binary data has ~10 %); the parser
+            # applies the same rule when it decodes the file.
+            return _few_controls(head)
     return True
+
+
+# Control bytes that real text contains: backspace, tab, LF, FF, CR, ESC (ANSI colours).
+_TEXT_CONTROL_BYTES = frozenset(b"\x08\t\n\x0c\r\x1b")
+
+
+def _few_controls(head: bytes) -> bool:
+    controls = sum(1 for b in head if (b < 32 and b not in _TEXT_CONTROL_BYTES) or b == 127)
+    return controls <= len(head) * 0.05
 
 
 def detect_media_type(key: str, head: bytes) -> str:

@@ -17,6 +17,7 @@ from docpipe_dagster.clients.llamaparse import LlamaParseClient
 from docpipe_dagster.clients.storage import FolderStorage, StorageBackend, SupabaseStorage
 from docpipe_dagster.config import LOCAL_MOCK_API_KEY, env_float, env_int, service_settings
 from docpipe_dagster.core.chunking import ChunkingConfig
+from docpipe_dagster.core.retry import RetryPolicy
 from docpipe_dagster.pipeline.intake import IntakeConfig
 from docpipe_dagster.store.queries import Store, VectorSpace
 
@@ -86,6 +87,10 @@ class ParserResource(dg.ConfigurableResource):
     deadline_s: float = 600.0
     timeout_s: float = 60.0
     max_concurrency: int = 8
+    # Per HTTP request: attempts (including the first) and the backoff base (jittered,
+    # doubling); a server's Retry-After wins over the backoff.
+    retry_max_attempts: int = 5
+    retry_base_delay_s: float = 0.5
 
     @property
     def profile(self) -> str:
@@ -102,6 +107,9 @@ class ParserResource(dg.ConfigurableResource):
             deadline_s=self.deadline_s,
             timeout_s=self.timeout_s,
             max_concurrency=self.max_concurrency,
+            retry_policy=RetryPolicy(
+                max_attempts=self.retry_max_attempts, base_delay_s=self.retry_base_delay_s
+            ),
         ) as client:
             yield client
 
@@ -117,9 +125,16 @@ class EmbedderResource(dg.ConfigurableResource):
     max_concurrency: int = 4
     max_inputs_per_request: int = 2048
     timeout_s: float = 60.0
+    # Per HTTP request: attempts (including the first) and the backoff base (jittered,
+    # doubling); a server's retry-after(-ms) wins over the backoff.
+    retry_max_attempts: int = 6
+    retry_base_delay_s: float = 0.5
+    # What the HNSW index (and search) casts vectors to: "vector", "halfvec" (half the
+    # index size) or "" for vector up to 2,000 dimensions and halfvec above.
+    vector_type: str = ""
 
     def space(self) -> VectorSpace:
-        return VectorSpace(self.model, self.dimensions)
+        return VectorSpace(self.model, self.dimensions, self.vector_type or None)
 
     @asynccontextmanager
     async def client(self) -> AsyncIterator[EmbeddingsClient]:
@@ -131,6 +146,9 @@ class EmbedderResource(dg.ConfigurableResource):
             max_inputs_per_request=self.max_inputs_per_request,
             max_concurrency=self.max_concurrency,
             timeout_s=self.timeout_s,
+            retry_policy=RetryPolicy(
+                max_attempts=self.retry_max_attempts, base_delay_s=self.retry_base_delay_s
+            ),
         ) as client:
             yield client
 
@@ -208,6 +226,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             model=settings.embedding_model,
             dimensions=dimensions,
             send_dimensions=bool(dims_env) and dimensions != native,
+            vector_type=os.environ.get("DOCPIPE_VECTOR_TYPE", "").strip().lower(),
         ),
         "pipeline_settings": PipelineSettings(
             chunk_max_chars=env_int("DOCPIPE_CHUNK_MAX_CHARS", 1200),

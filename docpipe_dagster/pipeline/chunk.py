@@ -1,4 +1,8 @@
-"""Split parsed markdown into chunks and stage them; ids are stable UUIDv5s."""
+"""Split parsed markdown into chunks and stage them; ids are stable UUIDv5s.
+
+Documents are handled in groups: one query reads a group's parsed text, one transaction
+stages its chunks (one COPY) and moves its jobs to `chunked`.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,33 @@ from docpipe_dagster.core.chunking import ChunkingConfig, split_into_chunks
 from docpipe_dagster.core.hashing import sha256_text
 from docpipe_dagster.core.ids import chunk_id
 from docpipe_dagster.pipeline.report import StageReport
-from docpipe_dagster.store.queries import ChunkRow, Store
+from docpipe_dagster.store.queries import ChunkRow, JobRow, Store
 
 
 def chunk_documents(
-    store: Store, batch_key: str, *, profile: str, config: ChunkingConfig
+    store: Store,
+    batch_key: str,
+    *,
+    profile: str,
+    config: ChunkingConfig,
+    group_size: int = 50,
 ) -> StageReport:
     report = StageReport("chunk")
     jobs = store.jobs_in_batch(batch_key, ["parsed"])
     report.skipped = len(store.jobs_in_batch(batch_key)) - len(jobs)
     report.documents = len(jobs)
+    for start in range(0, len(jobs), group_size):
+        _chunk_group(store, jobs[start : start + group_size], profile, config, report)
+    return report.finish()
+
+
+def _chunk_group(
+    store: Store, jobs: list[JobRow], profile: str, config: ChunkingConfig, report: StageReport
+) -> None:
+    markdowns = store.parsed_markdowns((job.content_sha256 for job in jobs), profile)
+    items: list[tuple[JobRow, list[ChunkRow], int]] = []
     for job in jobs:
-        markdown = store.parsed_markdown(job, profile)
+        markdown = markdowns.get(job.content_sha256)
         if markdown is None:
             reason = (
                 "parsed text is missing from the parse cache; the document will be parsed again"
@@ -45,9 +64,12 @@ def chunk_documents(
             )
             for c in chunks
         ]
-        tokens = sum(c.token_estimate for c in chunks)
-        store.save_chunks(job, rows, tokens)
+        items.append((job, rows, sum(c.token_estimate for c in chunks)))
+    saved = store.save_chunks_many(items)
+    for job, rows, tokens in items:
+        if job.job_id not in saved:
+            report.count("settled_meanwhile")  # deleted or superseded since listed
+            continue
         report.succeeded += 1
         report.count("chunks", len(rows))
         report.count("tokens_estimated", tokens)
-    return report.finish()

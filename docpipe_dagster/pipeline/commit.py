@@ -1,39 +1,173 @@
-"""Make each embedded document searchable: one transaction per document."""
+"""Make each embedded document searchable: each document swapped in atomically.
+
+Documents are committed in groups, one transaction and a fixed number of statements per
+group (a document is never split across groups), by a couple of connections at once; a
+group that fails is retried document by document so a bad document fails alone.
+
+The HNSW index: inserting rows one by one into the graph costs several times more than
+building it once after loading (DESIGN.md section 6). When the rows this batch and the
+other batches in flight bring are a large part of what the space's index already holds
+(`bulk_threshold`, or the index is empty), the index is dropped, the documents committed
+without it, and the last batch to finish builds it again in one pass with enough
+maintenance_work_mem and parallel workers. Until then search is still correct, only
+slower (an exact scan). Small batches into a large index insert into it as usual.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from docpipe_dagster.config import env_float, env_int, env_str
 from docpipe_dagster.pipeline.report import StageReport
-from docpipe_dagster.store.queries import Store, VectorSpace
+from docpipe_dagster.store.queries import IndexBuild, JobRow, Store, VectorSpace
+
+
+def _megabytes(value: str) -> int:
+    """'1GB', '512MB', '65536kB' or a plain number of MB -> MB."""
+    match = re.fullmatch(r"\s*(\d+)\s*(kB|KB|MB|GB|TB)?\s*", value)
+    if not match:
+        raise ValueError(
+            f"DOCPIPE_INDEX_MAINTENANCE_WORK_MEM: expected e.g. 1GB or 512MB, got {value!r}"
+        )
+    number, unit = int(match.group(1)), (match.group(2) or "MB").upper()
+    return max(1, number * {"KB": 1, "MB": 1024, "GB": 1024**2, "TB": 1024**3}[unit] // 1024)
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """How the commit stage treats the HNSW index (environment variables in brackets)."""
+
+    # Bulk load when incoming rows >= threshold x rows already indexed; `inf` never
+    # drops the index. [DOCPIPE_INDEX_BULK_THRESHOLD, 0.25]
+    bulk_threshold: float = 0.25
+    # Upper bound for a one-pass build. [DOCPIPE_INDEX_MAINTENANCE_WORK_MEM, 1GB]
+    maintenance_work_mem_mb: int = 1024
+    # Parallel workers for the build. [DOCPIPE_INDEX_PARALLEL_WORKERS, CPUs - 1, at most 4]
+    parallel_workers: int = max(0, min(4, (os.cpu_count() or 1) - 1))
+    # In-flight jobs untouched for longer are dead runs: they do not hold the rebuild back.
+    in_flight_within: timedelta = timedelta(minutes=15)  # [DOCPIPE_STALE_MINUTES]
+    # Commit groups: up to this many rows per transaction, this many connections at once.
+    group_rows: int = 2000  # [DOCPIPE_COMMIT_GROUP_ROWS]
+    workers: int = 2  # [DOCPIPE_COMMIT_WORKERS]
+
+    @classmethod
+    def from_env(cls) -> IndexSettings:
+        d = cls()
+        return cls(
+            bulk_threshold=env_float("DOCPIPE_INDEX_BULK_THRESHOLD", d.bulk_threshold),
+            maintenance_work_mem_mb=_megabytes(
+                env_str("DOCPIPE_INDEX_MAINTENANCE_WORK_MEM", f"{d.maintenance_work_mem_mb}MB")
+            ),
+            parallel_workers=env_int("DOCPIPE_INDEX_PARALLEL_WORKERS", d.parallel_workers),
+            in_flight_within=timedelta(minutes=env_int("DOCPIPE_STALE_MINUTES", 15)),
+            group_rows=max(1, env_int("DOCPIPE_COMMIT_GROUP_ROWS", d.group_rows)),
+            workers=max(1, env_int("DOCPIPE_COMMIT_WORKERS", d.workers)),
+        )
+
+    def build(self) -> IndexBuild:
+        return IndexBuild(self.maintenance_work_mem_mb, self.parallel_workers)
+
+    def wants_bulk(self, plan: dict[str, Any]) -> bool:
+        """Drop and rebuild rather than insert into the graph?"""
+        if plan["index_state"] != "ready":
+            return False
+        incoming = plan["incoming_rows"] + plan["pending_rows"]
+        return incoming > 0 and incoming >= self.bulk_threshold * plan["existing_rows"]
+
+
+def _groups(jobs: list[JobRow], max_rows: int) -> list[list[JobRow]]:
+    """Consecutive groups of about max_rows chunks; all versions of a document together."""
+    by_document: dict[Any, list[JobRow]] = {}
+    for job in jobs:
+        by_document.setdefault(job.document_id, []).append(job)
+    groups: list[list[JobRow]] = []
+    current: list[JobRow] = []
+    rows = 0
+    for versions in by_document.values():
+        size = sum(j.chunk_count or 1 for j in versions)
+        if current and rows + size > max_rows:
+            groups.append(current)
+            current, rows = [], 0
+        current.extend(versions)
+        rows += size
+    if current:
+        groups.append(current)
+    return groups
 
 
 def commit_documents(
-    store: Store, batch_key: str, *, space: VectorSpace, max_attempts: int
+    store: Store,
+    batch_key: str,
+    *,
+    space: VectorSpace,
+    max_attempts: int,
+    index: IndexSettings | None = None,
 ) -> StageReport:
+    index = index or IndexSettings.from_env()
     report = StageReport("commit")
     jobs = store.jobs_in_batch(batch_key, ["embedded"])
     report.skipped = len(store.jobs_in_batch(batch_key)) - len(jobs)
     report.documents = len(jobs)
+    group_rows = index.group_rows
     if jobs:
-        store.ensure_vector_space(space)
-    for job in jobs:
+        store.ensure_vector_space(space, index.build())
+        plan = store.bulk_load_plan(
+            space, [j.job_id for j in jobs], batch_key, index.in_flight_within
+        )
+        if index.wants_bulk(plan) and store.begin_bulk_load(space):
+            report.count("index_dropped_for_bulk_load")
+        elif plan["index_state"] == "ready":
+            # Inserting into the graph is the slow part: share it between the connections.
+            group_rows = min(group_rows, -(-plan["incoming_rows"] // index.workers) or 1)
+        report.count("index_rows_before", plan["existing_rows"])
+
+    def commit_group(group: list[JobRow]) -> list[tuple[JobRow, dict[str, Any] | Exception]]:
         try:
-            outcome = store.commit_document(job, space)
-        except Exception as exc:  # one document's failure must not stop the others
-            reason = f"commit failed: {exc.__class__.__name__}: {exc}"
-            store.mark_failed(
-                job.job_id,
-                "commit",
-                reason,
-                code="COMMIT",
-                retryable=True,
-                max_attempts=max_attempts,
-            )
-            report.fail(job.storage_key, reason)
-            continue
-        if outcome["committed"]:
-            report.succeeded += 1
-            report.count("chunks", outcome["chunks"])
-            report.count("chunks_replaced", outcome["replaced"])
-        else:
-            report.count("superseded")
+            outcomes = store.commit_documents(group, space)
+            return [(job, outcomes[job.job_id]) for job in group]
+        except Exception:  # isolate the failing document: commit them one by one
+            results: list[tuple[JobRow, dict[str, Any] | Exception]] = []
+            for job in group:
+                try:
+                    results.append((job, store.commit_document(job, space)))
+                except Exception as exc:  # one document's failure must not stop the others
+                    results.append((job, exc))
+            return results
+
+    groups = _groups(jobs, group_rows)
+    with ThreadPoolExecutor(max_workers=max(1, min(index.workers, len(groups)))) as pool:
+        for results in pool.map(commit_group, groups):
+            for job, outcome in results:
+                if isinstance(outcome, Exception):
+                    reason = f"commit failed: {outcome.__class__.__name__}: {outcome}"
+                    store.mark_failed(
+                        job.job_id,
+                        "commit",
+                        reason,
+                        code="COMMIT",
+                        retryable=True,
+                        max_attempts=max_attempts,
+                    )
+                    report.fail(job.storage_key, reason)
+                elif outcome["committed"]:
+                    report.succeeded += 1
+                    report.count("chunks", outcome["chunks"])
+                    report.count("chunks_replaced", outcome["replaced"])
+                else:
+                    report.count("superseded")
+
+    # The last batch of a bulk load (or any commit after a crash left one open) rebuilds
+    # the index; runs with nothing to commit take part too, so the index never stays
+    # dropped because the batches that held it back ended up failing.
+    built = store.finish_bulk_load(space, index.build(), index.in_flight_within)
+    if built and built.get("deferred"):
+        report.count("index_rebuild_deferred")
+    elif built:
+        report.count("index_rebuilt_rows", built["rows"])
+        report.count("index_build_seconds", built["seconds"])
     return report.finish()

@@ -1,11 +1,17 @@
-"""Embed staged chunks: the cache first, then only the misses, each distinct text once."""
+"""Embed staged chunks: the cache first, then only the misses, each distinct text once.
+
+The misses go out in parts of `part_size` texts, several requests at a time; each part's
+vectors are written to the embedding cache as soon as it answers (off the event loop, so
+the next answers keep arriving meanwhile). The staged vectors are then copied from the
+cache inside the database: a vector crosses the wire once, and cached ones never do.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections import defaultdict
 
-from docpipe_dagster.clients.embeddings import EmbeddingError, EmbeddingsClient
+from docpipe_dagster.clients.embeddings import EmbeddingBatch, EmbeddingError, EmbeddingsClient
 from docpipe_dagster.pipeline.report import StageReport
 from docpipe_dagster.store.queries import JobRow, Store, VectorSpace
 
@@ -18,6 +24,7 @@ async def embed_chunks(
     space: VectorSpace,
     max_attempts: int,
     retry_base_seconds: float,
+    part_size: int = 256,
 ) -> StageReport:
     report = StageReport("embed")
     jobs = {j.job_id: j for j in store.jobs_in_batch(batch_key, ["chunked"])}
@@ -28,53 +35,84 @@ async def embed_chunks(
 
     pending = store.chunks_to_embed(list(jobs), space)
     report.count("chunks", len(pending))
-    vectors = store.cached_embeddings((c.text_sha256 for c in pending), space)
-    report.count("cache_hits", sum(1 for c in pending if c.text_sha256 in vectors))
+    cached = store.cached_text_shas((c.text_sha256 for c in pending), space)
+    report.count("cache_hits", sum(1 for c in pending if c.text_sha256 in cached))
 
     texts: dict[str, str] = {}
     for c in pending:
-        if c.text_sha256 not in vectors:
+        if c.text_sha256 not in cached:
             texts.setdefault(c.text_sha256, c.content)
     report.count("texts_sent", len(texts))
 
     failed: dict[uuid.UUID, tuple[str, str | None, bool]] = {}
+    available = set(cached)
     if texts:
         shas = list(texts)
-        try:
-            batch = await client.embed([texts[s] for s in shas])
-        except EmbeddingError as exc:
-            # The whole service refused (auth, quota, outage after retries): every
-            # document waiting for a new vector fails with the same, readable reason.
-            for c in pending:
-                if c.text_sha256 not in vectors:
-                    failed[c.job_id] = (f"embedding service error: {exc}", exc.code, exc.retryable)
-        else:
+        parts = [shas[i : i + part_size] for i in range(0, len(shas), part_size)]
+
+        async def embed_part(part: list[str]) -> EmbeddingBatch:
+            batch = await client.embed([texts[s] for s in part])
+            fresh = {s: v for s, v in zip(part, batch.vectors, strict=True) if v is not None}
+            await asyncio.to_thread(store.cache_embeddings, fresh, space)
+            return batch
+
+        tasks = [asyncio.ensure_future(embed_part(p)) for p in parts]
+        service_error: EmbeddingError | None = None
+        for part, task in zip(parts, tasks, strict=True):
+            try:
+                batch = await task
+            except EmbeddingError as exc:
+                # The service refused (auth, quota, outage after retries): stop asking, and
+                # every document still waiting for a new vector fails with this reason.
+                service_error = service_error or exc
+                for t in tasks:
+                    t.cancel()
+                continue
+            except asyncio.CancelledError:
+                if service_error is None:
+                    raise
+                continue
+            except BaseException:
+                for t in tasks:
+                    t.cancel()
+                raise
             report.external_calls += batch.requests
             report.count("requests", batch.requests)
             report.count("retries", batch.retries)
             report.count("tokens", batch.prompt_tokens)
-            fresh = {s: v for s, v in zip(shas, batch.vectors, strict=True) if v is not None}
-            store.cache_embeddings(fresh, space)
-            vectors.update(fresh)
-            bad_texts = {shas[i]: err for i, err in batch.errors.items()}
+            available.update(s for s, v in zip(part, batch.vectors, strict=True) if v is not None)
+            bad_texts = {part[i]: err for i, err in batch.errors.items()}
             for c in pending:
                 if c.text_sha256 in bad_texts and c.job_id not in failed:
                     err = bad_texts[c.text_sha256]
                     failed[c.job_id] = (f"chunk could not be embedded: {err}", err.code, False)
+        if service_error is not None:
+            for c in pending:
+                if c.text_sha256 not in available and c.job_id not in failed:
+                    failed[c.job_id] = (
+                        f"embedding service error: {service_error}",
+                        service_error.code,
+                        service_error.retryable,
+                    )
 
-    by_job: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID, list[float]]]] = defaultdict(list)
-    for c in pending:
-        if c.job_id not in failed and c.text_sha256 in vectors:
-            by_job[c.job_id].append((c.chunk_id, c.job_id, vectors[c.text_sha256]))
-    staged = [row for job_id in by_job for row in by_job[job_id]]
-    store.stage_vectors(staged, space)
-
+    staged = await asyncio.to_thread(
+        store.stage_cached_vectors,
+        [
+            (c.chunk_id, c.job_id, c.text_sha256)
+            for c in pending
+            if c.job_id not in failed and c.text_sha256 in available
+        ],
+        space,
+    )
+    embedded = store.mark_embedded_many(
+        [job_id for job_id in jobs if job_id not in failed],
+        {"model": space.model, "dims": space.dims},
+    )
     for job_id, job in jobs.items():
         if job_id in failed:
             reason, code, retryable = failed[job_id]
             _fail(store, report, job, reason, code, retryable, max_attempts, retry_base_seconds)
-            continue
-        if store.mark_embedded(job_id, {"model": space.model, "dims": space.dims}):
+        elif job_id in embedded:
             report.succeeded += 1
         else:
             reason = "some chunks have no vector after embedding; will retry"
@@ -88,7 +126,7 @@ async def embed_chunks(
                 max_attempts,
                 retry_base_seconds,
             )
-    report.count("vectors_staged", len(staged))
+    report.count("vectors_staged", staged)
     return report.finish()
 
 

@@ -85,9 +85,11 @@ async def parse_documents(
     for job in jobs:
         if job.content_sha256 in cached:
             markdown, pages = cached[job.content_sha256]
-            store.save_parse(job, profile, markdown, pages, None, cache_hit=True)
-            report.succeeded += 1
-            report.count("cache_hits")
+            if store.save_parse(job, profile, markdown, pages, None, cache_hit=True):
+                report.succeeded += 1
+                report.count("cache_hits")
+            else:
+                report.count("settled_meanwhile")  # deleted or superseded since listed
         else:
             misses.setdefault(job.content_sha256, []).append(job)
 
@@ -106,10 +108,6 @@ async def parse_documents(
 
     async def parse_one(sha: str, same_content: list[JobRow]) -> None:
         first = same_content[0]
-        for job in same_content:
-            store.set_state(
-                job.job_id, "parsing", "parse", "started", expected=["uploaded", "parsing"]
-            )
         try:
             data = await asyncio.to_thread(_read_verified, backend, first)
         except StorageError as exc:
@@ -127,6 +125,10 @@ async def parse_documents(
                 first.storage_key.rsplit("/", 1)[-1], data, first.media_type
             )
         except ParseError as exc:
+            if exc.kind == "stuck":  # say so, and which deadline gave up on it
+                reason = f"parser stuck: {exc.reason} (DOCPIPE_PARSE_DEADLINE_SECONDS)"
+                fail(same_content, reason, "PARSE_STUCK", exc.retryable)
+                return
             fail(same_content, exc.reason, exc.code, exc.retryable)
             return
         seconds = time.perf_counter() - started
@@ -136,7 +138,9 @@ async def parse_documents(
             fail(same_content, "the parser found no text in this document", "NO_TEXT", False)
             return
         for job in same_content:
-            store.save_parse(
+            # off the event loop: the other parses' answers keep arriving meanwhile
+            saved = await asyncio.to_thread(
+                store.save_parse,
                 job,
                 profile,
                 parsed.markdown,
@@ -145,9 +149,20 @@ async def parse_documents(
                 cache_hit=parsed.cache_hit,
                 seconds=seconds,
             )
-            report.succeeded += 1
+            if saved:
+                report.succeeded += 1
+            else:  # deleted or superseded while the parser ran: leave it so
+                report.count("settled_meanwhile")
 
-    # The client bounds concurrency itself; gather keeps one failure from stopping others.
+    # Every miss is handed to the parser now (one statement for all of them); the client
+    # bounds concurrency itself; gather keeps one failure from stopping the others.
+    store.set_states(
+        [job.job_id for group in misses.values() for job in group],
+        "parsing",
+        "parse",
+        "started",
+        expected=["uploaded", "parsing"],
+    )
     results = await asyncio.gather(
         *(parse_one(sha, group) for sha, group in misses.items()), return_exceptions=True
     )

@@ -9,7 +9,10 @@ transaction so search never sees half a document or two versions at once.
 from __future__ import annotations
 
 import json
+import math
+import time
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +45,7 @@ class JobRow:
     attempts: int
     source_modified_at: datetime | None = None
     failure_reason: str | None = None
+    chunk_count: int | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> JobRow:
@@ -96,14 +100,30 @@ class SearchHit:
 
 @dataclass(frozen=True)
 class VectorSpace:
-    """One (model, dims) set of vectors with its own partial HNSW index."""
+    """One (model, dims) set of vectors with its own partial HNSW index.
+
+    `index_type` is the type the index (and search) casts the stored vectors to: "vector"
+    (float32) or "halfvec" (float16: half the index size, up to 4,000 dimensions); None
+    means vector up to 2,000 dimensions and halfvec above. The table keeps full precision.
+    """
 
     model: str
     dims: int
+    index_type: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.index_type not in (None, "vector", "halfvec"):
+            raise ValueError(f"index type must be 'vector' or 'halfvec', got {self.index_type!r}")
+        if self.index_type == "vector" and self.dims > 2000:
+            raise ValueError(
+                f"HNSW indexes `vector` up to 2,000 dimensions ({self.dims} asked); use halfvec"
+            )
 
     @property
     def vector_type(self) -> str:
         # HNSW indexes `vector` up to 2,000 dimensions, `halfvec` up to 4,000.
+        if self.index_type is not None:
+            return self.index_type
         return "vector" if self.dims <= 2000 else "halfvec"
 
     @property
@@ -124,6 +144,24 @@ class VectorSpace:
         return Vector(list(values)) if self.vector_type == "vector" else HalfVector(list(values))
 
 
+@dataclass(frozen=True)
+class IndexBuild:
+    """How an HNSW index is built in one pass (after a bulk load, or to repair a missing one).
+
+    maintenance_work_mem is sized to what the graph needs (rows x vector size, plus
+    overhead), between 64 MB and this cap: a parallel build reserves all of it as shared
+    memory, so asking for 1 GB to index a few thousand rows would only waste RAM.
+    """
+
+    maintenance_work_mem_mb: int = 1024
+    parallel_workers: int = 1
+
+    def work_mem_mb(self, rows: int, dims: int, vector_type: str) -> int:
+        per_row = (4 if vector_type == "vector" else 2) * dims + 1024  # vector + graph links
+        need = math.ceil(rows * per_row * 1.3 / 2**20) + 16
+        return max(64, min(self.maintenance_work_mem_mb, need))
+
+
 @dataclass
 class BatchReport:
     """Per-batch counts that the asset checks and the run metadata use."""
@@ -132,6 +170,12 @@ class BatchReport:
     by_state: dict[str, int] = field(default_factory=dict)
     failed_without_reason: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _as_vector(values: Sequence[float] | Vector) -> Vector:
+    if isinstance(values, Vector):
+        return values
+    return Vector(values if isinstance(values, list) else list(values))
 
 
 class Store:
@@ -154,8 +198,19 @@ class Store:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[psycopg.Connection]:
+        """One transaction on a pooled connection.
+
+        durable=False skips waiting for the WAL flush at commit (synchronous_commit off for
+        this transaction: ~0.3 ms instead of ~3 ms here). It is used for staging writes only
+        (parse cache, buffers, intermediate states and their events): a crash of the
+        database may then lose the last fraction of a second of them, atomically and in
+        order, which only means redoing idempotent work. What users are told is final (a
+        commit to search, a failure, a deletion) stays durable.
+        """
         with self.pool.connection() as conn, conn.transaction():
+            if not durable:
+                conn.execute("SET LOCAL synchronous_commit = off")
             yield conn
 
     # --- events ---------------------------------------------------------------------
@@ -171,6 +226,25 @@ class Store:
         conn.execute(
             f"INSERT INTO {S}.events (job_id, stage, event_type, payload) VALUES (%s, %s, %s, %s)",
             (job_id, stage, event_type, json.dumps(payload or {}, default=str)),
+        )
+
+    @staticmethod
+    def _events(
+        conn: psycopg.Connection,
+        events: Sequence[tuple[uuid.UUID, str, str, dict[str, Any] | None]],
+    ) -> None:
+        """Several events in one statement, inserted (and numbered) in the order given."""
+        if not events:
+            return
+        conn.execute(
+            f"""INSERT INTO {S}.events (job_id, stage, event_type, payload)
+                SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::jsonb[])""",
+            (
+                [e[0] for e in events],
+                [e[1] for e in events],
+                [e[2] for e in events],
+                [json.dumps(e[3] or {}, default=str) for e in events],
+            ),
         )
 
     def events_for(self, job_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -196,7 +270,7 @@ class Store:
 
     def touch_source_modified(self, job_id: uuid.UUID, modified_at: datetime | None) -> None:
         """Same content, new mtime: remember it so the file is not hashed again."""
-        with self.transaction() as conn:
+        with self.transaction(durable=False) as conn:
             conn.execute(
                 f"UPDATE {S}.upload_jobs SET source_modified_at = %s WHERE job_id = %s",
                 (modified_at, job_id),
@@ -209,7 +283,7 @@ class Store:
         not already waiting or completed as the current version.
         """
         queued: list[uuid.UUID] = []
-        with self.transaction() as conn:
+        with self.transaction(durable=False) as conn:
             for v in versions:
                 row = conn.execute(
                     f"""
@@ -318,6 +392,31 @@ class Store:
             self._event(conn, job_id, stage, event_type, payload)
             return True
 
+    def set_states(
+        self,
+        job_ids: Sequence[uuid.UUID],
+        state: str,
+        stage: str,
+        event_type: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        expected: Sequence[str] | None = None,
+    ) -> set[uuid.UUID]:
+        """set_state for several jobs in one transaction; returns the ids moved."""
+        if not job_ids:
+            return set()
+        with self.transaction(durable=False) as conn:
+            query = (
+                f"UPDATE {S}.upload_jobs SET state = %s, updated_at = now() WHERE job_id = ANY(%s)"
+            )
+            params: list[Any] = [state, list(job_ids)]
+            if expected is not None:
+                query += " AND state = ANY(%s)"
+                params.append(list(expected))
+            moved = {r[0] for r in conn.execute(query + " RETURNING job_id", params)}
+            self._events(conn, [(j, stage, event_type, payload) for j in job_ids if j in moved])
+        return moved
+
     def mark_failed(
         self,
         job_id: uuid.UUID,
@@ -333,8 +432,12 @@ class Store:
         reason = (reason or "unknown error").strip()[:2000] or "unknown error"
         with self.transaction() as conn:
             row = conn.execute(
-                f"SELECT attempts FROM {S}.upload_jobs WHERE job_id = %s FOR UPDATE", (job_id,)
+                f"SELECT attempts, state FROM {S}.upload_jobs WHERE job_id = %s FOR UPDATE",
+                (job_id,),
             ).fetchone()
+            if row is not None and row[1] in ("deleted", "superseded"):
+                # The version was dropped while a stage worked on it: it stays dropped.
+                return {"reason": reason, "code": code, "retryable": False, "skipped": row[1]}
             attempts = (row[0] if row else 0) + 1
             will_retry = retryable and attempts < max_attempts
             next_at = (
@@ -403,11 +506,14 @@ class Store:
         with self.transaction() as conn:
             moved = 0
             for job_id in job_ids:
-                moved += conn.execute(
+                updated = conn.execute(
                     f"UPDATE {S}.upload_jobs SET batch_key = %s, updated_at = now()"
                     " WHERE job_id = %s AND state = ANY(%s)",
                     (batch_key, job_id, list(IN_FLIGHT_STATES)),
                 ).rowcount
+                if not updated:
+                    continue  # settled since it was found stale: not moved, no event
+                moved += updated
                 self._event(
                     conn, job_id, "intake", "rebatched", {"batch": batch_key, "reason": reason}
                 )
@@ -434,19 +540,24 @@ class Store:
         *,
         cache_hit: bool,
         seconds: float = 0.0,
-    ) -> None:
-        with self.transaction() as conn:
+    ) -> bool:
+        """Cache the parse and mark the job parsed; False if the job left parsing meanwhile
+        (deleted or superseded while the parser ran): it stays as it is."""
+        with self.transaction(durable=False) as conn:
             conn.execute(
                 f"""INSERT INTO {S}.parse_cache (content_sha256, parser_profile, markdown,
                     page_count, parse_job_id) VALUES (%s, %s, %s, %s, %s)
                     ON CONFLICT DO NOTHING""",
                 (job.content_sha256, profile, markdown, page_count, parse_job_id),
             )
-            conn.execute(
+            updated = conn.execute(
                 f"""UPDATE {S}.upload_jobs SET state = 'parsed', parse_job_id = %s,
-                    page_count = %s, updated_at = now() WHERE job_id = %s""",
+                    page_count = %s, updated_at = now()
+                    WHERE job_id = %s AND state IN ('uploaded', 'parsing')""",
                 (parse_job_id, page_count, job.job_id),
-            )
+            ).rowcount
+            if not updated:
+                return False
             self._event(
                 conn,
                 job.job_id,
@@ -460,6 +571,7 @@ class Store:
                     "seconds": round(seconds, 3),
                 },
             )
+            return True
 
     def parsed_markdown(self, job: JobRow, profile: str) -> str | None:
         with self.pool.connection() as conn:
@@ -469,38 +581,81 @@ class Store:
             ).fetchone()
         return row[0] if row else None
 
+    def parsed_markdowns(self, shas: Iterable[str], profile: str) -> dict[str, str]:
+        """parsed_markdown for many content hashes in one query."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT content_sha256, markdown FROM {S}.parse_cache"
+                " WHERE parser_profile = %s AND content_sha256 = ANY(%s)",
+                (profile, list(set(shas))),
+            ).fetchall()
+        return dict(rows)
+
     # --- chunk ----------------------------------------------------------------------
 
-    def save_chunks(self, job: JobRow, chunks: Sequence[ChunkRow], token_count: int) -> None:
-        """Replace the job's staged chunks (idempotent) and mark it chunked."""
-        with self.transaction() as conn:
-            conn.execute(f"DELETE FROM {S}.document_chunk_buffer WHERE job_id = %s", (job.job_id,))
+    def save_chunks(self, job: JobRow, chunks: Sequence[ChunkRow], token_count: int) -> bool:
+        """Replace the job's staged chunks (idempotent) and mark it chunked; False (nothing
+        staged) if the job is no longer parsed, e.g. its file was deleted meanwhile."""
+        return job.job_id in self.save_chunks_many([(job, chunks, token_count)])
+
+    def save_chunks_many(
+        self, items: Sequence[tuple[JobRow, Sequence[ChunkRow], int]]
+    ) -> set[uuid.UUID]:
+        """save_chunks for several jobs in one transaction and a handful of statements (one
+        COPY for every chunk); returns the ids of the jobs chunked. A job no longer parsed
+        (deleted or superseded meanwhile) is left as it is, with nothing staged."""
+        if not items:
+            return set()
+        with self.transaction(durable=False) as conn:
+            updated = {
+                r[0]
+                for r in conn.execute(
+                    f"""UPDATE {S}.upload_jobs j SET state = 'chunked', chunk_count = u.chunks,
+                        token_count = u.tokens, updated_at = now()
+                        FROM unnest(%s::uuid[], %s::int[], %s::int[]) AS u(job_id, chunks, tokens)
+                        WHERE j.job_id = u.job_id AND j.state = 'parsed' RETURNING j.job_id""",
+                    (
+                        [job.job_id for job, _, _ in items],
+                        [len(chunks) for _, chunks, _ in items],
+                        [tokens for _, _, tokens in items],
+                    ),
+                )
+            }
+            if not updated:
+                return updated
+            conn.execute(
+                f"DELETE FROM {S}.document_chunk_buffer WHERE job_id = ANY(%s)", (list(updated),)
+            )
             with conn.cursor().copy(
                 f"COPY {S}.document_chunk_buffer (chunk_id, job_id, chunk_index, content,"
                 " text_sha256, token_estimate, heading_path, char_start, char_end) FROM STDIN"
             ) as copy:
-                for c in chunks:
-                    copy.write_row(
-                        (
-                            c.chunk_id,
-                            c.job_id,
-                            c.chunk_index,
-                            c.content,
-                            c.text_sha256,
-                            c.token_estimate,
-                            list(c.heading_path),
-                            c.char_start,
-                            c.char_end,
+                for job, chunks, _ in items:
+                    if job.job_id not in updated:
+                        continue
+                    for c in chunks:
+                        copy.write_row(
+                            (
+                                c.chunk_id,
+                                c.job_id,
+                                c.chunk_index,
+                                c.content,
+                                c.text_sha256,
+                                c.token_estimate,
+                                list(c.heading_path),
+                                c.char_start,
+                                c.char_end,
+                            )
                         )
-                    )
-            conn.execute(
-                f"""UPDATE {S}.upload_jobs SET state = 'chunked', chunk_count = %s,
-                    token_count = %s, updated_at = now() WHERE job_id = %s""",
-                (len(chunks), token_count, job.job_id),
+            self._events(
+                conn,
+                [
+                    (job.job_id, "chunk", "chunked", {"chunks": len(chunks), "tokens": tokens})
+                    for job, chunks, tokens in items
+                    if job.job_id in updated
+                ],
             )
-            self._event(
-                conn, job.job_id, "chunk", "chunked", {"chunks": len(chunks), "tokens": token_count}
-            )
+        return updated
 
     # --- embed ----------------------------------------------------------------------
 
@@ -532,7 +687,7 @@ class Store:
     def cache_embeddings(self, vectors: dict[str, Sequence[float]], space: VectorSpace) -> None:
         if not vectors:
             return
-        with self.transaction() as conn:
+        with self.transaction(durable=False) as conn:
             conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS _new_embeddings (text_sha256 text, embedding vector)"
                 " ON COMMIT DROP"
@@ -542,7 +697,7 @@ class Store:
             ) as copy:
                 copy.set_types(["text", "vector"])
                 for sha, vec in vectors.items():
-                    copy.write_row((sha, Vector(list(vec))))
+                    copy.write_row((sha, _as_vector(vec)))
             conn.execute(
                 f"""INSERT INTO {S}.embedding_cache (embedding_model, dims, text_sha256, embedding)
                     SELECT %s, %s, text_sha256, embedding FROM _new_embeddings
@@ -557,6 +712,16 @@ class Store:
         if not rows:
             return
         with self.transaction() as conn:
+            # Lock the staged chunks; those of a job deleted meanwhile are gone: skip them.
+            present = {
+                r[0]
+                for r in conn.execute(
+                    f"SELECT chunk_id FROM {S}.document_chunk_buffer"
+                    " WHERE chunk_id = ANY(%s) FOR SHARE",
+                    ([r[0] for r in rows],),
+                )
+            }
+            rows = [r for r in rows if r[0] in present]
             conn.execute(
                 f"DELETE FROM {S}.document_vector_buffer WHERE chunk_id = ANY(%s)",
                 ([r[0] for r in rows],),
@@ -567,27 +732,77 @@ class Store:
             ) as copy:
                 copy.set_types(["uuid", "uuid", "text", "int4", "vector"])
                 for chunk_id, job_id, vec in rows:
-                    copy.write_row((chunk_id, job_id, space.model, space.dims, Vector(list(vec))))
+                    copy.write_row((chunk_id, job_id, space.model, space.dims, _as_vector(vec)))
+
+    def cached_text_shas(self, shas: Iterable[str], space: VectorSpace) -> set[str]:
+        """Which of these texts already have a cached vector in this space (no vectors read)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT text_sha256 FROM {S}.embedding_cache"
+                " WHERE embedding_model = %s AND dims = %s AND text_sha256 = ANY(%s)",
+                (space.model, space.dims, list(set(shas))),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def stage_cached_vectors(
+        self, rows: Sequence[tuple[uuid.UUID, uuid.UUID, str]], space: VectorSpace
+    ) -> int:
+        """Stage (chunk_id, job_id, text_sha256) rows for commit with the text's vector from
+        the embedding cache, replacing earlier attempts; the vectors never leave the
+        database. Returns the rows staged (a chunk whose job was deleted meanwhile, or whose
+        text has no cached vector, gets none)."""
+        if not rows:
+            return 0
+        with self.transaction(durable=False) as conn:
+            # Lock the staged chunks; those of a job deleted meanwhile are gone: skip them.
+            present = {
+                r[0]
+                for r in conn.execute(
+                    f"SELECT chunk_id FROM {S}.document_chunk_buffer"
+                    " WHERE chunk_id = ANY(%s) FOR SHARE",
+                    ([r[0] for r in rows],),
+                )
+            }
+            rows = [r for r in rows if r[0] in present]
+            if not rows:
+                return 0
+            ids = [r[0] for r in rows]
+            conn.execute(f"DELETE FROM {S}.document_vector_buffer WHERE chunk_id = ANY(%s)", (ids,))
+            return conn.execute(
+                f"""INSERT INTO {S}.document_vector_buffer
+                        (chunk_id, job_id, embedding_model, dims, embedding)
+                    SELECT u.chunk_id, u.job_id, e.embedding_model, e.dims, e.embedding
+                    FROM unnest(%s::uuid[], %s::uuid[], %s::text[]) AS u(chunk_id, job_id, sha)
+                    JOIN {S}.embedding_cache e ON e.embedding_model = %s AND e.dims = %s
+                        AND e.text_sha256 = u.sha""",
+                (ids, [r[1] for r in rows], [r[2] for r in rows], space.model, space.dims),
+            ).rowcount
 
     def mark_embedded(self, job_id: uuid.UUID, payload: dict[str, Any]) -> bool:
         """chunked -> embedded, but only when every staged chunk has its staged vector."""
-        with self.transaction() as conn:
-            missing = conn.execute(
-                f"""SELECT count(*) FROM {S}.document_chunk_buffer c
-                    LEFT JOIN {S}.document_vector_buffer v ON v.chunk_id = c.chunk_id
-                    WHERE c.job_id = %s AND v.chunk_id IS NULL""",
-                (job_id,),
-            ).fetchone()[0]
-            if missing:
-                return False
-            updated = conn.execute(
-                f"UPDATE {S}.upload_jobs SET state = 'embedded', updated_at = now()"
-                " WHERE job_id = %s AND state = 'chunked'",
-                (job_id,),
-            ).rowcount
-            if updated:
-                self._event(conn, job_id, "embed", "embedded", payload)
-            return bool(updated)
+        return job_id in self.mark_embedded_many([job_id], payload)
+
+    def mark_embedded_many(
+        self, job_ids: Sequence[uuid.UUID], payload: dict[str, Any]
+    ) -> set[uuid.UUID]:
+        """mark_embedded for several jobs in one transaction; returns the ids moved."""
+        if not job_ids:
+            return set()
+        with self.transaction(durable=False) as conn:
+            updated = {
+                r[0]
+                for r in conn.execute(
+                    f"""UPDATE {S}.upload_jobs j SET state = 'embedded', updated_at = now()
+                        WHERE j.job_id = ANY(%s) AND j.state = 'chunked' AND NOT EXISTS (
+                            SELECT 1 FROM {S}.document_chunk_buffer c
+                            LEFT JOIN {S}.document_vector_buffer v ON v.chunk_id = c.chunk_id
+                            WHERE c.job_id = j.job_id AND v.chunk_id IS NULL)
+                        RETURNING j.job_id""",
+                    (list(job_ids),),
+                )
+            }
+            self._events(conn, [(j, "embed", "embedded", payload) for j in job_ids if j in updated])
+        return updated
 
     # --- commit ---------------------------------------------------------------------
 
@@ -597,99 +812,333 @@ class Store:
         Locks the document's job rows so two commits of one document serialize; a
         version older than the newest registered one is superseded instead of committed.
         """
+        return self.commit_documents([job], space)[job.job_id]
+
+    def commit_documents(
+        self, jobs: Sequence[JobRow], space: VectorSpace
+    ) -> dict[uuid.UUID, dict[str, Any]]:
+        """commit_document for several documents in ONE transaction and a fixed number of
+        statements: each document's old chunks are still swapped for its new ones at once
+        (the whole group becomes visible together). Raises if any statement fails; the
+        caller then commits the documents one by one, so a bad one fails alone.
+
+        Returns job id -> {"committed": True, "chunks", "replaced"} or
+        {"committed": False, "reason"}.
+        """
+        if not jobs:
+            return {}
+        outcomes: dict[uuid.UUID, dict[str, Any]] = {}
         with self.transaction() as conn:
             rows = conn.execute(
-                f"""SELECT job_id, state, registered_at FROM {S}.upload_jobs
-                    WHERE document_id = %s ORDER BY registered_at FOR UPDATE""",
-                (job.document_id,),
+                f"""SELECT job_id, document_id, state, registered_at FROM {S}.upload_jobs
+                    WHERE document_id = ANY(%s) ORDER BY document_id, registered_at FOR UPDATE""",
+                (list({j.document_id for j in jobs}),),
             ).fetchall()
-            mine = next((r for r in rows if r[0] == job.job_id), None)
-            if mine is None or mine[1] != "embedded":
-                return {"committed": False, "reason": f"state is {mine[1] if mine else 'missing'}"}
-            newer = [r for r in rows if r[2] > mine[2] and r[1] not in ("deleted", "superseded")]
-            if newer:
+            versions: dict[uuid.UUID, list[tuple[Any, ...]]] = defaultdict(list)
+            for r in rows:
+                versions[r[1]].append(r)
+            to_commit: list[JobRow] = []
+            dropped: dict[uuid.UUID, uuid.UUID] = {}  # superseded here -> by
+            for job in jobs:
+                mine = next((r for r in versions[job.document_id] if r[0] == job.job_id), None)
+                if mine is None or mine[2] != "embedded":
+                    state = mine[2] if mine else "missing"
+                    outcomes[job.job_id] = {"committed": False, "reason": f"state is {state}"}
+                    continue
+                newer = [
+                    r
+                    for r in versions[job.document_id]
+                    if r[3] > mine[3] and r[2] not in ("deleted", "superseded")
+                ]
+                if newer:
+                    dropped[job.job_id] = newer[-1][0]
+                    outcomes[job.job_id] = {"committed": False, "reason": "a newer version exists"}
+                    continue
+                to_commit.append(job)
+            if dropped:
+                ids = list(dropped)
                 conn.execute(
-                    f"DELETE FROM {S}.document_chunk_buffer WHERE job_id = %s", (job.job_id,)
+                    f"DELETE FROM {S}.document_chunk_buffer WHERE job_id = ANY(%s)", (ids,)
                 )
                 conn.execute(
-                    f"UPDATE {S}.upload_jobs SET state = 'superseded', updated_at = now() WHERE job_id = %s",
-                    (job.job_id,),
+                    f"UPDATE {S}.upload_jobs SET state = 'superseded', updated_at = now()"
+                    " WHERE job_id = ANY(%s)",
+                    (ids,),
                 )
-                self._event(conn, job.job_id, "commit", "superseded", {"by": str(newer[-1][0])})
-                return {"committed": False, "reason": "a newer version exists"}
-            removed = conn.execute(
-                f"DELETE FROM {S}.document_chunks WHERE document_id = %s AND embedding_model = %s AND dims = %s",
-                (job.document_id, space.model, space.dims),
-            ).rowcount
-            inserted = conn.execute(
-                f"""INSERT INTO {S}.document_chunks (chunk_id, document_id, job_id, storage_key,
-                        content_sha256, chunk_index, content, heading_path, token_estimate,
-                        embedding_model, dims, embedding)
-                    SELECT c.chunk_id, %s, c.job_id, %s, %s, c.chunk_index, c.content,
-                        c.heading_path, c.token_estimate, v.embedding_model, v.dims, v.embedding
-                    FROM {S}.document_chunk_buffer c
-                    JOIN {S}.document_vector_buffer v ON v.chunk_id = c.chunk_id
-                    WHERE c.job_id = %s AND v.embedding_model = %s AND v.dims = %s""",
-                (
-                    job.document_id,
-                    job.storage_key,
-                    job.content_sha256,
-                    job.job_id,
-                    space.model,
-                    space.dims,
-                ),
-            ).rowcount
-            conn.execute(f"DELETE FROM {S}.document_chunk_buffer WHERE job_id = %s", (job.job_id,))
+                self._events(
+                    conn,
+                    [(j, "commit", "superseded", {"by": str(by)}) for j, by in dropped.items()],
+                )
+            if not to_commit:
+                return outcomes
+            job_ids = [j.job_id for j in to_commit]
+            removed = Counter(
+                r[0]
+                for r in conn.execute(
+                    f"""DELETE FROM {S}.document_chunks WHERE document_id = ANY(%s)
+                        AND embedding_model = %s AND dims = %s RETURNING document_id""",
+                    ([j.document_id for j in to_commit], space.model, space.dims),
+                )
+            )
+            inserted = Counter(
+                r[0]
+                for r in conn.execute(
+                    f"""INSERT INTO {S}.document_chunks (chunk_id, document_id, job_id,
+                            storage_key, content_sha256, chunk_index, content, heading_path,
+                            token_estimate, embedding_model, dims, embedding)
+                        SELECT c.chunk_id, j.document_id, c.job_id, j.storage_key,
+                            j.content_sha256, c.chunk_index, c.content, c.heading_path,
+                            c.token_estimate, v.embedding_model, v.dims, v.embedding
+                        FROM {S}.document_chunk_buffer c
+                        JOIN {S}.document_vector_buffer v ON v.chunk_id = c.chunk_id
+                        JOIN {S}.upload_jobs j ON j.job_id = c.job_id
+                        WHERE c.job_id = ANY(%s) AND v.embedding_model = %s AND v.dims = %s
+                        RETURNING job_id""",
+                    (job_ids, space.model, space.dims),
+                )
+            )
+            conn.execute(
+                f"DELETE FROM {S}.document_chunk_buffer WHERE job_id = ANY(%s)", (job_ids,)
+            )
             conn.execute(
                 f"""UPDATE {S}.upload_jobs SET state = 'completed', completed_at = now(),
                     updated_at = now(), failed_stage = NULL, failure_reason = NULL,
-                    failure_code = NULL, retryable = NULL WHERE job_id = %s""",
-                (job.job_id,),
+                    failure_code = NULL, retryable = NULL WHERE job_id = ANY(%s)""",
+                (job_ids,),
             )
-            for old_id, old_state, _ in rows:
-                if old_id != job.job_id and old_state not in ("deleted", "superseded"):
-                    conn.execute(
-                        f"UPDATE {S}.upload_jobs SET state = 'superseded', updated_at = now() WHERE job_id = %s",
-                        (old_id,),
-                    )
-                    self._event(conn, old_id, "commit", "superseded", {"by": str(job.job_id)})
-            payload = {"chunks": inserted, "replaced": removed}
-            self._event(conn, job.job_id, "commit", "completed", payload)
-            return {"committed": True, **payload}
-
-    # --- vector spaces and search ---------------------------------------------------
-
-    def ensure_vector_space(self, space: VectorSpace) -> None:
-        """Create the partial HNSW index for a (model, dims) pair on first use."""
-        with self.pool.connection() as conn:
-            exists = conn.execute(
-                f"SELECT 1 FROM {S}.vector_spaces WHERE embedding_model = %s AND dims = %s",
-                (space.model, space.dims),
-            ).fetchone()
-            if exists:
-                return
-            ops = sql.SQL(
-                "vector_cosine_ops" if space.vector_type == "vector" else "halfvec_cosine_ops"
-            )
-            with conn.transaction():
+            # Older versions of the committed documents are superseded by them.
+            older = [
+                (r[0], job.job_id)
+                for job in to_commit
+                for r in versions[job.document_id]
+                if r[0] != job.job_id
+                and r[2] not in ("deleted", "superseded")
+                and r[0] not in dropped
+            ]
+            if older:
                 conn.execute(
-                    sql.SQL(
-                        "CREATE INDEX IF NOT EXISTS {} ON {}.document_chunks USING hnsw (({}) {})"
-                        " WHERE embedding_model = {} AND dims = {}"
-                    ).format(
-                        sql.Identifier(space.index_name),
-                        sql.Identifier(S),
-                        space.cast(),
-                        ops,
-                        sql.Literal(space.model),
-                        sql.Literal(space.dims),
-                    )
+                    f"UPDATE {S}.upload_jobs SET state = 'superseded', updated_at = now()"
+                    " WHERE job_id = ANY(%s)",
+                    ([old for old, _ in older],),
                 )
+            events: list[tuple[uuid.UUID, str, str, dict[str, Any] | None]] = [
+                (old, "commit", "superseded", {"by": str(by)}) for old, by in older
+            ]
+            for job in to_commit:
+                payload = {"chunks": inserted[job.job_id], "replaced": removed[job.document_id]}
+                events.append((job.job_id, "commit", "completed", payload))
+                outcomes[job.job_id] = {"committed": True, **payload}
+            self._events(conn, events)
+        return outcomes
+
+    # --- vector spaces: the HNSW index and bulk loads -------------------------------
+    #
+    # Inserting rows one by one into an HNSW graph costs several times more than building
+    # the graph once after loading (DESIGN.md section 6). A commit that brings many rows
+    # compared with what a space's index holds drops the index (index_state 'rebuilding'),
+    # commits without it, and the last batch in flight builds it again in one pass. Search
+    # stays correct meanwhile: without the index it scans exactly, which is slower.
+
+    @staticmethod
+    def _space_row(
+        conn: psycopg.Connection, space: VectorSpace, *, lock: bool = False
+    ) -> tuple[str, str, str] | None:
+        """(index_name, vector_type, index_state) of a registered space."""
+        return conn.execute(
+            f"SELECT index_name, vector_type, index_state FROM {S}.vector_spaces"
+            " WHERE embedding_model = %s AND dims = %s" + (" FOR UPDATE" if lock else ""),
+            (space.model, space.dims),
+        ).fetchone()
+
+    @staticmethod
+    def _lock_index(conn: psycopg.Connection, index_name: str) -> None:
+        """Serialize index changes of one space across processes (until the transaction ends)."""
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"docpipe:index:{index_name}",))
+
+    @staticmethod
+    def _index_exists(conn: psycopg.Connection, index_name: str) -> bool:
+        return conn.execute(
+            "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
+            (S, index_name),
+        ).fetchone()[0]
+
+    def _space_rows(self, conn: psycopg.Connection, space: VectorSpace) -> int:
+        return conn.execute(
+            f"SELECT count(*) FROM {S}.document_chunks WHERE embedding_model = %s AND dims = %s",
+            (space.model, space.dims),
+        ).fetchone()[0]
+
+    def _create_index(
+        self,
+        conn: psycopg.Connection,
+        space: VectorSpace,
+        index_name: str,
+        vector_type: str,
+        build: IndexBuild | None,
+    ) -> dict[str, Any]:
+        """CREATE INDEX (in the caller's transaction) with memory sized to the rows."""
+        rows = self._space_rows(conn, space)
+        info: dict[str, Any] = {"rows": rows}
+        if build is not None:
+            mem = build.work_mem_mb(rows, space.dims, vector_type)
+            conn.execute(
+                sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(f"{mem}MB"))
+            )
+            conn.execute(
+                sql.SQL("SET LOCAL max_parallel_maintenance_workers = {}").format(
+                    sql.Literal(max(0, build.parallel_workers))
+                )
+            )
+            info.update(maintenance_work_mem_mb=mem, parallel_workers=build.parallel_workers)
+        ops = "vector_cosine_ops" if vector_type == "vector" else "halfvec_cosine_ops"
+        started = time.perf_counter()
+        conn.execute(
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {}.document_chunks USING hnsw ((embedding::{}({})) {})"
+                " WHERE embedding_model = {} AND dims = {}"
+            ).format(
+                sql.Identifier(index_name),
+                sql.Identifier(S),
+                sql.SQL(vector_type),
+                sql.Literal(space.dims),
+                sql.SQL(ops),
+                sql.Literal(space.model),
+                sql.Literal(space.dims),
+            )
+        )
+        info["seconds"] = round(time.perf_counter() - started, 3)
+        return info
+
+    def ensure_vector_space(self, space: VectorSpace, build: IndexBuild | None = None) -> None:
+        """Register a (model, dims) space and create its partial HNSW index on first use;
+        rebuild an index that should exist but does not (dropped for a bulk load by a run
+        that crashed, or by hand), or whose type (vector/halfvec) the configuration changed.
+        A space in the middle of a bulk load ('rebuilding') is left to finish_bulk_load."""
+        with self.pool.connection() as conn:
+            row = self._space_row(conn, space)
+            if row is not None:
+                name, vector_type, state = row
+                if state in ("off", "rebuilding"):
+                    return
+                if vector_type == space.vector_type and self._index_exists(conn, name):
+                    return
+        with self.transaction() as conn:
+            self._lock_index(conn, row[0] if row else space.index_name)
+            row = self._space_row(conn, space, lock=True)
+            if row is None:
+                self._create_index(conn, space, space.index_name, space.vector_type, build)
                 conn.execute(
-                    f"INSERT INTO {S}.vector_spaces (embedding_model, dims, vector_type, index_name)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    f"""INSERT INTO {S}.vector_spaces (embedding_model, dims, vector_type,
+                        index_name, index_built_at) VALUES (%s, %s, %s, %s, now())
+                        ON CONFLICT DO NOTHING""",
                     (space.model, space.dims, space.vector_type, space.index_name),
                 )
+                return
+            name, vector_type, state = row
+            if state != "ready":
+                return
+            if vector_type != space.vector_type:
+                conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(S, name)))
+            elif self._index_exists(conn, name):
+                return
+            self._create_index(conn, space, name, space.vector_type, build)
+            conn.execute(
+                f"""UPDATE {S}.vector_spaces SET vector_type = %s, index_built_at = now()
+                    WHERE embedding_model = %s AND dims = %s""",
+                (space.vector_type, space.model, space.dims),
+            )
+
+    def bulk_load_plan(
+        self,
+        space: VectorSpace,
+        job_ids: Sequence[uuid.UUID],
+        batch_key: str | None,
+        in_flight_within: timedelta,
+    ) -> dict[str, Any]:
+        """What a commit weighs to choose between inserting into the index and a bulk load:
+        the space's index state and rows, the rows these jobs bring, and an estimate of the
+        rows other batches in flight will bring (their chunk counts, else ~1 per 1.5 kB)."""
+        with self.pool.connection() as conn:
+            row = self._space_row(conn, space)
+            existing = self._space_rows(conn, space)
+            incoming, pending = conn.execute(
+                f"""SELECT
+                      coalesce(sum(chunk_count) FILTER (WHERE job_id = ANY(%s)), 0),
+                      coalesce(sum(coalesce(chunk_count, ceil(size_bytes / 1500.0)::int))
+                          FILTER (WHERE NOT job_id = ANY(%s) AND state = ANY(%s)
+                                  AND batch_key IS DISTINCT FROM %s
+                                  AND updated_at > now() - %s), 0)
+                    FROM {S}.upload_jobs
+                    WHERE job_id = ANY(%s) OR (state = ANY(%s) AND updated_at > now() - %s)""",
+                (
+                    list(job_ids),
+                    list(job_ids),
+                    list(IN_FLIGHT_STATES),
+                    batch_key,
+                    in_flight_within,
+                    list(job_ids),
+                    list(IN_FLIGHT_STATES),
+                    in_flight_within,
+                ),
+            ).fetchone()
+        return {
+            "index_state": row[2] if row else "missing",
+            "existing_rows": int(existing),
+            "incoming_rows": int(incoming),
+            "pending_rows": int(pending),
+        }
+
+    def begin_bulk_load(self, space: VectorSpace) -> bool:
+        """Drop the space's HNSW index for a bulk load (index_state 'rebuilding'); False if
+        the space is not 'ready' (already loading in bulk, or indexed 'off')."""
+        with self.transaction() as conn:
+            row = self._space_row(conn, space)
+            if row is None or row[2] != "ready":
+                return False
+            self._lock_index(conn, row[0])
+            row = self._space_row(conn, space, lock=True)
+            if row is None or row[2] != "ready":
+                return False
+            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(S, row[0])))
+            conn.execute(
+                f"""UPDATE {S}.vector_spaces SET index_state = 'rebuilding'
+                    WHERE embedding_model = %s AND dims = %s""",
+                (space.model, space.dims),
+            )
+        return True
+
+    def finish_bulk_load(
+        self, space: VectorSpace, build: IndexBuild | None, in_flight_within: timedelta
+    ) -> dict[str, Any] | None:
+        """Build the index of a space left 'rebuilding' once no job is in flight any more
+        (in-flight jobs not updated within `in_flight_within` are taken as dead and do not
+        hold the index back). None when the space needs nothing; {"deferred": True} while
+        other batches still run; otherwise what the build took."""
+        with self.pool.connection() as conn:
+            row = self._space_row(conn, space)
+            if row is None or row[2] != "rebuilding":
+                return None
+            busy = conn.execute(
+                f"""SELECT EXISTS (SELECT 1 FROM {S}.upload_jobs WHERE state = ANY(%s)
+                    AND updated_at > now() - %s)""",
+                (list(IN_FLIGHT_STATES), in_flight_within),
+            ).fetchone()[0]
+            if busy:
+                return {"deferred": True}
+        with self.transaction() as conn:
+            self._lock_index(conn, row[0])
+            row = self._space_row(conn, space, lock=True)
+            if row is None or row[2] != "rebuilding":
+                return None
+            info = self._create_index(conn, space, row[0], space.vector_type, build)
+            conn.execute(
+                f"""UPDATE {S}.vector_spaces SET index_state = 'ready', vector_type = %s,
+                    index_built_at = now() WHERE embedding_model = %s AND dims = %s""",
+                (space.vector_type, space.model, space.dims),
+            )
+        return info
+
+    # --- search ---------------------------------------------------------------------
 
     def search(
         self, query_vector: Sequence[float], space: VectorSpace, k: int = 5

@@ -64,7 +64,14 @@ def _embedded_server(pgdata: Path, start: bool = True):
 
 def _is_running(server) -> bool:
     info = server._postmaster_info
-    return info is not None and info.is_running()
+    if info is None or not info.is_running():
+        return False
+    # psutil counts a zombie as running, and a postmaster stopped by `pg_ctl stop` lingers
+    # as one until its parent reaps it: the server is up only while its pid file exists.
+    with contextlib.suppress(Exception):
+        if info.process.status() == "zombie":
+            return False
+    return (Path(server.pgdata) / "postmaster.pid").exists()
 
 
 def replace_database(url: str, database: str) -> str:

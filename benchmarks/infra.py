@@ -1,0 +1,261 @@
+"""The benchmark's own servers: an embedded Postgres in a temp home, mocks on free ports.
+
+Everything binds 127.0.0.1 (the embedded Postgres listens on a unix socket only), every
+process is started in its own process group and stopped by the `Infra` context manager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import psycopg
+from psycopg import sql
+
+from docpipe_dagster.config import LOCAL_MOCK_API_KEY
+from docpipe_dagster.store.migrate import migrate
+from docpipe_dagster.store.server import (
+    _embedded_server,
+    database_name,
+    ensure_database_exists,
+    replace_database,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_DB = "docpipe_bench_template"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for processes the benchmark starts: none of the user's docpipe,
+    Dagster or API settings leak in (only what the benchmark sets)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DOCPIPE_", "DAGSTER_", "LLAMA", "OPENAI_", "SUPABASE_"))
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
+    env.update(extra)
+    return env
+
+
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    """Stop a process started with start_new_session=True, and its whole group."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # anything left in the group
+
+
+class Mock:
+    """One mock service (`python -m mocks <service>`) on a free 127.0.0.1 port."""
+
+    def __init__(self, service: str, workdir: Path, **flags: Any) -> None:
+        self.service = service
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"mock-{service}.log"
+        cmd = [sys.executable, "-m", "mocks", service, "--host", "127.0.0.1"]
+        cmd += ["--port", str(self.port), "--api-key", LOCAL_MOCK_API_KEY]
+        for name, value in flags.items():
+            cmd += [f"--{name.replace('_', '-')}", str(value)]
+        with self.log_path.open("wb") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=REPO_ROOT,
+                env=child_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.http = httpx.Client(base_url=self.base_url, timeout=10.0)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            with contextlib.suppress(httpx.HTTPError):
+                if self.http.get("/health", timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.05)
+        log = self.log_path.read_text(errors="replace")[-2000:]
+        self.stop()
+        raise RuntimeError(f"mock {service} did not start:\n{log}")
+
+    def reset(self) -> None:
+        """Counters and the mock's job table cleared (the parser mock caches by content)."""
+        self.http.post("/_mock/reset").raise_for_status()
+
+    def set_latency(self, latency_ms: float) -> None:
+        self.http.post("/_mock/latency", json={"latency_ms": latency_ms, "jitter_ms": 0.0})
+
+    def stats(self) -> dict:
+        return self.http.get("/_mock/stats").raise_for_status().json()
+
+    def stop(self) -> None:
+        self.http.close()
+        stop_group(self.proc)
+
+
+class Infra:
+    """Postgres (embedded in a temp home, or DOCPIPE_DATABASE_URL's server) and the mocks."""
+
+    def __init__(self, workdir: Path | None = None, database_url: str | None = None) -> None:
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="docpipe-bench-")
+        self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.external_url = database_url
+        self._server = None
+        self.server_url = ""
+        self.parser: Mock | None = None
+        self.embedder: Mock | None = None
+        self._databases: list[str] = []
+
+    def __enter__(self) -> Infra:
+        try:
+            if self.external_url:
+                self.server_url = self.external_url
+            else:
+                self._server = _embedded_server(self.workdir / "home" / "pgdata")
+                self.server_url = self._server.get_uri("postgres")
+            ensure_database_exists(self.server_url, TEMPLATE_DB)
+            migrate(replace_database(self.server_url, TEMPLATE_DB))
+            self.parser = Mock("llamaparse", self.workdir, pending_seconds=0.0)
+            self.embedder = Mock("openai", self.workdir)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for mock in (self.parser, self.embedder):
+            if mock is not None:
+                with contextlib.suppress(Exception):
+                    mock.stop()
+        if self.external_url:
+            for name in self._databases:
+                with contextlib.suppress(Exception):
+                    self.drop_database(name)
+            with contextlib.suppress(Exception):
+                self.drop_database(TEMPLATE_DB)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                self._server.stop()
+        if self._tmp is not None:
+            with contextlib.suppress(Exception):
+                self._tmp.cleanup()
+
+    def postgres_pids(self) -> list[int]:
+        """The embedded server's processes (postmaster and children), for RSS."""
+        if self._server is None:
+            return []
+        pidfile = self.workdir / "home" / "pgdata" / "postmaster.pid"
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            root = psutil.Process(pid)
+            return [pid] + [c.pid for c in root.children(recursive=True)]
+        except (OSError, ValueError, psutil.Error):
+            return []
+
+    def new_database(self, label: str) -> str:
+        """A fresh, migrated database (a copy of the migrated template)."""
+        name = f"bench_{label}_{uuid.uuid4().hex[:6]}"
+        with psycopg.connect(self.server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(TEMPLATE_DB)
+                )
+            )
+        self._databases.append(name)
+        return replace_database(self.server_url, name)
+
+    def drop_database(self, name_or_url: str) -> None:
+        name = database_name(name_or_url) if "/" in name_or_url else name_or_url
+        with psycopg.connect(self.server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        if name in self._databases:
+            self._databases.remove(name)
+
+    def reset_mocks(self, parser_latency_ms: float = 0.0, embedder_latency_ms: float = 0.0) -> None:
+        assert self.parser and self.embedder
+        for mock, latency in (
+            (self.parser, parser_latency_ms),
+            (self.embedder, embedder_latency_ms),
+        ):
+            mock.reset()
+            mock.set_latency(latency)
+
+    def mock_calls(self) -> dict[str, int]:
+        assert self.parser and self.embedder
+        parser = self.parser.stats()
+        embedder = self.embedder.stats()
+        return {
+            "parser_requests": parser["total"],
+            "parser_uploads": parser["by_route"].get("POST /api/parsing/upload", 0),
+            "embedder_requests": embedder["total"],
+        }
+
+
+class RssSampler:
+    """Peak RSS of a process tree (the process and its children), sampled every 50 ms."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        total = 0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        self.peak = max(self.peak, total)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
