@@ -17,6 +17,7 @@ from psycopg import sql
 
 from docpipe_dagster.store.migrate import migrate
 from docpipe_dagster.store.server import database_name, ensure_database_exists, replace_database
+from docpipe_dagster_tests.support import MockServer, start_mock
 
 TEMPLATE_DB = "docpipe_test_template"
 
@@ -83,3 +84,44 @@ def empty_database_url(pg_server_url: str) -> Iterator[str]:
     url = _create_database(pg_server_url, None)
     yield url
     _drop_database(pg_server_url, url)
+
+
+# --- mock services: real subprocesses on free loopback ports, one of each per session ------
+# Reset (stats, faults, latency) before every test that uses one, so tests stay isolated.
+WEBHOOK_SECRET = "test-webhook-secret"
+MOCK_FIXTURES = ("llamaparse_mock", "openai_mock", "storage_mock")
+
+
+@pytest.fixture(scope="session")
+def openai_mock() -> Iterator[MockServer]:
+    server = start_mock("openai")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def llamaparse_mock() -> Iterator[MockServer]:
+    # Jobs finish at once unless a test slows them via POST /_mock/pending (reset restores 0).
+    server = start_mock("llamaparse", webhook_secret=WEBHOOK_SECRET, pending_seconds=0.0)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def storage_mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockServer]:
+    # Objects persist for the session: tests isolate themselves with their own bucket names.
+    data_dir = tmp_path_factory.mktemp("mock-storage")
+    server = start_mock("storage", data_dir=str(data_dir))
+    server.data_dir = data_dir  # type: ignore[attr-defined]  # for tests that look at the disk
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset_used_mocks(request: pytest.FixtureRequest) -> None:
+    # Only for tests that use a mock, so other tests don't start a process.
+    for name in MOCK_FIXTURES:
+        if name in request.fixturenames:
+            server: MockServer = request.getfixturevalue(name)
+            server.reset()
+            server.set_latency(0.0, 0.0)

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from docpipe_dagster.clients._http import AsyncApiClient
 from docpipe_dagster.core.retry import RetryPolicy, is_retryable_status
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class _Counters:
     prompt_tokens: int = 0
 
 
-class EmbeddingsClient:
+class EmbeddingsClient(AsyncApiClient):
     """OpenAI-style embeddings client. `base_url` ends in /v1 (e.g. http://127.0.0.1:8002/v1).
 
     `retry_policy`, if given, is used as-is; otherwise RetryPolicy(max_attempts=max_attempts).
@@ -144,9 +145,7 @@ class EmbeddingsClient:
         self._rng = rng or random.Random()
         self._api_key = api_key
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._sem: asyncio.Semaphore | None = None
+        self._init_pool()
 
     def __repr__(self) -> str:  # no key, ever
         return f"EmbeddingsClient({self.base_url!r}, model={self.model!r})"
@@ -154,38 +153,6 @@ class EmbeddingsClient:
     @property
     def expected_dimensions(self) -> int | None:
         return self.dimensions or MODEL_DIMENSIONS.get(self.model)
-
-    # --- lifecycle -------------------------------------------------------------------------
-    def _http(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            # A pool created under another (finished) loop cannot be reused; start fresh.
-            self._client = httpx.AsyncClient(
-                base_url=self.base_url,
-                headers={
-                    "Authorization": f"Bearer {self._api_key}",
-                    "User-Agent": "docpipe-dagster/0.1",
-                },
-                timeout=httpx.Timeout(self.timeout_s),
-                limits=httpx.Limits(max_connections=self.max_concurrency * 2),
-                transport=self._transport,
-            )
-            self._loop = loop
-            self._sem = asyncio.Semaphore(self.max_concurrency)
-        return self._client
-
-    async def aclose(self) -> None:
-        client, self._client = self._client, None
-        # A pool from another (closed) loop cannot be closed from here; its sockets went
-        # with that loop, so dropping the reference is all that is left to do.
-        if client is not None and self._loop is asyncio.get_running_loop():
-            await client.aclose()
-
-    async def __aenter__(self) -> EmbeddingsClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def health(self) -> float:
         """Latency in ms of GET {base_url}/models; raises EmbeddingError if not 200."""

@@ -26,10 +26,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 
+from docpipe_dagster.clients._http import AsyncApiClient
 from docpipe_dagster.core.retry import RetryPolicy, is_retryable_status
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def _detail(resp: httpx.Response) -> str:
     return str(body)[:200]
 
 
-class LlamaParseClient:
+class LlamaParseClient(AsyncApiClient):
     """LlamaParse v1 client. `base_url` like "https://api.cloud.llamaindex.ai" or
     "http://127.0.0.1:8001"; requests go to f"{base_url}/api/parsing/...".
 
@@ -133,6 +134,8 @@ class LlamaParseClient:
     {"webhook_url": ...}). `retry_policy`, if given, is used as-is; otherwise
     RetryPolicy(max_attempts=max_attempts). Use one instance per event loop.
     """
+
+    extra_headers: ClassVar[dict[str, str]] = {"Accept": "application/json"}
 
     def __init__(
         self,
@@ -166,43 +169,10 @@ class LlamaParseClient:
         self._api_key = api_key
         self._transport = transport
         self._rng = random.Random()
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._sem: asyncio.Semaphore | None = None
+        self._init_pool()
 
     def __repr__(self) -> str:  # no key, ever
         return f"LlamaParseClient({self.base_url!r}, result_type={self.result_type!r})"
-
-    # --- lifecycle -------------------------------------------------------------------------
-    def _http(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            # A pool made under another (finished) loop cannot be reused; start fresh.
-            self._client = httpx.AsyncClient(
-                base_url=self.base_url,
-                headers={
-                    "Authorization": f"Bearer {self._api_key}",
-                    "Accept": "application/json",
-                    "User-Agent": "docpipe-dagster/0.1",
-                },
-                timeout=httpx.Timeout(self.timeout_s),
-                limits=httpx.Limits(max_connections=self.max_concurrency * 2),
-                transport=self._transport,
-            )
-            self._loop = loop
-            self._sem = asyncio.Semaphore(self.max_concurrency)
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    async def __aenter__(self) -> LlamaParseClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def health(self) -> float:
         """Latency in ms of one authenticated GET (no retries); raises ParseError otherwise."""

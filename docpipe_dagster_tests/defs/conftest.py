@@ -27,21 +27,8 @@ from docpipe_dagster.defs.partitions import BATCHES
 from docpipe_dagster.defs.resources import PipelineSettings, build_resources
 from docpipe_dagster.runner import BatchOutcome, run_batch
 from docpipe_dagster.store.queries import S, SearchHit, Store, VectorSpace
-from docpipe_dagster_tests.support import MockServer, start_mock
-
-
-@pytest.fixture(scope="session")
-def llamaparse_mock() -> Iterator[MockServer]:
-    server = start_mock("llamaparse", pending_seconds=0.0)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def openai_mock() -> Iterator[MockServer]:
-    server = start_mock("openai")
-    yield server
-    server.stop()
+from docpipe_dagster_tests.support import MockServer
+from docpipe_dagster_tests.support.env import pipeline_env
 
 
 @dataclass
@@ -201,19 +188,12 @@ def pipeline(
         mock.set_latency(0.0, 0.0)
     storage_dir = tmp_path / "storage"
     storage_dir.mkdir()
-    env = {
-        "DOCPIPE_DATABASE_URL": database_url,
-        # The Dagster storage URL is unused (ephemeral instance); this stops the database
-        # resource from creating a `<db>_dagster` database per test.
-        "DOCPIPE_DAGSTER_DATABASE_URL": database_url,
-        "DOCPIPE_STORAGE_BACKEND": "folder",
-        "DOCPIPE_STORAGE_DIR": str(storage_dir),
-        "LLAMAPARSE_BASE_URL": llamaparse_mock.base_url,
-        "OPENAI_BASE_URL": openai_mock.base_url + "/v1",
-        "LLAMA_CLOUD_API_KEY": llamaparse_mock.api_key or "",
-        "OPENAI_API_KEY": openai_mock.api_key or "",
-        "DOCPIPE_SETTLE_SECONDS": "0",
-    }
+    env = pipeline_env(
+        database_url,
+        storage_dir,
+        llamaparse_mock,
+        openai_mock,
+    )
     for name in (
         "DOCPIPE_EMBEDDING_MODEL",
         "DOCPIPE_EMBEDDING_DIMENSIONS",

@@ -30,7 +30,8 @@ from docpipe_dagster.defs.resources import (
 from docpipe_dagster.runner import BatchOutcome, ingest_pending, run_batch
 from docpipe_dagster.store.invariants import InvariantReport, check_invariants
 from docpipe_dagster_tests.defs.conftest import Pipeline
-from docpipe_dagster_tests.support import MockServer, start_mock
+from docpipe_dagster_tests.support import MockServer
+from docpipe_dagster_tests.support.env import pipeline_env
 from mocks.llamaparse.app import job_id_for
 
 # Client-side retries per HTTP request in these tests (the production default is 5-6).
@@ -38,18 +39,14 @@ FAULT_CLIENT_ATTEMPTS = 3
 FAULT_MAX_ATTEMPTS = 3  # per document (PipelineSettings.max_attempts)
 
 
-@pytest.fixture(scope="session")
-def fault_parser_mock() -> Iterator[MockServer]:
-    server = start_mock("llamaparse", pending_seconds=0.0)
-    yield server
-    server.stop()
+@pytest.fixture
+def fault_parser_mock(llamaparse_mock: MockServer) -> MockServer:
+    return llamaparse_mock  # the session mock, reset before each test by the root conftest
 
 
-@pytest.fixture(scope="session")
-def fault_embedder_mock() -> Iterator[MockServer]:
-    server = start_mock("openai")
-    yield server
-    server.stop()
+@pytest.fixture
+def fault_embedder_mock(openai_mock: MockServer) -> MockServer:
+    return openai_mock
 
 
 class FaultRig(Pipeline):
@@ -184,21 +181,14 @@ def fault_environment(
     embedder: MockServer,
 ) -> dict[str, str]:
     """The variables build_resources() (in this process or a child) reads for one test."""
-    return {
-        "DOCPIPE_DATABASE_URL": database_url,
-        # Unused by the ephemeral instance; keeps the database resource from creating
-        # a `<db>_dagster` database per test.
-        "DOCPIPE_DAGSTER_DATABASE_URL": database_url,
-        "DOCPIPE_STORAGE_BACKEND": "folder",
-        "DOCPIPE_STORAGE_DIR": str(storage_dir),
-        "LLAMAPARSE_BASE_URL": parser.base_url,
-        "OPENAI_BASE_URL": embedder.base_url + "/v1",
-        "LLAMA_CLOUD_API_KEY": parser.api_key or "",
-        "OPENAI_API_KEY": embedder.api_key or "",
-        "DOCPIPE_SETTLE_SECONDS": "0",
-        "DOCPIPE_RETRY_BASE_SECONDS": "0",
-        "DOCPIPE_MAX_ATTEMPTS": str(FAULT_MAX_ATTEMPTS),
-    }
+    return pipeline_env(
+        database_url,
+        storage_dir,
+        parser,
+        embedder,
+        DOCPIPE_RETRY_BASE_SECONDS="0",
+        DOCPIPE_MAX_ATTEMPTS=str(FAULT_MAX_ATTEMPTS),
+    )
 
 
 _CLEARED_ENV = (
@@ -292,13 +282,11 @@ def fault_child_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def corpus_mocks() -> Iterator[tuple[MockServer, MockServer]]:
+def corpus_mocks(
+    llamaparse_mock: MockServer, openai_mock: MockServer
+) -> tuple[MockServer, MockServer]:
     """A parser and an embedder mock (the well-known local key) for the corpus tests."""
-    parser = start_mock("llamaparse", pending_seconds=0.0)
-    embedder = start_mock("openai")
-    yield parser, embedder
-    parser.stop()
-    embedder.stop()
+    return llamaparse_mock, openai_mock
 
 
 @pytest.fixture

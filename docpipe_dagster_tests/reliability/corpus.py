@@ -41,6 +41,7 @@ from docpipe_dagster.store.invariants import check_invariants
 from docpipe_dagster.store.queries import SearchHit, Store
 from docpipe_dagster_tests.defs.conftest import Pipeline
 from docpipe_dagster_tests.support import MockServer
+from docpipe_dagster_tests.support.env import pipeline_env
 from mocks.llamaparse.testdata import build_encrypted_pdf, build_text_pdf
 
 # Outcomes a corpus file can reach.
@@ -389,19 +390,13 @@ def wired_pipeline(
 
     `env` adds or overrides variables (e.g. DOCPIPE_EMBEDDING_DIMENSIONS, secrets)."""
     storage_dir.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "DOCPIPE_DATABASE_URL": database_url,
-        # Unused by the ephemeral instance; stops the resource creating `<db>_dagster`.
-        "DOCPIPE_DAGSTER_DATABASE_URL": database_url,
-        "DOCPIPE_STORAGE_BACKEND": "folder",
-        "DOCPIPE_STORAGE_DIR": str(storage_dir),
-        "LLAMAPARSE_BASE_URL": parser.base_url,
-        "OPENAI_BASE_URL": embedder.base_url + "/v1",
-        "LLAMA_CLOUD_API_KEY": parser.api_key or "",
-        "OPENAI_API_KEY": embedder.api_key or "",
-        "DOCPIPE_SETTLE_SECONDS": "0",
+    settings = pipeline_env(
+        database_url,
+        storage_dir,
+        parser,
+        embedder,
         **env,
-    }
+    )
     for name in list(os.environ):
         if name.startswith("DOCPIPE_") and name not in settings and name != "DOCPIPE_HOME":
             monkeypatch.delenv(name)
