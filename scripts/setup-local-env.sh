@@ -6,11 +6,12 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "$ROOT"
 [ -f .env ] || { cp .env.example .env; echo "==> wrote .env from .env.example"; }
-echo "==> starting the database and applying migrations"
-docpipe db start
 if [ "${DOCPIPE_SETUP_ONLY:-0}" = "1" ]; then
+  echo "==> starting the database and applying migrations"
+  docpipe db start
   echo "==> setup done (DOCPIPE_SETUP_ONLY=1): run 'docpipe dev' to start the stack"
   exit 0
 fi
+# docpipe dev starts (and migrates) the database itself, and stops what it started on exit.
 echo "==> starting the stack: docpipe dev (Ctrl-C stops everything)"
 exec docpipe dev
