@@ -28,7 +28,7 @@ from docpipe_dagster.defs.resources import PipelineSettings, build_resources
 from docpipe_dagster.runner import BatchOutcome, run_batch
 from docpipe_dagster.store.queries import S, SearchHit, Store, VectorSpace
 from docpipe_dagster_tests.support import MockServer
-from docpipe_dagster_tests.support.env import pipeline_env
+from docpipe_dagster_tests.support.env import apply_env, pipeline_env
 
 
 @dataclass
@@ -194,21 +194,7 @@ def pipeline(
         llamaparse_mock,
         openai_mock,
     )
-    for name in (
-        "DOCPIPE_EMBEDDING_MODEL",
-        "DOCPIPE_EMBEDDING_DIMENSIONS",
-        "DOCPIPE_CHUNK_MAX_CHARS",
-        "DOCPIPE_CHUNK_OVERLAP_CHARS",
-        "DOCPIPE_BATCH_MAX_FILES",
-        "DOCPIPE_BATCH_MAX_BYTES",
-        "DOCPIPE_MAX_FILE_BYTES",
-        "DOCPIPE_PARSE_DEADLINE_SECONDS",
-        "DOCPIPE_MAX_ATTEMPTS",
-        "DOCPIPE_RETRY_BASE_SECONDS",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    apply_env(monkeypatch, env)
     resources = build_resources()
     assert isinstance(resources["pipeline_settings"], PipelineSettings)
     with dg.DagsterInstance.ephemeral() as instance:

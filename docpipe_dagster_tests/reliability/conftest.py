@@ -31,7 +31,7 @@ from docpipe_dagster.runner import BatchOutcome, ingest_pending, run_batch
 from docpipe_dagster.store.invariants import InvariantReport, check_invariants
 from docpipe_dagster_tests.defs.conftest import Pipeline
 from docpipe_dagster_tests.support import MockServer
-from docpipe_dagster_tests.support.env import pipeline_env
+from docpipe_dagster_tests.support.env import apply_env, pipeline_env
 from mocks.llamaparse.app import job_id_for
 
 # Client-side retries per HTTP request in these tests (the production default is 5-6).
@@ -191,19 +191,6 @@ def fault_environment(
     )
 
 
-_CLEARED_ENV = (
-    "DAGSTER_HOME",
-    "DOCPIPE_EMBEDDING_MODEL",
-    "DOCPIPE_EMBEDDING_DIMENSIONS",
-    "DOCPIPE_CHUNK_MAX_CHARS",
-    "DOCPIPE_CHUNK_OVERLAP_CHARS",
-    "DOCPIPE_BATCH_MAX_FILES",
-    "DOCPIPE_BATCH_MAX_BYTES",
-    "DOCPIPE_MAX_FILE_BYTES",
-    "DOCPIPE_PARSE_DEADLINE_SECONDS",
-)
-
-
 def fault_rig_for(
     monkeypatch: pytest.MonkeyPatch,
     database_url: str,
@@ -216,10 +203,7 @@ def fault_rig_for(
         mock.reset()
         mock.set_latency(0.0, 0.0)
     storage_dir.mkdir(parents=True, exist_ok=True)
-    for name in _CLEARED_ENV:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in fault_environment(database_url, storage_dir, parser, embedder).items():
-        monkeypatch.setenv(name, value)
+    apply_env(monkeypatch, fault_environment(database_url, storage_dir, parser, embedder))
     rig = FaultRig(
         database_url=database_url,
         storage_dir=storage_dir,

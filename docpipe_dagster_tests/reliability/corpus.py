@@ -41,7 +41,7 @@ from docpipe_dagster.store.invariants import check_invariants
 from docpipe_dagster.store.queries import SearchHit, Store
 from docpipe_dagster_tests.defs.conftest import Pipeline
 from docpipe_dagster_tests.support import MockServer
-from docpipe_dagster_tests.support.env import pipeline_env
+from docpipe_dagster_tests.support.env import apply_env, pipeline_env
 from mocks.llamaparse.testdata import build_encrypted_pdf, build_text_pdf
 
 # Outcomes a corpus file can reach.
@@ -397,11 +397,7 @@ def wired_pipeline(
         embedder,
         **env,
     )
-    for name in list(os.environ):
-        if name.startswith("DOCPIPE_") and name not in settings and name != "DOCPIPE_HOME":
-            monkeypatch.delenv(name)
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
+    apply_env(monkeypatch, settings)
     resources = build_resources()
     assert isinstance(resources["pipeline_settings"], PipelineSettings)
     for mock in (parser, embedder):

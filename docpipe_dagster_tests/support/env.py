@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from docpipe_dagster_tests.support.mock_servers import MockServer
 
@@ -24,3 +27,14 @@ def pipeline_env(
         "DOCPIPE_SETTLE_SECONDS": "0",
         **extra,
     }
+
+
+def apply_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """Set exactly these docpipe variables: any other DOCPIPE_* (and DAGSTER_HOME) is cleared
+    so a developer's shell cannot leak settings into a test."""
+    for name in list(os.environ):
+        stray = (name.startswith("DOCPIPE_") and name != "DOCPIPE_HOME") or name == "DAGSTER_HOME"
+        if stray and name not in env:
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
