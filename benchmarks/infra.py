@@ -160,7 +160,7 @@ class Infra:
                 with contextlib.suppress(Exception):
                     mock.stop()
         if self.external_url:
-            for name in self._databases:
+            for name in list(self._databases):
                 with contextlib.suppress(Exception):
                     self.drop_database(name)
             with contextlib.suppress(Exception):

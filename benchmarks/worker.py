@@ -19,7 +19,15 @@ from typing import Any
 
 
 def _peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the
+    parent across fork and exec, so a child of a big parent would report the parent's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _db_counts(url: str) -> dict[str, Any]:

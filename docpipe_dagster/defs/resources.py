@@ -161,7 +161,7 @@ class PipelineSettings(dg.ConfigurableResource):
     batch_max_files: int = 200
     batch_max_bytes: int = 64 * 1024 * 1024
     max_batches_per_tick: int = 5
-    settle_seconds: float = 2.0
+    settle_seconds: float = 1.0
     max_file_bytes: int = 100 * 1024 * 1024
     max_attempts: int = 3
     retry_base_seconds: float = 30.0
@@ -233,7 +233,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             chunk_overlap_chars=env_int("DOCPIPE_CHUNK_OVERLAP_CHARS", 150),
             batch_max_files=env_int("DOCPIPE_BATCH_MAX_FILES", 200),
             batch_max_bytes=env_int("DOCPIPE_BATCH_MAX_BYTES", 64 * 1024 * 1024),
-            settle_seconds=env_float("DOCPIPE_SETTLE_SECONDS", 2.0),
+            settle_seconds=env_float("DOCPIPE_SETTLE_SECONDS", 1.0),
             max_file_bytes=env_int("DOCPIPE_MAX_FILE_BYTES", 100 * 1024 * 1024),
             max_attempts=env_int("DOCPIPE_MAX_ATTEMPTS", 3),
             retry_base_seconds=env_float("DOCPIPE_RETRY_BASE_SECONDS", 30.0),

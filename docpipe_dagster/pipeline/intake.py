@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IntakeConfig:
-    settle_seconds: float = 2.0
+    settle_seconds: float = 1.0
     batch_max_files: int = 200
     batch_max_bytes: int = 64 * 1024 * 1024
     max_batches_per_tick: int = 5

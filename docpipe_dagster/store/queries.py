@@ -675,15 +675,6 @@ class Store:
             ).fetchall()
         return [PendingChunk(*r) for r in rows]
 
-    def cached_embeddings(self, shas: Iterable[str], space: VectorSpace) -> dict[str, list[float]]:
-        with self.pool.connection() as conn:
-            rows = conn.execute(
-                f"SELECT text_sha256, embedding FROM {S}.embedding_cache"
-                " WHERE embedding_model = %s AND dims = %s AND text_sha256 = ANY(%s)",
-                (space.model, space.dims, list(set(shas))),
-            ).fetchall()
-        return {sha: vec.to_list() for sha, vec in rows}
-
     def cache_embeddings(self, vectors: dict[str, Sequence[float]], space: VectorSpace) -> None:
         if not vectors:
             return
@@ -704,35 +695,6 @@ class Store:
                     ON CONFLICT DO NOTHING""",
                 (space.model, space.dims),
             )
-
-    def stage_vectors(
-        self, rows: Sequence[tuple[uuid.UUID, uuid.UUID, Sequence[float]]], space: VectorSpace
-    ) -> None:
-        """Stage (chunk_id, job_id, vector) rows for commit, replacing earlier attempts."""
-        if not rows:
-            return
-        with self.transaction() as conn:
-            # Lock the staged chunks; those of a job deleted meanwhile are gone: skip them.
-            present = {
-                r[0]
-                for r in conn.execute(
-                    f"SELECT chunk_id FROM {S}.document_chunk_buffer"
-                    " WHERE chunk_id = ANY(%s) FOR SHARE",
-                    ([r[0] for r in rows],),
-                )
-            }
-            rows = [r for r in rows if r[0] in present]
-            conn.execute(
-                f"DELETE FROM {S}.document_vector_buffer WHERE chunk_id = ANY(%s)",
-                ([r[0] for r in rows],),
-            )
-            with conn.cursor().copy(
-                f"COPY {S}.document_vector_buffer (chunk_id, job_id, embedding_model, dims, embedding)"
-                " FROM STDIN WITH (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["uuid", "uuid", "text", "int4", "vector"])
-                for chunk_id, job_id, vec in rows:
-                    copy.write_row((chunk_id, job_id, space.model, space.dims, _as_vector(vec)))
 
     def cached_text_shas(self, shas: Iterable[str], space: VectorSpace) -> set[str]:
         """Which of these texts already have a cached vector in this space (no vectors read)."""
@@ -968,6 +930,23 @@ class Store:
             (space.model, space.dims),
         ).fetchone()[0]
 
+    def _indexed_rows(
+        self, conn: psycopg.Connection, space: VectorSpace, index_name: str | None
+    ) -> int:
+        """Rows in the space, for choosing a bulk load: the index's own count when it is
+        large (pg_class.reltuples, set by CREATE INDEX and refreshed by (auto)vacuum; it may
+        lag recent inserts by autovacuum's insert threshold), so that a small commit into a
+        big space does not scan the whole table; an exact count otherwise."""
+        if index_name:
+            row = conn.execute(
+                "SELECT reltuples FROM pg_class"
+                " WHERE oid = to_regclass(format('%%I.%%I', %s::text, %s::text))",
+                (S, index_name),
+            ).fetchone()
+            if row and row[0] >= 50_000:
+                return int(row[0])
+        return self._space_rows(conn, space)
+
     def _create_index(
         self,
         conn: psycopg.Connection,
@@ -989,6 +968,10 @@ class Store:
                     sql.Literal(max(0, build.parallel_workers))
                 )
             )
+            if build.parallel_workers > 0:
+                # The vectors live in TOAST, so the heap the planner sizes workers by is
+                # small: without this a build of tens of thousands of rows gets no worker.
+                conn.execute("SET LOCAL min_parallel_table_scan_size = 0")
             info.update(maintenance_work_mem_mb=mem, parallel_workers=build.parallel_workers)
         ops = "vector_cosine_ops" if vector_type == "vector" else "halfvec_cosine_ops"
         started = time.perf_counter()
@@ -1060,7 +1043,7 @@ class Store:
         rows other batches in flight will bring (their chunk counts, else ~1 per 1.5 kB)."""
         with self.pool.connection() as conn:
             row = self._space_row(conn, space)
-            existing = self._space_rows(conn, space)
+            existing = self._indexed_rows(conn, space, row[0] if row else None)
             incoming, pending = conn.execute(
                 f"""SELECT
                       coalesce(sum(chunk_count) FILTER (WHERE job_id = ANY(%s)), 0),

@@ -15,7 +15,7 @@ from docpipe_dagster.defs.partitions import INGEST_JOB, batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, PipelineSettings, StorageResource
 from docpipe_dagster.pipeline.intake import scan_storage
 
-INTAKE_INTERVAL_SECONDS = env_int("DOCPIPE_SENSOR_INTERVAL_SECONDS", 3)
+INTAKE_INTERVAL_SECONDS = env_int("DOCPIPE_SENSOR_INTERVAL_SECONDS", 2)
 RETRY_INTERVAL_SECONDS = env_int("DOCPIPE_RETRY_INTERVAL_SECONDS", 30)
 STALE_AFTER = timedelta(minutes=env_int("DOCPIPE_STALE_MINUTES", 15))
 
