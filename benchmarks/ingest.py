@@ -650,24 +650,16 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "overhead" in s:
         v = s["overhead"]["docpipe_vs_baseline"]
         add("overhead", v, ">= 0.8", v is not None and v >= 0.8, "docpipe/baseline vectors/s")
-    if "bulk" in s:
-        v = s["bulk"]["docpipe_vs_limit"]
-        add(
-            "bulk",
-            v,
-            ">= 0.85",
-            v is not None and v >= 0.85,
-            f"end to end; commit stage alone: {s['bulk'].get('commit_stage_vs_limit')} x limit",
-        )
-    if "trickle" in s:
-        v = s["trickle"]["docpipe_vs_limit"]
-        add(
-            "trickle",
-            v,
-            ">= 0.85",
-            v is not None and v >= 0.85,
-            f"end to end; commit stage alone: {s['trickle'].get('commit_stage_vs_limit')} x limit",
-        )
+    for name in ("bulk", "trickle"):
+        if name in s:
+            v = s[name]["docpipe_vs_limit"]
+            add(
+                name,
+                v,
+                ">= 0.85",
+                v is not None and v >= 0.85,
+                f"end to end; commit stage alone: {s[name].get('commit_stage_vs_limit')} x limit",
+            )
     if "rerun" in s:
         r = s["rerun"]
         ok = r["external_calls"] == 0 and (r["fraction_of_first_run"] or 1) <= 0.03

@@ -364,10 +364,14 @@ def test_a_file_deleted_while_it_is_parsed_stays_deleted(pipeline: Pipeline) -> 
         assert pipeline.jobs()["notes.txt"]["state"] == "deleted"
     finally:
         runner.join(timeout=30)
+    _assert_deleted_stays_deleted(pipeline, outcome)
+
+
+def _assert_deleted_stays_deleted(pipeline: Pipeline, outcome: list[BatchOutcome]) -> None:
+    """The run succeeded with its checks, the deleted file left no trace, its neighbour completed."""
     assert outcome and outcome[0].success
     checks = pipeline.check_results(outcome[0].run_id)
     assert checks and all(checks.values()), checks
-
     assert pipeline.jobs()["notes.txt"]["state"] == "deleted"
     assert chunk_versions(pipeline, "notes.txt") == {}
     assert pipeline.jobs()["stays.txt"]["state"] == "completed"
@@ -391,13 +395,7 @@ def test_a_file_deleted_while_it_is_embedded_stays_deleted(pipeline: Pipeline) -
         assert pipeline.jobs()["notes.txt"]["state"] == "deleted"
     finally:
         runner.join(timeout=30)
-    assert outcome and outcome[0].success
-    checks = pipeline.check_results(outcome[0].run_id)
-    assert checks and all(checks.values()), checks
-
-    assert pipeline.jobs()["notes.txt"]["state"] == "deleted"
-    assert chunk_versions(pipeline, "notes.txt") == {}
-    assert pipeline.jobs()["stays.txt"]["state"] == "completed"
+    _assert_deleted_stays_deleted(pipeline, outcome)
 
 
 def test_ingest_pending_keeps_to_the_configured_batch_size(pipeline: Pipeline) -> None:
