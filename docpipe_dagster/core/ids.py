@@ -18,6 +18,7 @@ __all__ = [
     "batch_key",
     "chunk_id",
     "document_id",
+    "job_id",
     "normalise_storage_key",
 ]
 
@@ -50,6 +51,11 @@ def normalise_storage_key(storage_key: str) -> str:
 def document_id(storage_key: str) -> uuid.UUID:
     """UUIDv5 of the normalised storage key (relative to the storage root, never absolute)."""
     return uuid.uuid5(DOCPIPE_NAMESPACE, "document:" + normalise_storage_key(storage_key))
+
+
+def job_id(document_id: uuid.UUID, content_sha256: str) -> uuid.UUID:
+    """One job per (document, content version): UUIDv5 with the document id as namespace."""
+    return uuid.uuid5(document_id, content_sha256)
 
 
 def chunk_id(document_id: uuid.UUID | str, content_sha256: str, chunk_index: int) -> uuid.UUID:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from docpipe_dagster.core.chunking import ChunkingConfig, split_into_chunks
 from docpipe_dagster.core.hashing import sha256_text
 from docpipe_dagster.core.ids import chunk_id
-from docpipe_dagster.pipeline.report import StageReport
+from docpipe_dagster.pipeline.report import StageReport, batch_jobs, fail_job
 from docpipe_dagster.store.queries import ChunkRow, JobRow, Store
 
 
@@ -22,9 +22,7 @@ def chunk_documents(
     group_size: int = 50,
 ) -> StageReport:
     report = StageReport("chunk")
-    jobs = store.jobs_in_batch(batch_key, ["parsed"])
-    report.skipped = len(store.jobs_in_batch(batch_key)) - len(jobs)
-    report.documents = len(jobs)
+    jobs = batch_jobs(store, batch_key, ["parsed"], report)
     for start in range(0, len(jobs), group_size):
         _chunk_group(store, jobs[start : start + group_size], profile, config, report)
     return report.finish()
@@ -41,14 +39,12 @@ def _chunk_group(
             reason = (
                 "parsed text is missing from the parse cache; the document will be parsed again"
             )
-            store.mark_failed(job.job_id, "chunk", reason, code="PARSE_CACHE_MISS", retryable=True)
-            report.fail(job.storage_key, reason)
+            fail_job(store, report, job, reason, code="PARSE_CACHE_MISS", retryable=True)
             continue
         chunks = split_into_chunks(markdown, config)
         if not chunks:
             reason = "the document has no text to index (empty or whitespace only after parsing)"
-            store.mark_failed(job.job_id, "chunk", reason, code="NO_CHUNKS", retryable=False)
-            report.fail(job.storage_key, reason)
+            fail_job(store, report, job, reason, code="NO_CHUNKS")
             continue
         rows = [
             ChunkRow(
@@ -65,7 +61,7 @@ def _chunk_group(
             for c in chunks
         ]
         items.append((job, rows, sum(c.token_estimate for c in chunks)))
-    saved = store.save_chunks_many(items)
+    saved = store.save_chunks(items)
     for job, rows, tokens in items:
         if job.job_id not in saved:
             report.count("settled_meanwhile")  # deleted or superseded since listed

@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from docpipe_dagster.config import env_float, env_int, env_str
-from docpipe_dagster.pipeline.report import StageReport
+from docpipe_dagster.pipeline.report import RetrySchedule, StageReport, batch_jobs, fail_job
 from docpipe_dagster.store.queries import IndexBuild, JobRow, Store, VectorSpace
 
 
@@ -110,9 +110,7 @@ def commit_documents(
 ) -> StageReport:
     index = index or IndexSettings.from_env()
     report = StageReport("commit")
-    jobs = store.jobs_in_batch(batch_key, ["embedded"])
-    report.skipped = len(store.jobs_in_batch(batch_key)) - len(jobs)
-    report.documents = len(jobs)
+    jobs = batch_jobs(store, batch_key, ["embedded"], report)
     group_rows = index.group_rows
     if jobs:
         store.ensure_vector_space(space, index.build())
@@ -145,15 +143,15 @@ def commit_documents(
             for job, outcome in results:
                 if isinstance(outcome, Exception):
                     reason = f"commit failed: {outcome.__class__.__name__}: {outcome}"
-                    store.mark_failed(
-                        job.job_id,
-                        "commit",
+                    fail_job(
+                        store,
+                        report,
+                        job,
                         reason,
                         code="COMMIT",
                         retryable=True,
-                        max_attempts=max_attempts,
+                        retry=RetrySchedule(max_attempts=max_attempts),
                     )
-                    report.fail(job.storage_key, reason)
                 elif outcome["committed"]:
                     report.succeeded += 1
                     report.count("chunks", outcome["chunks"])

@@ -12,8 +12,8 @@ import asyncio
 import uuid
 
 from docpipe_dagster.clients.embeddings import EmbeddingBatch, EmbeddingError, EmbeddingsClient
-from docpipe_dagster.pipeline.report import StageReport
-from docpipe_dagster.store.queries import JobRow, Store, VectorSpace
+from docpipe_dagster.pipeline.report import RetrySchedule, StageReport, batch_jobs, fail_job
+from docpipe_dagster.store.queries import Store, VectorSpace
 
 
 async def embed_chunks(
@@ -27,9 +27,8 @@ async def embed_chunks(
     part_size: int = 256,
 ) -> StageReport:
     report = StageReport("embed")
-    jobs = {j.job_id: j for j in store.jobs_in_batch(batch_key, ["chunked"])}
-    report.skipped = len(store.jobs_in_batch(batch_key)) - len(jobs)
-    report.documents = len(jobs)
+    retry = RetrySchedule(max_attempts, retry_base_seconds)
+    jobs = {j.job_id: j for j in batch_jobs(store, batch_key, ["chunked"], report)}
     if not jobs:
         return report.finish()
 
@@ -104,49 +103,20 @@ async def embed_chunks(
         ],
         space,
     )
-    embedded = store.mark_embedded_many(
+    embedded = store.mark_embedded(
         [job_id for job_id in jobs if job_id not in failed],
         {"model": space.model, "dims": space.dims},
     )
     for job_id, job in jobs.items():
         if job_id in failed:
             reason, code, retryable = failed[job_id]
-            _fail(store, report, job, reason, code, retryable, max_attempts, retry_base_seconds)
+            fail_job(store, report, job, reason, code=code, retryable=retryable, retry=retry)
         elif job_id in embedded:
             report.succeeded += 1
         else:
             reason = "some chunks have no vector after embedding; will retry"
-            _fail(
-                store,
-                report,
-                job,
-                reason,
-                "MISSING_VECTORS",
-                True,
-                max_attempts,
-                retry_base_seconds,
+            fail_job(
+                store, report, job, reason, code="MISSING_VECTORS", retryable=True, retry=retry
             )
     report.count("vectors_staged", staged)
     return report.finish()
-
-
-def _fail(
-    store: Store,
-    report: StageReport,
-    job: JobRow,
-    reason: str,
-    code: str | None,
-    retryable: bool,
-    max_attempts: int,
-    retry_base_seconds: float,
-) -> None:
-    store.mark_failed(
-        job.job_id,
-        "embed",
-        reason,
-        code=code,
-        retryable=retryable,
-        max_attempts=max_attempts,
-        retry_base_seconds=retry_base_seconds,
-    )
-    report.fail(job.storage_key, reason, code=code, retryable=retryable)

@@ -19,6 +19,7 @@ from docpipe_dagster.clients.storage import StorageBackend, StoredObject
 from docpipe_dagster.core.hashing import sha256_bytes
 from docpipe_dagster.core.ids import batch_key as make_batch_key
 from docpipe_dagster.core.ids import document_id as make_document_id
+from docpipe_dagster.core.ids import job_id as make_job_id
 from docpipe_dagster.core.media import detect_media_type, is_ignored_key
 from docpipe_dagster.store.queries import JobRow, NewVersion, Store
 
@@ -59,11 +60,6 @@ class IntakeResult:
         }
 
 
-def job_id_for(document: uuid.UUID, content_sha256: str) -> uuid.UUID:
-    """One job per (document, content version)."""
-    return uuid.uuid5(document, content_sha256)
-
-
 def _as_datetime(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=timezone.utc)
 
@@ -88,6 +84,7 @@ def scan_storage(
     known = store.current_versions()
     seen: set[str] = set()
     found: list[NewVersion] = []
+    touched: dict[uuid.UUID, datetime] = {}
     capacity = config.batch_max_files * config.max_batches_per_tick
 
     for obj in backend.list_objects():
@@ -114,13 +111,13 @@ def scan_storage(
             continue
         sha = sha256_bytes(data)
         if current is not None and current.content_sha256 == sha:
-            store.touch_source_modified(current.job_id, _as_datetime(obj.modified_at))
+            touched[current.job_id] = _as_datetime(obj.modified_at)
             result.unchanged += 1
             continue
         document = make_document_id(obj.key)
         found.append(
             NewVersion(
-                job_id=job_id_for(document, sha),
+                job_id=make_job_id(document, sha),
                 document_id=document,
                 storage_key=obj.key,
                 content_sha256=sha,
@@ -130,6 +127,7 @@ def scan_storage(
             )
         )
 
+    store.touch_source_modified(touched)
     stamp = clock() if clock else datetime.now(timezone.utc)
     for group in _group_into_batches(found, config):
         key = make_batch_key(stamp, [v.job_id for v in group])
@@ -140,13 +138,16 @@ def scan_storage(
 
     if config.sync_deletions:
         unreadable = _unreadable_paths(backend)
-        for key, job in known.items():
-            if key in seen or is_ignored_key(key):
-                continue
-            if any(u == "." or key == u or key.startswith(u + "/") for u in unreadable):
-                continue  # not listed because it could not be read: not evidence of deletion
-            store.mark_deleted(job.document_id, "file removed from storage")
-            result.deleted += 1
+        gone = [
+            job.document_id
+            for key, job in known.items()
+            if key not in seen
+            and not is_ignored_key(key)
+            # not listed because it could not be read: not evidence of deletion
+            and not any(u == "." or key == u or key.startswith(u + "/") for u in unreadable)
+        ]
+        store.mark_deleted(gone, "file removed from storage")
+        result.deleted = len(gone)
     return result
 
 

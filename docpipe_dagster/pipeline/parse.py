@@ -13,7 +13,7 @@ from docpipe_dagster.clients.llamaparse import LlamaParseClient, ParseError
 from docpipe_dagster.clients.storage import StorageBackend, StorageError
 from docpipe_dagster.core.hashing import sha256_bytes
 from docpipe_dagster.core.media import unsupported_reason
-from docpipe_dagster.pipeline.report import StageReport
+from docpipe_dagster.pipeline.report import RetrySchedule, StageReport, batch_jobs, fail_job
 from docpipe_dagster.store.queries import JobRow, Store
 
 
@@ -26,37 +26,38 @@ def check_raw_documents(
 ) -> StageReport:
     """Reject what cannot be parsed before paying for it: gone, changed, unsupported, too big."""
     report = StageReport("intake")
-    for job in store.jobs_in_batch(batch_key, ["uploaded"]):
-        report.documents += 1
+    vanished: list[JobRow] = []
+    changed: list[JobRow] = []
+    for job in batch_jobs(store, batch_key, ["uploaded"], report):
         report.count("bytes", job.size_bytes)
         if job.size_bytes > max_file_bytes:
             reason = (
                 f"file is {job.size_bytes / 1e6:.1f} MB, over the {max_file_bytes / 1e6:.0f} MB "
                 "limit (DOCPIPE_MAX_FILE_BYTES)"
             )
-            store.mark_failed(job.job_id, "intake", reason, code="TOO_LARGE", retryable=False)
-            report.fail(job.storage_key, reason)
+            fail_job(store, report, job, reason, code="TOO_LARGE")
             continue
         try:
             data = backend.read(job.storage_key)
         except StorageError:
-            data = None
-        if data is None or not backend.exists(job.storage_key):
-            store.mark_deleted(job.document_id, "file removed from storage before parsing")
-            report.count("vanished")
+            vanished.append(job)
             continue
         if sha256_bytes(data) != job.content_sha256:
-            # the sensor registers the new content as a new version on its next tick
-            store.set_state(job.job_id, "superseded", "intake", "changed_before_parse")
-            report.count("changed_before_parse")
+            changed.append(job)  # the sensor registers the new content on its next tick
             continue
         reason = unsupported_reason(job.storage_key, data[:4096])
         if reason:
-            store.mark_failed(job.job_id, "intake", reason, code="UNSUPPORTED", retryable=False)
-            report.fail(job.storage_key, reason)
+            fail_job(store, report, job, reason, code="UNSUPPORTED")
             continue
         report.succeeded += 1
-    report.skipped = len(store.jobs_in_batch(batch_key)) - report.documents
+    store.mark_deleted(
+        [j.document_id for j in vanished], "file removed from storage before parsing"
+    )
+    store.set_states(
+        [j.job_id for j in changed], "superseded", "intake", "changed_before_parse", durable=True
+    )
+    report.count("vanished", len(vanished))
+    report.count("changed_before_parse", len(changed))
     return report.finish()
 
 
@@ -77,9 +78,8 @@ async def parse_documents(
     retry_base_seconds: float,
 ) -> StageReport:
     report = StageReport("parse")
-    jobs = store.jobs_in_batch(batch_key, ["uploaded", "parsing"])
-    report.skipped = len(store.jobs_in_batch(batch_key)) - len(jobs)
-    report.documents = len(jobs)
+    retry = RetrySchedule(max_attempts, retry_base_seconds)
+    jobs = batch_jobs(store, batch_key, ["uploaded", "parsing"], report)
     cached = store.cached_parses((j.content_sha256 for j in jobs), profile)
     misses: dict[str, list[JobRow]] = {}
     for job in jobs:
@@ -95,16 +95,7 @@ async def parse_documents(
 
     def fail(jobs_: list[JobRow], reason: str, code: str | None, retryable: bool) -> None:
         for job in jobs_:
-            store.mark_failed(
-                job.job_id,
-                "parse",
-                reason,
-                code=code,
-                retryable=retryable,
-                max_attempts=max_attempts,
-                retry_base_seconds=retry_base_seconds,
-            )
-            report.fail(job.storage_key, reason, code=code, retryable=retryable)
+            fail_job(store, report, job, reason, code=code, retryable=retryable, retry=retry)
 
     async def parse_one(sha: str, same_content: list[JobRow]) -> None:
         first = same_content[0]
@@ -114,8 +105,8 @@ async def parse_documents(
             fail(same_content, f"could not read the file from storage: {exc}", "STORAGE_READ", True)
             return
         if data is None:
-            for job in same_content:
-                store.set_state(job.job_id, "superseded", "parse", "changed_before_parse")
+            ids = [job.job_id for job in same_content]
+            store.set_states(ids, "superseded", "parse", "changed_before_parse", durable=True)
             report.count("changed_before_parse", len(same_content))
             return
         started = time.perf_counter()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from docpipe_dagster.store.queries import JobRow, Store
 
 
 @dataclass
@@ -44,3 +48,46 @@ class StageReport:
             "seconds": self.seconds,
             **self.counters,
         }
+
+
+@dataclass(frozen=True)
+class RetrySchedule:
+    """How a transient per-document failure is retried: attempts, and the backoff base
+    (doubling per attempt) before the retry sensor re-queues it."""
+
+    max_attempts: int = 3
+    retry_base_seconds: float = 30.0
+
+
+def batch_jobs(
+    store: Store, batch_key: str, states: Sequence[str], report: StageReport
+) -> list[JobRow]:
+    """The batch's jobs in the states a stage handles (one query); the rest count as skipped."""
+    jobs = store.jobs_in_batch(batch_key)
+    todo = [job for job in jobs if job.state in states]
+    report.documents = len(todo)
+    report.skipped = len(jobs) - len(todo)
+    return todo
+
+
+def fail_job(
+    store: Store,
+    report: StageReport,
+    job: JobRow,
+    reason: str,
+    *,
+    code: str | None = None,
+    retryable: bool = False,
+    retry: RetrySchedule = RetrySchedule(),
+) -> None:
+    """Fail one document at this report's stage, in the database and in the run's metadata."""
+    store.mark_failed(
+        job.job_id,
+        report.stage,
+        reason,
+        code=code,
+        retryable=retryable,
+        max_attempts=retry.max_attempts,
+        retry_base_seconds=retry.retry_base_seconds,
+    )
+    report.fail(job.storage_key, reason, code=code, retryable=retryable)

@@ -28,7 +28,6 @@ from psycopg_pool import ConnectionPool
 from docpipe_dagster.store.pool import open_pool
 
 S = "upload_pipeline"
-FINAL_STATES = ("completed", "failed", "deleted", "superseded")
 IN_FLIGHT_STATES = ("uploaded", "parsing", "parsed", "chunked", "embedded")
 
 
@@ -247,15 +246,6 @@ class Store:
             ),
         )
 
-    def events_for(self, job_id: uuid.UUID) -> list[dict[str, Any]]:
-        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                f"SELECT stage, event_type, payload, created_at FROM {S}.events"
-                " WHERE job_id = %s ORDER BY event_id",
-                (job_id,),
-            )
-            return cur.fetchall()
-
     # --- intake ---------------------------------------------------------------------
 
     def current_versions(self) -> dict[str, JobRow]:
@@ -268,84 +258,114 @@ class Store:
             )
             return {row["storage_key"]: JobRow.from_row(row) for row in cur}
 
-    def touch_source_modified(self, job_id: uuid.UUID, modified_at: datetime | None) -> None:
-        """Same content, new mtime: remember it so the file is not hashed again."""
+    def touch_source_modified(self, touched: dict[uuid.UUID, datetime]) -> None:
+        """Same content, new mtime: remember it so the files are not hashed again."""
+        if not touched:
+            return
         with self.transaction(durable=False) as conn:
             conn.execute(
-                f"UPDATE {S}.upload_jobs SET source_modified_at = %s WHERE job_id = %s",
-                (modified_at, job_id),
+                f"""UPDATE {S}.upload_jobs j SET source_modified_at = u.modified
+                    FROM unnest(%s::uuid[], %s::timestamptz[]) AS u(job_id, modified)
+                    WHERE j.job_id = u.job_id""",
+                (list(touched), list(touched.values())),
             )
 
     def register_versions(self, versions: Sequence[NewVersion], batch_key: str) -> list[uuid.UUID]:
-        """Register file versions as jobs of one batch; returns the job ids (re)queued.
-
-        A version seen before (same document and content) is re-queued only when it is
-        not already waiting or completed as the current version.
-        """
-        queued: list[uuid.UUID] = []
+        """Register file versions as jobs of one batch, in one statement; returns the job ids
+        (re)queued. A version seen before (same document and content) is re-queued only
+        when it is not already waiting in another batch."""
+        if not versions:
+            return []
         with self.transaction(durable=False) as conn:
-            for v in versions:
-                row = conn.execute(
-                    f"""
-                    INSERT INTO {S}.upload_jobs AS j (job_id, document_id, storage_key,
-                        content_sha256, size_bytes, media_type, source_modified_at, state, batch_key)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, 'uploaded', %s)
-                    ON CONFLICT (job_id) DO UPDATE SET
-                        state = 'uploaded', batch_key = EXCLUDED.batch_key,
-                        storage_key = EXCLUDED.storage_key, size_bytes = EXCLUDED.size_bytes,
-                        media_type = EXCLUDED.media_type,
-                        source_modified_at = EXCLUDED.source_modified_at,
-                        attempts = 0, failed_stage = NULL, failure_code = NULL,
-                        failure_reason = NULL, retryable = NULL, next_attempt_at = NULL,
-                        registered_at = now(), updated_at = now(), completed_at = NULL
-                    WHERE j.state IN ('deleted', 'superseded', 'failed', 'completed')
-                    RETURNING (xmax = 0) AS inserted
-                    """,
+            rows = conn.execute(
+                f"""
+                INSERT INTO {S}.upload_jobs AS j (job_id, document_id, storage_key,
+                    content_sha256, size_bytes, media_type, source_modified_at, state, batch_key)
+                SELECT u.*, 'uploaded', %s FROM unnest(%s::uuid[], %s::uuid[], %s::text[],
+                    %s::text[], %s::bigint[], %s::text[], %s::timestamptz[]) AS u
+                ON CONFLICT (job_id) DO UPDATE SET
+                    state = 'uploaded', batch_key = EXCLUDED.batch_key,
+                    storage_key = EXCLUDED.storage_key, size_bytes = EXCLUDED.size_bytes,
+                    media_type = EXCLUDED.media_type,
+                    source_modified_at = EXCLUDED.source_modified_at,
+                    attempts = 0, failed_stage = NULL, failure_code = NULL,
+                    failure_reason = NULL, retryable = NULL, next_attempt_at = NULL,
+                    registered_at = now(), updated_at = now(), completed_at = NULL
+                WHERE j.state IN ('deleted', 'superseded', 'failed', 'completed')
+                RETURNING j.job_id, (xmax = 0) AS inserted
+                """,
+                (
+                    batch_key,
+                    [v.job_id for v in versions],
+                    [v.document_id for v in versions],
+                    [v.storage_key for v in versions],
+                    [v.content_sha256 for v in versions],
+                    [v.size_bytes for v in versions],
+                    [v.media_type for v in versions],
+                    [v.source_modified_at for v in versions],
+                ),
+            ).fetchall()
+            inserted = dict(rows)  # job id -> new row (else re-registered); absent: in flight
+            queued = [v for v in versions if v.job_id in inserted]
+            self._events(
+                conn,
+                [
                     (
                         v.job_id,
-                        v.document_id,
-                        v.storage_key,
-                        v.content_sha256,
-                        v.size_bytes,
-                        v.media_type,
-                        v.source_modified_at,
-                        batch_key,
-                    ),
-                ).fetchone()
-                if row is None:
-                    continue  # already in flight in another batch
-                self._event(
-                    conn,
-                    v.job_id,
-                    "intake",
-                    "registered" if row[0] else "re-registered",
-                    {"storage_key": v.storage_key, "size_bytes": v.size_bytes, "batch": batch_key},
-                )
-                queued.append(v.job_id)
-        return queued
+                        "intake",
+                        "registered" if inserted[v.job_id] else "re-registered",
+                        {
+                            "storage_key": v.storage_key,
+                            "size_bytes": v.size_bytes,
+                            "batch": batch_key,
+                        },
+                    )
+                    for v in queued
+                ],
+            )
+        return [v.job_id for v in queued]
 
-    def mark_deleted(self, document_id: uuid.UUID, reason: str) -> int:
-        """The file is gone from storage: remove its chunks from search, in one transaction."""
+    def mark_deleted(self, document_ids: Sequence[uuid.UUID], reason: str) -> int:
+        """Files gone from storage: remove their chunks from search and end their jobs
+        `deleted`, in one transaction; returns the searchable chunks removed."""
+        if not document_ids:
+            return 0
         with self.transaction() as conn:
             jobs = conn.execute(
-                f"SELECT job_id FROM {S}.upload_jobs WHERE document_id = %s"
+                f"SELECT job_id, document_id FROM {S}.upload_jobs WHERE document_id = ANY(%s)"
                 " AND state NOT IN ('deleted', 'superseded') FOR UPDATE",
-                (document_id,),
+                (list(document_ids),),
             ).fetchall()
-            removed = conn.execute(
-                f"DELETE FROM {S}.document_chunks WHERE document_id = %s", (document_id,)
-            ).rowcount
-            for (job_id,) in jobs:
-                conn.execute(f"DELETE FROM {S}.document_chunk_buffer WHERE job_id = %s", (job_id,))
-                conn.execute(
-                    f"UPDATE {S}.upload_jobs SET state = 'deleted', updated_at = now()"
-                    " WHERE job_id = %s",
-                    (job_id,),
+            removed = Counter(
+                r[0]
+                for r in conn.execute(
+                    f"DELETE FROM {S}.document_chunks WHERE document_id = ANY(%s)"
+                    " RETURNING document_id",
+                    (list(document_ids),),
                 )
-                self._event(
-                    conn, job_id, "intake", "deleted", {"reason": reason, "chunks_removed": removed}
-                )
-            return removed
+            )
+            job_ids = [job_id for job_id, _ in jobs]
+            conn.execute(
+                f"DELETE FROM {S}.document_chunk_buffer WHERE job_id = ANY(%s)", (job_ids,)
+            )
+            conn.execute(
+                f"UPDATE {S}.upload_jobs SET state = 'deleted', updated_at = now()"
+                " WHERE job_id = ANY(%s)",
+                (job_ids,),
+            )
+            self._events(
+                conn,
+                [
+                    (
+                        job_id,
+                        "intake",
+                        "deleted",
+                        {"reason": reason, "chunks_removed": removed[doc]},
+                    )
+                    for job_id, doc in jobs
+                ],
+            )
+            return sum(removed.values())
 
     # --- generic job access ---------------------------------------------------------
 
@@ -370,28 +390,6 @@ class Store:
             ).fetchall()
         return [r[0] for r in rows]
 
-    def set_state(
-        self,
-        job_id: uuid.UUID,
-        state: str,
-        stage: str,
-        event_type: str,
-        payload: dict[str, Any] | None = None,
-        *,
-        expected: Sequence[str] | None = None,
-    ) -> bool:
-        """Move a job to `state` (only from `expected` states when given) and log an event."""
-        with self.transaction() as conn:
-            query = f"UPDATE {S}.upload_jobs SET state = %s, updated_at = now() WHERE job_id = %s"
-            params: list[Any] = [state, job_id]
-            if expected is not None:
-                query += " AND state = ANY(%s)"
-                params.append(list(expected))
-            if conn.execute(query, params).rowcount == 0:
-                return False
-            self._event(conn, job_id, stage, event_type, payload)
-            return True
-
     def set_states(
         self,
         job_ids: Sequence[uuid.UUID],
@@ -401,11 +399,13 @@ class Store:
         payload: dict[str, Any] | None = None,
         *,
         expected: Sequence[str] | None = None,
+        durable: bool = False,
     ) -> set[uuid.UUID]:
-        """set_state for several jobs in one transaction; returns the ids moved."""
+        """Move jobs to `state` (only from `expected` states when given) and log an event for
+        each moved, in one transaction; returns the ids moved. `durable` as in transaction()."""
         if not job_ids:
             return set()
-        with self.transaction(durable=False) as conn:
+        with self.transaction(durable=durable) as conn:
             query = (
                 f"UPDATE {S}.upload_jobs SET state = %s, updated_at = now() WHERE job_id = ANY(%s)"
             )
@@ -475,20 +475,19 @@ class Store:
 
     def requeue(self, job_ids: Sequence[uuid.UUID], batch_key: str, reason: str) -> list[uuid.UUID]:
         """Put failed jobs into a new batch for another attempt (attempt count kept)."""
-        queued = []
         with self.transaction() as conn:
-            for job_id in job_ids:
-                updated = conn.execute(
+            moved = {
+                r[0]
+                for r in conn.execute(
                     f"""UPDATE {S}.upload_jobs SET state = 'uploaded', batch_key = %s,
                         next_attempt_at = NULL, updated_at = now()
-                        WHERE job_id = %s AND state = 'failed'""",
-                    (batch_key, job_id),
-                ).rowcount
-                if updated:
-                    self._event(
-                        conn, job_id, "intake", "retry", {"batch": batch_key, "reason": reason}
-                    )
-                    queued.append(job_id)
+                        WHERE job_id = ANY(%s) AND state = 'failed' RETURNING job_id""",
+                    (batch_key, list(job_ids)),
+                )
+            }
+            queued = [j for j in job_ids if j in moved]
+            payload = {"batch": batch_key, "reason": reason}
+            self._events(conn, [(j, "intake", "retry", payload) for j in queued])
         return queued
 
     def stale_in_flight(self, older_than: timedelta, limit: int) -> list[JobRow]:
@@ -502,22 +501,20 @@ class Store:
             return [JobRow.from_row(r) for r in cur]
 
     def move_to_batch(self, job_ids: Sequence[uuid.UUID], batch_key: str, reason: str) -> int:
-        """Re-batch in-flight jobs (keeping their state: stages resume where they stopped)."""
+        """Re-batch in-flight jobs (keeping their state: stages resume where they stopped).
+        A job settled since it was found stale is not moved and gets no event."""
         with self.transaction() as conn:
-            moved = 0
-            for job_id in job_ids:
-                updated = conn.execute(
-                    f"UPDATE {S}.upload_jobs SET batch_key = %s, updated_at = now()"
-                    " WHERE job_id = %s AND state = ANY(%s)",
-                    (batch_key, job_id, list(IN_FLIGHT_STATES)),
-                ).rowcount
-                if not updated:
-                    continue  # settled since it was found stale: not moved, no event
-                moved += updated
-                self._event(
-                    conn, job_id, "intake", "rebatched", {"batch": batch_key, "reason": reason}
+            moved = {
+                r[0]
+                for r in conn.execute(
+                    f"""UPDATE {S}.upload_jobs SET batch_key = %s, updated_at = now()
+                        WHERE job_id = ANY(%s) AND state = ANY(%s) RETURNING job_id""",
+                    (batch_key, list(job_ids), list(IN_FLIGHT_STATES)),
                 )
-            return moved
+            }
+            payload = {"batch": batch_key, "reason": reason}
+            self._events(conn, [(j, "intake", "rebatched", payload) for j in job_ids if j in moved])
+        return len(moved)
 
     # --- parse ----------------------------------------------------------------------
 
@@ -573,16 +570,8 @@ class Store:
             )
             return True
 
-    def parsed_markdown(self, job: JobRow, profile: str) -> str | None:
-        with self.pool.connection() as conn:
-            row = conn.execute(
-                f"SELECT markdown FROM {S}.parse_cache WHERE content_sha256 = %s AND parser_profile = %s",
-                (job.content_sha256, profile),
-            ).fetchone()
-        return row[0] if row else None
-
     def parsed_markdowns(self, shas: Iterable[str], profile: str) -> dict[str, str]:
-        """parsed_markdown for many content hashes in one query."""
+        """The parsed markdown of these content hashes, in one query."""
         with self.pool.connection() as conn:
             rows = conn.execute(
                 f"SELECT content_sha256, markdown FROM {S}.parse_cache"
@@ -593,15 +582,10 @@ class Store:
 
     # --- chunk ----------------------------------------------------------------------
 
-    def save_chunks(self, job: JobRow, chunks: Sequence[ChunkRow], token_count: int) -> bool:
-        """Replace the job's staged chunks (idempotent) and mark it chunked; False (nothing
-        staged) if the job is no longer parsed, e.g. its file was deleted meanwhile."""
-        return job.job_id in self.save_chunks_many([(job, chunks, token_count)])
-
-    def save_chunks_many(
+    def save_chunks(
         self, items: Sequence[tuple[JobRow, Sequence[ChunkRow], int]]
     ) -> set[uuid.UUID]:
-        """save_chunks for several jobs in one transaction and a handful of statements (one
+        """Replace several jobs' staged chunks (idempotent) and mark them chunked, in one transaction and a handful of statements (one
         COPY for every chunk); returns the ids of the jobs chunked. A job no longer parsed
         (deleted or superseded meanwhile) is left as it is, with nothing staged."""
         if not items:
@@ -740,14 +724,11 @@ class Store:
                 (ids, [r[1] for r in rows], [r[2] for r in rows], space.model, space.dims),
             ).rowcount
 
-    def mark_embedded(self, job_id: uuid.UUID, payload: dict[str, Any]) -> bool:
-        """chunked -> embedded, but only when every staged chunk has its staged vector."""
-        return job_id in self.mark_embedded_many([job_id], payload)
-
-    def mark_embedded_many(
+    def mark_embedded(
         self, job_ids: Sequence[uuid.UUID], payload: dict[str, Any]
     ) -> set[uuid.UUID]:
-        """mark_embedded for several jobs in one transaction; returns the ids moved."""
+        """chunked -> embedded for the jobs whose every staged chunk has its staged vector, in
+        one transaction; returns the ids moved."""
         if not job_ids:
             return set()
         with self.transaction(durable=False) as conn:
@@ -1164,11 +1145,6 @@ class Store:
                         }
                     )
         return report
-
-    def scalar(self, query: str, params: Sequence[Any] = ()) -> Any:
-        with self.pool.connection() as conn:
-            row = conn.execute(query, params).fetchone()
-        return row[0] if row else None
 
     def status(self) -> dict[str, Any]:
         """Documents by state, chunk and vector totals, failures with reasons (stable shape)."""
