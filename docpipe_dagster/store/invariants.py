@@ -78,17 +78,22 @@ def check_invariants(
     caller knows them) or, when the caller cannot tell, while it moved recently.
     """
     report = InvariantReport()
-    scope = "WHERE batch_key = %(batch)s" if batch_key else ""
+    # Scoped to one batch: its jobs, and the searchable rows of its jobs' documents.
+    in_jobs = "(%(batch)s::text IS NULL OR j.batch_key = %(batch)s)"
+    in_docs = (
+        f"(%(batch)s::text IS NULL OR c.document_id IN "
+        f"(SELECT document_id FROM {S}.upload_jobs WHERE batch_key = %(batch)s))"
+    )
     params = {"batch": batch_key, "stale": stale_after}
     with conn.cursor() as cur:
-        cur.execute(f"SELECT count(*) FROM {S}.upload_jobs {scope}", params)
+        cur.execute(f"SELECT count(*) FROM {S}.upload_jobs j WHERE {in_jobs}", params)
         report.checked_jobs = cur.fetchone()[0]
 
         # 1. nothing lost: final, or in flight with a live run
         cur.execute(
             f"""SELECT storage_key, state, batch_key, now() - updated_at > %(stale)s
-                FROM {S}.upload_jobs {scope} {"AND" if scope else "WHERE"}
-                state IN ('uploaded', 'parsing', 'parsed', 'chunked', 'embedded')""",
+                FROM {S}.upload_jobs j WHERE {in_jobs}
+                AND state IN ('uploaded', 'parsing', 'parsed', 'chunked', 'embedded')""",
             params,
         )
         for key, state, batch, stale in cur.fetchall():
@@ -100,8 +105,8 @@ def check_invariants(
 
         # failed always says why
         cur.execute(
-            f"""SELECT storage_key FROM {S}.upload_jobs {scope} {"AND" if scope else "WHERE"}
-                state = 'failed' AND (failed_stage IS NULL OR coalesce(btrim(failure_reason), '') = '')""",
+            f"""SELECT storage_key FROM {S}.upload_jobs j WHERE {in_jobs} AND state = 'failed'
+                AND (failed_stage IS NULL OR coalesce(btrim(failure_reason), '') = '')""",
             params,
         )
         for (key,) in cur.fetchall():
@@ -110,22 +115,29 @@ def check_invariants(
         # 2. no chunk stored twice
         cur.execute(
             f"""SELECT c.storage_key, c.chunk_index, count(*) FROM {S}.document_chunks c
+                WHERE {in_docs}
                 GROUP BY c.document_id, c.storage_key, c.embedding_model, c.dims, c.chunk_index
-                HAVING count(*) > 1"""
+                HAVING count(*) > 1""",
+            params,
         )
         for key, index, n in cur.fetchall():
             report.add("duplicate_chunk", f"chunk {index} stored {n} times", key)
 
         # 3. no document visible in two versions; only completed versions are searchable
         cur.execute(
-            f"""SELECT min(storage_key), count(DISTINCT content_sha256) FROM {S}.document_chunks
-                GROUP BY document_id, embedding_model, dims HAVING count(DISTINCT content_sha256) > 1"""
+            f"""SELECT min(c.storage_key), count(DISTINCT c.content_sha256)
+                FROM {S}.document_chunks c WHERE {in_docs}
+                GROUP BY c.document_id, c.embedding_model, c.dims
+                HAVING count(DISTINCT c.content_sha256) > 1""",
+            params,
         )
         for key, n in cur.fetchall():
             report.add("two_versions_visible", f"{n} content versions searchable at once", key)
         cur.execute(
             f"""SELECT DISTINCT j.storage_key, j.state FROM {S}.document_chunks c
-                JOIN {S}.upload_jobs j ON j.job_id = c.job_id WHERE j.state <> 'completed'"""
+                JOIN {S}.upload_jobs j ON j.job_id = c.job_id
+                WHERE {in_docs} AND j.state <> 'completed'""",
+            params,
         )
         for key, state in cur.fetchall():
             report.add("uncommitted_version_visible", f"chunks searchable for a {state} job", key)
@@ -134,7 +146,7 @@ def check_invariants(
         cur.execute(
             f"""SELECT j.storage_key, j.chunk_count, count(c.chunk_id)
                 FROM {S}.upload_jobs j LEFT JOIN {S}.document_chunks c ON c.job_id = j.job_id
-                {scope.replace("batch_key", "j.batch_key")} {"AND" if scope else "WHERE"} j.state = 'completed'
+                WHERE {in_jobs} AND j.state = 'completed'
                 GROUP BY j.job_id, j.storage_key, j.chunk_count
                 HAVING j.chunk_count IS DISTINCT FROM count(c.chunk_id)""",
             params,
@@ -149,8 +161,10 @@ def check_invariants(
         # a deleted document is gone from search
         cur.execute(
             f"""SELECT DISTINCT c.storage_key FROM {S}.document_chunks c
-                WHERE NOT EXISTS (SELECT 1 FROM {S}.upload_jobs j WHERE j.document_id = c.document_id
-                                  AND j.state NOT IN ('deleted', 'superseded'))"""
+                WHERE {in_docs} AND NOT EXISTS (
+                    SELECT 1 FROM {S}.upload_jobs j WHERE j.document_id = c.document_id
+                    AND j.state NOT IN ('deleted', 'superseded'))""",
+            params,
         )
         for (key,) in cur.fetchall():
             report.add("deleted_still_visible", "chunks searchable for a deleted document", key)
@@ -159,7 +173,9 @@ def check_invariants(
         cur.execute(
             f"""SELECT j.storage_key, count(*) FROM {S}.document_chunk_buffer b
                 JOIN {S}.upload_jobs j ON j.job_id = b.job_id
-                WHERE j.state IN ('completed', 'deleted', 'superseded') GROUP BY j.storage_key"""
+                WHERE {in_jobs} AND j.state IN ('completed', 'deleted', 'superseded')
+                GROUP BY j.storage_key""",
+            params,
         )
         for key, n in cur.fetchall():
             report.add("buffer_not_cleared", f"{n} staged chunks left after the job ended", key)
@@ -169,7 +185,7 @@ def check_invariants(
             f"""SELECT j.storage_key, j.state,
                     (SELECT array_agg(e.stage || '/' || e.event_type ORDER BY e.event_id)
                      FROM {S}.events e WHERE e.job_id = j.job_id)
-                FROM {S}.upload_jobs j {scope.replace("batch_key", "j.batch_key")}""",
+                FROM {S}.upload_jobs j WHERE {in_jobs}""",
             params,
         )
         for key, state, story in cur.fetchall():

@@ -1222,35 +1222,3 @@ class Store:
             "vectors_wrong_space": wrong_space,
             "vectors": vectors,
         }
-
-    def commit_check(self, batch_key: str) -> dict[str, int]:
-        """For the batch's completed jobs: searchable rows match, buffers empty, one version each."""
-        with self.pool.connection() as conn:
-            row = conn.execute(
-                f"""WITH done AS (
-                        SELECT job_id, document_id, chunk_count FROM {S}.upload_jobs
-                        WHERE batch_key = %s AND state = 'completed')
-                    SELECT
-                      (SELECT count(*) FROM done),
-                      (SELECT count(*) FROM done d WHERE d.chunk_count IS DISTINCT FROM
-                          (SELECT count(*) FROM {S}.document_chunks c WHERE c.job_id = d.job_id)),
-                      (SELECT count(*) FROM {S}.document_chunk_buffer b JOIN done d USING (job_id)),
-                      (SELECT count(*) FROM {S}.document_vector_buffer b JOIN done d USING (job_id)),
-                      (SELECT count(*) FROM (SELECT c.document_id FROM {S}.document_chunks c
-                          JOIN done d USING (document_id) GROUP BY c.document_id, c.embedding_model, c.dims
-                          HAVING count(DISTINCT c.content_sha256) > 1) two_versions),
-                      (SELECT count(*) FROM (SELECT c.document_id FROM {S}.document_chunks c
-                          JOIN done d USING (document_id)
-                          GROUP BY c.document_id, c.embedding_model, c.dims, c.chunk_index
-                          HAVING count(*) > 1) dup)""",
-                (batch_key,),
-            ).fetchone()
-        names = (
-            "completed",
-            "vector_count_mismatches",
-            "orphaned_chunk_buffer_rows",
-            "orphaned_vector_buffer_rows",
-            "documents_with_two_versions",
-            "duplicate_chunk_positions",
-        )
-        return dict(zip(names, row, strict=True))

@@ -204,3 +204,13 @@ def test_docpipe_verify_exit_codes(database_url: str, tmp_path) -> None:
     assert report["ok"] is False
     assert report["violations"][0]["invariant"] == "in_flight_without_run"
     assert report["violations"][0]["storage_key"] == "stuck.md"
+
+
+def test_batch_scope_sees_only_that_batchs_jobs_and_documents(database_url: str) -> None:
+    with connect(database_url) as conn:
+        job, doc = _job(conn, "two.md", "completed", chunks=2)  # batch b1
+        _chunk(conn, job, doc, "two.md", 0, "v1")
+        _chunk(conn, job, doc, "two.md", 1, "v2")
+        conn.commit()
+    assert _violations(database_url, batch_key="b1") == {"two_versions_visible": 1}
+    assert _violations(database_url, batch_key="other") == {}
