@@ -460,7 +460,7 @@ _SQL = re.compile(
 # What an f-string of SQL may interpolate: the schema name constant. `scope` (invariants.py) is
 # checked separately: it must be assigned from string constants only.
 _SAFE_NAMES = {"S", "SCHEMA"}
-_CONSTANT_NAMES = {"scope"}
+_CONSTANT_NAMES = {"in_jobs", "in_docs"}  # the invariant checker's batch-scope clauses
 
 
 def _string_constants(node: ast.AST) -> bool:
@@ -469,6 +469,12 @@ def _string_constants(node: ast.AST) -> bool:
         return True
     if isinstance(node, ast.IfExp):
         return _string_constants(node.body) and _string_constants(node.orelse)
+    if isinstance(node, ast.JoinedStr):  # an f-string of constants and the schema name
+        return all(
+            isinstance(v, ast.Constant)
+            or (isinstance(v, ast.FormattedValue) and _is_safe_name(v.value))
+            for v in node.values
+        )
     return False
 
 
