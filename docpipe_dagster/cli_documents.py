@@ -106,24 +106,22 @@ def _process(keys: list[str], rejected: list[tuple[str, str]]) -> int:
 
 
 def run_search(query: str, k: int, as_json: bool) -> int:
-    from docpipe_dagster.clients.embeddings import EmbeddingError, EmbeddingsClient
-    from docpipe_dagster.config import api_key_value
-    from docpipe_dagster.defs.resources import build_resources
+    import dagster as dg
+
+    from docpipe_dagster.clients.embeddings import EmbeddingError
+    from docpipe_dagster.defs.resources import EmbedderResource, build_resources
     from docpipe_dagster.store.queries import Store
     from docpipe_dagster.store.server import ready_database
 
     if not query.strip():
         raise click.UsageError("the query is empty")
-    embedder = build_resources()["embedder"]
-    key = api_key_value("OPENAI_API_KEY", embedder.base_url)
+    # The pipeline's own embedder resource (its EnvVar key resolved), so a query is embedded
+    # exactly as the chunks were.
+    with dg.build_resources({"embedder": build_resources()["embedder"]}) as built:
+        embedder: EmbedderResource = built.embedder
 
     async def embed() -> list[float]:
-        async with EmbeddingsClient(
-            embedder.base_url,
-            key,
-            embedder.model,
-            embedder.dimensions if embedder.send_dimensions else None,
-        ) as client:
+        async with embedder.client() as client:
             batch = await client.embed([query])
         if batch.vectors[0] is None:
             raise click.ClickException(f"the query could not be embedded: {batch.errors[0]}")

@@ -77,20 +77,32 @@ class SupabaseStorageResource(StorageResource):
         return backend
 
 
-class ParserResource(dg.ConfigurableResource):
-    """LlamaParse v1 API (the local mock by default)."""
+class ApiResource(dg.ConfigurableResource):
+    """What the HTTP API resources share: where, the key, and per-request retries."""
 
     base_url: str
     api_key: str
+    timeout_s: float = 60.0
+    max_concurrency: int = 4
+    # Per HTTP request: attempts (including the first) and the backoff base (jittered,
+    # doubling); a server's Retry-After / retry-after-ms wins over the backoff.
+    retry_max_attempts: int = 6
+    retry_base_delay_s: float = 0.5
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.retry_max_attempts, base_delay_s=self.retry_base_delay_s
+        )
+
+
+class ParserResource(ApiResource):
+    """LlamaParse v1 API (the local mock by default)."""
+
     result_type: str = "markdown"
     poll_interval_s: float = 0.25
     deadline_s: float = 600.0
-    timeout_s: float = 60.0
     max_concurrency: int = 8
-    # Per HTTP request: attempts (including the first) and the backoff base (jittered,
-    # doubling); a server's Retry-After wins over the backoff.
     retry_max_attempts: int = 5
-    retry_base_delay_s: float = 0.5
 
     @property
     def profile(self) -> str:
@@ -107,28 +119,18 @@ class ParserResource(dg.ConfigurableResource):
             deadline_s=self.deadline_s,
             timeout_s=self.timeout_s,
             max_concurrency=self.max_concurrency,
-            retry_policy=RetryPolicy(
-                max_attempts=self.retry_max_attempts, base_delay_s=self.retry_base_delay_s
-            ),
+            retry_policy=self.retry_policy(),
         ) as client:
             yield client
 
 
-class EmbedderResource(dg.ConfigurableResource):
+class EmbedderResource(ApiResource):
     """OpenAI embeddings API (the local mock by default)."""
 
-    base_url: str
-    api_key: str
     model: str = "text-embedding-3-small"
     dimensions: int = 1536
     send_dimensions: bool = False  # only v3 models accept `dimensions`
-    max_concurrency: int = 4
     max_inputs_per_request: int = 2048
-    timeout_s: float = 60.0
-    # Per HTTP request: attempts (including the first) and the backoff base (jittered,
-    # doubling); a server's retry-after(-ms) wins over the backoff.
-    retry_max_attempts: int = 6
-    retry_base_delay_s: float = 0.5
     # What the HNSW index (and search) casts vectors to: "vector", "halfvec" (half the
     # index size) or "" for vector up to 2,000 dimensions and halfvec above.
     vector_type: str = ""
@@ -146,9 +148,7 @@ class EmbedderResource(dg.ConfigurableResource):
             max_inputs_per_request=self.max_inputs_per_request,
             max_concurrency=self.max_concurrency,
             timeout_s=self.timeout_s,
-            retry_policy=RetryPolicy(
-                max_attempts=self.retry_max_attempts, base_delay_s=self.retry_base_delay_s
-            ),
+            retry_policy=self.retry_policy(),
         ) as client:
             yield client
 
