@@ -280,22 +280,32 @@ def rate_limit_headers(
     }
 
 
-def _fault_response(style: AuthStyle, spec: dict) -> Response:
-    kind = spec["kind"]
-    if kind == "http_500":
-        msg = {
+# Each service's own wording for a server-side failure.
+_SERVER_ERRORS: dict[str, tuple[int, dict[str, str]]] = {
+    "http_500": (
+        500,
+        {
             "openai": "The server had an error while processing your request. Sorry about that!",
             "llamaparse": "Internal Server Error",
             "supabase": "Internal Server Error",
-        }[style]
-        return JSONResponse(error_body(style, 500, msg), status_code=500)
-    if kind == "http_503":
-        msg = {
+        },
+    ),
+    "http_503": (
+        503,
+        {
             "openai": "The engine is currently overloaded, please try again later.",
             "llamaparse": "Service Unavailable",
             "supabase": "Service Unavailable",
-        }[style]
-        return JSONResponse(error_body(style, 503, msg), status_code=503)
+        },
+    ),
+}
+
+
+def _fault_response(style: AuthStyle, spec: dict) -> Response:
+    kind = spec["kind"]
+    if kind in _SERVER_ERRORS:
+        status, messages = _SERVER_ERRORS[kind]
+        return JSONResponse(error_body(style, status, messages[style]), status_code=status)
     if kind == "malformed_json":
         # Truncated JSON: what a proxy cutting a response short looks like.
         return Response(

@@ -377,6 +377,15 @@ async def _upload_payload(request: Request, key: str) -> tuple[bytes, str]:
     return data, content_type.split(";")[0].strip() or guessed
 
 
+async def _json_object(request: Request) -> dict | None:
+    """The request body as a JSON object, or None when it is not one."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def create_app(settings: MockSettings) -> FastAPI:
     app = create_mock_app("storage", settings, auth="supabase")
     store = ObjectStore(resolve_data_dir(settings))
@@ -393,11 +402,8 @@ def create_app(settings: MockSettings) -> FastAPI:
     # --- buckets -----------------------------------------------------------------------------
     @app.post("/storage/v1/bucket")
     async def create_bucket(request: Request) -> JSONResponse:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
+        body = await _json_object(request)
+        if body is None:
             raise StorageApiError(400, "InvalidRequest", "body must be a JSON object")
         name = body.get("id") or body.get("name")
         if not isinstance(name, str) or not name:
@@ -426,11 +432,8 @@ def create_app(settings: MockSettings) -> FastAPI:
     # --- objects: specific routes first, so "list"/"info"/"authenticated" are not buckets ----
     @app.post("/storage/v1/object/list/{bucket}")
     async def list_objects(bucket: str, request: Request) -> JSONResponse:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
+        body = await _json_object(request)
+        if body is None:
             raise StorageApiError(400, "InvalidRequest", "body must be a JSON object")
         return JSONResponse(await run(store.list, bucket, body))
 
@@ -517,11 +520,8 @@ def create_app(settings: MockSettings) -> FastAPI:
 
     @app.delete("/storage/v1/object/{bucket}")
     async def delete_objects(bucket: str, request: Request) -> JSONResponse:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        prefixes = body.get("prefixes") if isinstance(body, dict) else None
+        body = await _json_object(request)
+        prefixes = body.get("prefixes") if body is not None else None
         if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
             raise StorageApiError(400, "MissingParameter", "Missing Required Parameter prefixes")
         if len(prefixes) > 1000:
