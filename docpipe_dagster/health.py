@@ -5,11 +5,14 @@ No Dagster import: each check is a plain function returning a CheckResult with i
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import httpx
+
+from docpipe_dagster.config import ServiceSettings, service_settings
 
 PGVECTOR_MIN_VERSION = (0, 5, 0)
 
@@ -104,49 +107,68 @@ def webserver_checks(base_url: str) -> list[CheckResult]:
     return results
 
 
-def service_checks() -> list[CheckResult]:
-    """Parser, embedder and storage, through the same clients the pipeline uses."""
-    import asyncio
+def _probe_parser(settings: ServiceSettings) -> float:
+    from docpipe_dagster.clients.llamaparse import LlamaParseClient
 
-    from docpipe_dagster.config import service_settings
+    async def probe() -> float:
+        async with LlamaParseClient(
+            settings.parser_base_url,
+            settings.key(settings.parser_api_key_env, settings.parser_base_url),
+        ) as client:
+            return await client.health()
 
+    return asyncio.run(probe())
+
+
+def _probe_embedder(settings: ServiceSettings) -> float:
+    from docpipe_dagster.clients.embeddings import EmbeddingsClient
+
+    async def probe() -> float:
+        async with EmbeddingsClient(
+            settings.embedder_base_url,
+            settings.key(settings.embedder_api_key_env, settings.embedder_base_url),
+            settings.embedding_model,
+        ) as client:
+            return await client.health()
+
+    return asyncio.run(probe())
+
+
+def _probe_storage(settings: ServiceSettings) -> float:
+    from docpipe_dagster.clients.factory import open_storage
+
+    return open_storage(settings).health()
+
+
+def _storage_target(settings: ServiceSettings) -> str:
+    if settings.storage_backend == "supabase":
+        return f"supabase {settings.storage_base_url} bucket {settings.storage_bucket}"
+    return f"folder {settings.storage_dir}"
+
+
+# name -> (what it probes, for the report; the probe, returning its latency in ms)
+SERVICE_PROBES: dict[
+    str, tuple[Callable[[ServiceSettings], str], Callable[[ServiceSettings], float]]
+] = {
+    "parser": (lambda s: s.parser_base_url, _probe_parser),
+    "embedder": (lambda s: f"{s.embedder_base_url} model {s.embedding_model}", _probe_embedder),
+    "storage": (_storage_target, _probe_storage),
+}
+
+
+def service_checks(names: Iterable[str] = tuple(SERVICE_PROBES)) -> list[CheckResult]:
+    """Parser, embedder and storage (or just those named), through the pipeline's clients.
+    The detail names the endpoint, whether it answered or not."""
     settings = service_settings()
 
-    def parser() -> str:
-        from docpipe_dagster.clients.llamaparse import LlamaParseClient
+    def check(name: str) -> CheckResult:
+        target, probe = SERVICE_PROBES[name]
+        where = target(settings)
+        result = timed(name, lambda: f"{probe(settings):.1f} ms")
+        detail = f"{where} ({result.detail})" if result.ok else f"{where}: {result.detail}"
+        return CheckResult(name, result.ok, result.latency_ms, detail[:300])
 
-        async def probe() -> float:
-            async with LlamaParseClient(
-                settings.parser_base_url,
-                settings.key(settings.parser_api_key_env, settings.parser_base_url),
-            ) as client:
-                return await client.health()
-
-        latency = asyncio.run(probe())
-        return f"{settings.parser_base_url} ({latency:.1f} ms)"
-
-    def embedder() -> str:
-        from docpipe_dagster.clients.embeddings import EmbeddingsClient
-
-        async def probe() -> float:
-            async with EmbeddingsClient(
-                settings.embedder_base_url,
-                settings.key(settings.embedder_api_key_env, settings.embedder_base_url),
-                settings.embedding_model,
-            ) as client:
-                return await client.health()
-
-        latency = asyncio.run(probe())
-        return f"{settings.embedder_base_url} model {settings.embedding_model} ({latency:.1f} ms)"
-
-    def storage() -> str:
-        from docpipe_dagster.clients.factory import open_storage
-
-        backend = open_storage(settings)
-        latency = backend.health()
-        return f"{backend.describe()} ({latency:.1f} ms)"
-
-    return [timed("parser", parser), timed("embedder", embedder), timed("storage", storage)]
+    return [check(name) for name in names]
 
 
 def run_all_checks(webserver_url: str | None = None) -> list[CheckResult]:
