@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from docpipe_dagster.clients._http import AsyncApiClient
+from docpipe_dagster.core.batching import pack
 from docpipe_dagster.core.retry import RetryPolicy, is_retryable_status
 
 log = logging.getLogger(__name__)
@@ -205,25 +206,15 @@ class EmbeddingsClient(AsyncApiClient):
         """Greedy packing in input order within the count and estimated-token limits.
         An input estimated over the per-input limit goes alone, so if the server rejects it,
         it costs one request and spoils no other input."""
-        groups: list[list[int]] = []
-        current: list[int] = []
-        tokens = 0
-        for i in indices:
-            est = estimate_tokens(texts[i])
-            if est > self.max_tokens_per_input:
-                groups.append([i])
-                continue
-            if current and (
-                len(current) >= self.max_inputs_per_request
-                or tokens + est > self.max_tokens_per_request
-            ):
-                groups.append(current)
-                current, tokens = [], 0
-            current.append(i)
-            tokens += est
-        if current:
-            groups.append(current)
-        return groups
+        estimates = {i: estimate_tokens(texts[i]) for i in indices}
+        alone = [[i] for i in indices if estimates[i] > self.max_tokens_per_input]
+        packed = pack(
+            (i for i in indices if estimates[i] <= self.max_tokens_per_input),
+            weight=estimates.__getitem__,
+            max_weight=self.max_tokens_per_request,
+            max_items=self.max_inputs_per_request,
+        )
+        return alone + packed
 
     async def _embed_group(
         self, texts: Sequence[str], group: list[int], batch: EmbeddingBatch, counters: _Counters

@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from docpipe_dagster.config import env_float, env_int, env_str
+from docpipe_dagster.core.batching import pack
 from docpipe_dagster.pipeline.report import RetrySchedule, StageReport, batch_jobs, fail_job
 from docpipe_dagster.store.queries import IndexBuild, JobRow, Store, VectorSpace
 
@@ -85,19 +86,12 @@ def _groups(jobs: list[JobRow], max_rows: int) -> list[list[JobRow]]:
     by_document: dict[Any, list[JobRow]] = {}
     for job in jobs:
         by_document.setdefault(job.document_id, []).append(job)
-    groups: list[list[JobRow]] = []
-    current: list[JobRow] = []
-    rows = 0
-    for versions in by_document.values():
-        size = sum(j.chunk_count or 1 for j in versions)
-        if current and rows + size > max_rows:
-            groups.append(current)
-            current, rows = [], 0
-        current.extend(versions)
-        rows += size
-    if current:
-        groups.append(current)
-    return groups
+    packed = pack(
+        by_document.values(),
+        weight=lambda versions: sum(j.chunk_count or 1 for j in versions),
+        max_weight=max_rows,
+    )
+    return [[job for versions in group for job in versions] for group in packed]
 
 
 def commit_documents(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from docpipe_dagster.clients.storage import StorageBackend, StoredObject
+from docpipe_dagster.core.batching import pack
 from docpipe_dagster.core.hashing import sha256_bytes
 from docpipe_dagster.core.ids import batch_key as make_batch_key
 from docpipe_dagster.core.ids import document_id as make_document_id
@@ -158,17 +159,9 @@ def _unreadable_paths(backend: StorageBackend) -> list[str]:
 
 
 def _group_into_batches(versions: list[NewVersion], config: IntakeConfig) -> list[list[NewVersion]]:
-    batches: list[list[NewVersion]] = []
-    current: list[NewVersion] = []
-    size = 0
-    for version in sorted(versions, key=lambda v: v.storage_key):
-        too_many = len(current) >= config.batch_max_files
-        too_big = current and size + version.size_bytes > config.batch_max_bytes
-        if too_many or too_big:
-            batches.append(current)
-            current, size = [], 0
-        current.append(version)
-        size += version.size_bytes
-    if current:
-        batches.append(current)
-    return batches
+    return pack(
+        sorted(versions, key=lambda v: v.storage_key),
+        weight=lambda v: v.size_bytes,
+        max_weight=config.batch_max_bytes,
+        max_items=config.batch_max_files,
+    )
