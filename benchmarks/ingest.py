@@ -952,21 +952,7 @@ def main(argv: list[str] | None = None) -> int:
             "postgres": infra.postgres_pids()[:1],
         }
         bench = Bench(args, infra)
-        order = [
-            s
-            for s in (
-                "overhead",
-                "limits",
-                "realistic",
-                "bulk",
-                "options",
-                "rerun",
-                "trickle",
-                "memory",
-                "dev",
-            )
-            if s in args.selected
-        ]
+        order = [s for s in SCENARIOS if s in args.selected]
         for name in order:
             t = time.perf_counter()
             print(f"== {name}", flush=True)

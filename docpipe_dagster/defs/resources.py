@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import dagster as dg
 from pydantic import PrivateAttr
 
-from docpipe_dagster.clients.embeddings import EmbeddingsClient
+from docpipe_dagster.clients.embeddings import MODEL_DIMENSIONS, EmbeddingsClient
 from docpipe_dagster.clients.llamaparse import LlamaParseClient
 from docpipe_dagster.clients.storage import FolderStorage, StorageBackend, SupabaseStorage
 from docpipe_dagster.config import LOCAL_MOCK_API_KEY, env_float, env_int, service_settings
@@ -20,13 +20,6 @@ from docpipe_dagster.core.chunking import ChunkingConfig
 from docpipe_dagster.core.retry import RetryPolicy
 from docpipe_dagster.pipeline.intake import IntakeConfig
 from docpipe_dagster.store.queries import Store, VectorSpace
-
-# Native dimensions of the OpenAI embedding models; others must set DOCPIPE_EMBEDDING_DIMENSIONS.
-MODEL_DIMENSIONS = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
 
 
 class DatabaseResource(dg.ConfigurableResource):
