@@ -100,11 +100,10 @@ def retry_sensor(
         if store.requeue([j.job_id for j in due], key, "transient failure, backoff elapsed"):
             batches.append(key)
 
-    stale = [
-        job
-        for job in store.stale_in_flight(STALE_AFTER, pipeline_settings.batch_max_files)
-        if not _batch_has_live_run(context.instance, job.batch_key)
-    ]
+    candidates = store.stale_in_flight(STALE_AFTER, pipeline_settings.batch_max_files)
+    # One run lookup per batch, not per job: a dead batch's jobs all share its key.
+    live = {b: _batch_has_live_run(context.instance, b) for b in {j.batch_key for j in candidates}}
+    stale = [job for job in candidates if not live[job.batch_key]]
     if stale:
         key = "resume-" + make_batch_key(now, [j.job_id for j in stale])
         if store.move_to_batch([j.job_id for j in stale], key, "in flight with no live run"):
