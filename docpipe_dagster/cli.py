@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import warnings
 
@@ -101,15 +102,9 @@ def env_command() -> None:
 
     target = ready_database()
     dagster_home = prepare_dagster_home()
-    click.echo(f"export DAGSTER_HOME={_shell_quote(str(dagster_home))}")
-    click.echo(f"export {ENV_DAGSTER_DATABASE_URL}={_shell_quote(target.dagster_url)}")
-    click.echo(f"export DOCPIPE_HOME={_shell_quote(str(docpipe_home()))}")
-
-
-def _shell_quote(value: str) -> str:
-    import shlex
-
-    return shlex.quote(value)
+    click.echo(f"export DAGSTER_HOME={shlex.quote(str(dagster_home))}")
+    click.echo(f"export {ENV_DAGSTER_DATABASE_URL}={shlex.quote(target.dagster_url)}")
+    click.echo(f"export DOCPIPE_HOME={shlex.quote(str(docpipe_home()))}")
 
 
 # --- health -----------------------------------------------------------------------------

@@ -15,7 +15,13 @@ from pydantic import PrivateAttr
 from docpipe_dagster.clients.embeddings import MODEL_DIMENSIONS, EmbeddingsClient
 from docpipe_dagster.clients.llamaparse import LlamaParseClient
 from docpipe_dagster.clients.storage import FolderStorage, StorageBackend, SupabaseStorage
-from docpipe_dagster.config import LOCAL_MOCK_API_KEY, env_float, env_int, service_settings
+from docpipe_dagster.config import (
+    LOCAL_MOCK_API_KEY,
+    env_float,
+    env_int,
+    is_local_url,
+    service_settings,
+)
 from docpipe_dagster.core.chunking import ChunkingConfig
 from docpipe_dagster.core.retry import RetryPolicy
 from docpipe_dagster.pipeline.intake import IntakeConfig
@@ -177,7 +183,7 @@ def api_key(env_name: str, base_url: str) -> str | dg.EnvVar:
     """The key as an EnvVar when set; the mocks' public key when talking to a local mock."""
     if os.environ.get(env_name, "").strip():
         return dg.EnvVar(env_name)
-    if base_url.startswith(("http://127.0.0.1", "http://localhost")):
+    if is_local_url(base_url):
         return LOCAL_MOCK_API_KEY
     # Unset for a remote service: resolving fails with Dagster's "env var not set" error.
     return dg.EnvVar(env_name)
