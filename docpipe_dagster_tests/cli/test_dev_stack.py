@@ -114,11 +114,17 @@ def test_docpipe_dev_end_to_end(tmp_path: Path) -> None:
         status = _wait_for(completed, 120, "the samples and the dropped file to complete", 2)
         assert status["failures"] == []
 
-        runs = _graphql(
-            base,
-            '{ runsOrError(filter: {pipelineName: "ingest_batch"}) { ... on Runs { results { status } } } }',
-        )["runsOrError"]["results"]
-        assert runs and all(r["status"] == "SUCCESS" for r in runs)
+        def finished_runs() -> list[dict] | None:
+            runs = _graphql(
+                base,
+                '{ runsOrError(filter: {pipelineName: "ingest_batch"}) { ... on Runs { results { status } } } }',
+            )["runsOrError"]["results"]
+            # A document is completed before its run has finished its checks: wait for that.
+            busy = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED"}
+            return runs if runs and not any(r["status"] in busy for r in runs) else None
+
+        runs = _wait_for(finished_runs, 60, "the batch runs to finish", 1)
+        assert all(r["status"] == "SUCCESS" for r in runs)
 
         found = subprocess.run(
             [
