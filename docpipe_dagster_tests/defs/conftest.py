@@ -175,6 +175,35 @@ def batch_keys(result: dg.SensorResult) -> list[str]:
     return keys
 
 
+@contextmanager
+def wired_pipeline(
+    monkeypatch: pytest.MonkeyPatch,
+    storage_dir: Path,
+    database_url: str,
+    parser: MockServer,
+    embedder: MockServer,
+    **env: str,
+) -> Iterator[Pipeline]:
+    """The environment pointed at this test's database, folder and mocks (reset); a Pipeline
+    on it. `env` adds or overrides variables (e.g. DOCPIPE_EMBEDDING_DIMENSIONS, secrets)."""
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    apply_env(monkeypatch, pipeline_env(database_url, storage_dir, parser, embedder, **env))
+    resources = build_resources()
+    assert isinstance(resources["pipeline_settings"], PipelineSettings)
+    for mock in (parser, embedder):
+        mock.reset()
+        mock.set_latency(0.0, 0.0)
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield Pipeline(
+            database_url=database_url,
+            storage_dir=storage_dir,
+            resources=resources,
+            instance=instance,
+            parser=parser,
+            embedder=embedder,
+        )
+
+
 @pytest.fixture
 def pipeline(
     monkeypatch: pytest.MonkeyPatch,
@@ -183,26 +212,7 @@ def pipeline(
     llamaparse_mock: MockServer,
     openai_mock: MockServer,
 ) -> Iterator[Pipeline]:
-    for mock in (llamaparse_mock, openai_mock):
-        mock.reset()
-        mock.set_latency(0.0, 0.0)
-    storage_dir = tmp_path / "storage"
-    storage_dir.mkdir()
-    env = pipeline_env(
-        database_url,
-        storage_dir,
-        llamaparse_mock,
-        openai_mock,
-    )
-    apply_env(monkeypatch, env)
-    resources = build_resources()
-    assert isinstance(resources["pipeline_settings"], PipelineSettings)
-    with dg.DagsterInstance.ephemeral() as instance:
-        yield Pipeline(
-            database_url=database_url,
-            storage_dir=storage_dir,
-            resources=resources,
-            instance=instance,
-            parser=llamaparse_mock,
-            embedder=openai_mock,
-        )
+    with wired_pipeline(
+        monkeypatch, tmp_path / "storage", database_url, llamaparse_mock, openai_mock
+    ) as wired:
+        yield wired

@@ -22,26 +22,20 @@ import re
 import threading
 import time
 import zipfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import dagster as dg
 import psutil
 import psycopg
-import pytest
 
 from docpipe_dagster.clients.embeddings import EmbeddingsClient
-from docpipe_dagster.defs.resources import PipelineSettings, build_resources
 from docpipe_dagster.runner import BatchOutcome
 from docpipe_dagster.store.invariants import check_invariants
 from docpipe_dagster.store.queries import SearchHit, Store
-from docpipe_dagster_tests.defs.conftest import Pipeline
-from docpipe_dagster_tests.support import MockServer
-from docpipe_dagster_tests.support.env import apply_env, pipeline_env
+from docpipe_dagster_tests.defs.conftest import Pipeline, wired_pipeline  # noqa: F401  (shared here)
 from mocks.llamaparse.testdata import build_encrypted_pdf, build_text_pdf
 
 # Outcomes a corpus file can reach.
@@ -375,43 +369,6 @@ def oversize_text() -> str:
 
 
 # --- running a test pipeline -----------------------------------------------------------------
-
-
-@contextmanager
-def wired_pipeline(
-    monkeypatch: pytest.MonkeyPatch,
-    storage_dir: Path,
-    database_url: str,
-    parser: MockServer,
-    embedder: MockServer,
-    **env: str,
-) -> Iterator[Pipeline]:
-    """The environment pointed at this test's database, folder and mocks; a Pipeline on it.
-
-    `env` adds or overrides variables (e.g. DOCPIPE_EMBEDDING_DIMENSIONS, secrets)."""
-    storage_dir.mkdir(parents=True, exist_ok=True)
-    settings = pipeline_env(
-        database_url,
-        storage_dir,
-        parser,
-        embedder,
-        **env,
-    )
-    apply_env(monkeypatch, settings)
-    resources = build_resources()
-    assert isinstance(resources["pipeline_settings"], PipelineSettings)
-    for mock in (parser, embedder):
-        mock.reset()
-        mock.set_latency(0.0, 0.0)
-    with dg.DagsterInstance.ephemeral() as instance:
-        yield Pipeline(
-            database_url=database_url,
-            storage_dir=storage_dir,
-            resources=resources,
-            instance=instance,
-            parser=parser,
-            embedder=embedder,
-        )
 
 
 def search(pipeline: Pipeline, text: str, k: int = 8) -> list[SearchHit]:
