@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 import warnings
 
 import click
 
-from docpipe_dagster.config import ENV_DAGSTER_DATABASE_URL, ENV_DATABASE_URL, docpipe_home
+from docpipe_dagster.config import ENV_DAGSTER_DATABASE_URL, docpipe_home, settings
 
 
 def _quiet_warnings() -> None:
@@ -58,7 +57,7 @@ def db_stop() -> None:
     """Stop the embedded server (its data stays)."""
     from docpipe_dagster.store.server import stop_embedded
 
-    if os.environ.get(ENV_DATABASE_URL):
+    if settings().database_url:
         click.echo("DOCPIPE_DATABASE_URL is set: an external database is not stopped by docpipe")
         return
     click.echo("stopped" if stop_embedded() else "the embedded server was not running")
@@ -217,8 +216,8 @@ def status_command(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--stale-minutes",
-    default=15,
-    show_default=True,
+    default=lambda: settings().stale_minutes,
+    show_default="DOCPIPE_STALE_MINUTES, else 15",
     type=int,
     help="An in-flight document not moved for this long counts as stuck.",
 )

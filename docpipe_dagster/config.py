@@ -1,7 +1,16 @@
-"""Environment-driven settings shared by the CLI, the Dagster resources and the tests.
+"""The one settings model: every environment variable docpipe reads, with its default.
+
+`Settings()` reads the environment when it is built (never cached, so a test or a child
+process that changes the environment gets what it set). The CLI, the Dagster resources,
+the sensors and the mocks all read it; `build_resources()` turns the non-secret fields
+into visible resource config and the secrets into `dg.EnvVar`s. `.env.example` documents
+exactly these variables (a test checks it).
+
+Adding a setting is one change here: a field with `var("DOCPIPE_<NAME>", default, "what it does")`,
+then the line in `.env.example` and, when a run should see it, a resource field that
+takes `default_of("x")` and is filled in `build_resources()`.
 
 No Dagster import here: the CLI and the store use it before any Dagster code loads.
-Every variable is documented in `.env.example`.
 """
 
 from __future__ import annotations
@@ -9,9 +18,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from docpipe_dagster.bundled import CHECKOUT_ROOT, is_checkout
+from docpipe_dagster.core.chunking import ChunkingConfig
 
 # The checkout root when running from source (kept for the tests and benchmarks).
 PROJECT_ROOT = CHECKOUT_ROOT
@@ -20,48 +34,158 @@ ENV_HOME = "DOCPIPE_HOME"
 ENV_DATABASE_URL = "DOCPIPE_DATABASE_URL"
 ENV_DAGSTER_DATABASE_URL = "DOCPIPE_DAGSTER_DATABASE_URL"
 
+# Local mocks answer to this key; it is not a secret (the real services need real keys).
+LOCAL_MOCK_API_KEY = "docpipe-local-key"
 
-def docpipe_home() -> Path:
+# Variables whose empty value means something (an empty DOCPIPE_MOCK_API_KEY disables the
+# mocks' auth); for every other variable an empty value means "use the default".
+_EMPTY_IS_A_VALUE = frozenset({"DOCPIPE_MOCK_API_KEY"})
+
+
+def var(name: str, default: Any, description: str, *, secret: bool = False) -> Any:
+    """A settings field read from the environment variable `name`."""
+    return Field(
+        default,
+        validation_alias=AliasChoices(name),
+        description=description,
+        json_schema_extra={"env": name, "secret": secret},
+    )
+
+
+def _default_parallel_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+class Settings(BaseSettings):
+    """Every variable, once. Field order follows `.env.example`."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, frozen=True)
+
+    # --- where local state lives
+    home: str = var(
+        ENV_HOME, "", "embedded database, storage folder, DAGSTER_HOME (default: .docpipe)"
+    )
+    # --- database (URLs may carry a password: read at run time, never put in config)
+    database_url: str = var(ENV_DATABASE_URL, "", "any Postgres with pgvector >= 0.5", secret=True)
+    dagster_database_url: str = var(
+        ENV_DAGSTER_DATABASE_URL, "", "Dagster's run/event storage", secret=True
+    )
+    sql_dir: str = var("DOCPIPE_SQL_DIR", "", "the migrations folder (default: the packaged sql/)")
+    # --- parser
+    parser_base_url: str = var("LLAMAPARSE_BASE_URL", "http://127.0.0.1:8001", "LlamaParse API")
+    parser_api_key: str = var("LLAMA_CLOUD_API_KEY", "", "LlamaParse key", secret=True)
+    parse_deadline_seconds: float = var(
+        "DOCPIPE_PARSE_DEADLINE_SECONDS", 600.0, "give up on one parse job after this long"
+    )
+    # --- embedder
+    embedder_base_url: str = var("OPENAI_BASE_URL", "http://127.0.0.1:8002/v1", "embeddings API")
+    embedder_api_key: str = var("OPENAI_API_KEY", "", "OpenAI key", secret=True)
+    embedding_model: str = var("DOCPIPE_EMBEDDING_MODEL", "text-embedding-3-small", "model")
+    embedding_dimensions: int | None = var(
+        "DOCPIPE_EMBEDDING_DIMENSIONS", None, "vector size (default: the model's native)"
+    )
+    vector_type: str = var(
+        "DOCPIPE_VECTOR_TYPE", "", "vector | halfvec (default: vector up to 2,000 dims)"
+    )
+    # --- the HNSW index
+    index_bulk_threshold: float = var(
+        "DOCPIPE_INDEX_BULK_THRESHOLD", 0.25, "drop + rebuild when new rows >= this x indexed"
+    )
+    index_maintenance_work_mem: str = var(
+        "DOCPIPE_INDEX_MAINTENANCE_WORK_MEM", "1GB", "upper bound for a one-pass build"
+    )
+    index_parallel_workers: int = Field(
+        default_factory=_default_parallel_workers,
+        validation_alias=AliasChoices("DOCPIPE_INDEX_PARALLEL_WORKERS"),
+        description="parallel workers for an index build (default: CPUs - 1, at most 4)",
+        json_schema_extra={"env": "DOCPIPE_INDEX_PARALLEL_WORKERS", "secret": False},
+    )
+    commit_group_rows: int = var("DOCPIPE_COMMIT_GROUP_ROWS", 2000, "rows per commit transaction")
+    commit_workers: int = var("DOCPIPE_COMMIT_WORKERS", 2, "connections committing at once")
+    # --- storage
+    storage_backend: str = var("DOCPIPE_STORAGE_BACKEND", "folder", "folder | supabase")
+    storage_dir: str = var("DOCPIPE_STORAGE_DIR", "", "folder backend root ($DOCPIPE_HOME/storage)")
+    storage_base_url: str = var("SUPABASE_URL", "http://127.0.0.1:8000", "Supabase project URL")
+    storage_api_key: str = var("SUPABASE_SERVICE_KEY", "", "Supabase service key", secret=True)
+    storage_bucket: str = var("DOCPIPE_STORAGE_BUCKET", "documents", "Supabase bucket")
+    # --- the pipeline
+    chunk_max_chars: int = var(
+        "DOCPIPE_CHUNK_MAX_CHARS", ChunkingConfig.max_chars, "longest chunk, in characters"
+    )
+    chunk_overlap_chars: int = var(
+        "DOCPIPE_CHUNK_OVERLAP_CHARS", ChunkingConfig.overlap_chars, "overlap between chunks"
+    )
+    batch_max_files: int = var("DOCPIPE_BATCH_MAX_FILES", 200, "files per batch run")
+    batch_max_bytes: int = var("DOCPIPE_BATCH_MAX_BYTES", 64 * 1024 * 1024, "bytes per batch run")
+    settle_seconds: float = var(
+        "DOCPIPE_SETTLE_SECONDS", 1.0, "a file must be unchanged this long before intake"
+    )
+    max_file_bytes: int = var("DOCPIPE_MAX_FILE_BYTES", 100 * 1024 * 1024, "larger files fail")
+    max_attempts: int = var("DOCPIPE_MAX_ATTEMPTS", 3, "attempts per document (transient errors)")
+    retry_base_seconds: float = var(
+        "DOCPIPE_RETRY_BASE_SECONDS", 30.0, "first retry delay (doubles per attempt)"
+    )
+    stale_minutes: int = var(
+        "DOCPIPE_STALE_MINUTES", 15, "an in-flight job untouched this long belongs to a dead run"
+    )
+    # --- automation (sensor intervals are read when the definitions load)
+    sensor_interval_seconds: int = var("DOCPIPE_SENSOR_INTERVAL_SECONDS", 2, "intake sensor")
+    retry_interval_seconds: int = var("DOCPIPE_RETRY_INTERVAL_SECONDS", 30, "retry sensor")
+    health_interval_seconds: int = var("DOCPIPE_HEALTH_INTERVAL_SECONDS", 30, "health sensor")
+    # --- local mocks
+    mock_api_key: str = var(
+        "DOCPIPE_MOCK_API_KEY", LOCAL_MOCK_API_KEY, "the key the mocks accept; empty or none: any"
+    )
+    mock_latency_ms: float = var("DOCPIPE_MOCK_LATENCY_MS", 0.0, "added latency per request")
+    mock_jitter_ms: float = var("DOCPIPE_MOCK_JITTER_MS", 0.0, "+ uniform(0, jitter) ms")
+    mock_faults: str = var("DOCPIPE_MOCK_FAULTS", "", "JSON list of fault specs (mocks/README.md)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {
+                k: v.strip() if isinstance(v, str) else v
+                for k, v in data.items()
+                if k in _EMPTY_IS_A_VALUE or not (isinstance(v, str) and not v.strip())
+            }
+        return data
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        """Every variable the model reads, in declaration order."""
+        return [f.json_schema_extra["env"] for f in cls.model_fields.values()]  # type: ignore[index]
+
+
+def settings() -> Settings:
+    """The settings from the environment now; a bad value is a readable ValueError."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "settings"
+            problems.append(f"{name}={error.get('input')!r}: {error['msg']}")
+        raise ValueError("bad docpipe setting: " + "; ".join(problems)) from None
+
+
+def default_of(field: str) -> Any:
+    """A field's default (for resource fields, so each default is written once)."""
+    return Settings.model_fields[field].get_default(call_default_factory=True)
+
+
+def docpipe_home(current: Settings | None = None) -> Path:
     """Where local state lives: the embedded database, storage folder, DAGSTER_HOME.
 
     `DOCPIPE_HOME`, else `.docpipe/` in the checkout when running from source, else
     `./.docpipe` under the working directory (never inside site-packages).
     """
-    raw = os.environ.get(ENV_HOME)
+    raw = (current or settings()).home
     if raw:
         home = Path(raw).expanduser()
     else:
         home = (CHECKOUT_ROOT if is_checkout() else Path.cwd()) / ".docpipe"
     return home.resolve()
-
-
-def env_str(name: str, default: str) -> str:
-    value = os.environ.get(name, "").strip()
-    return value or default
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from exc
-
-
-def env_float(name: str, default: float) -> float:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return float(value)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {value!r}") from exc
-
-
-# Local mocks answer to this key; it is not a secret (the real services need real keys).
-LOCAL_MOCK_API_KEY = "docpipe-local-key"
 
 
 @dataclass(frozen=True)
@@ -92,6 +216,11 @@ def is_local_url(url: str) -> bool:
     return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
+def env_name(field: str) -> str:
+    """The environment variable behind a settings field."""
+    return Settings.model_fields[field].json_schema_extra["env"]  # type: ignore[index]
+
+
 def api_key_value(env_name: str, base_url: str) -> str:
     """The key from the environment; the mocks' public key for a local URL when unset."""
     value = os.environ.get(env_name, "").strip()
@@ -100,20 +229,19 @@ def api_key_value(env_name: str, base_url: str) -> str:
     return value
 
 
-def service_settings() -> ServiceSettings:
-    home = docpipe_home()
+def service_settings(current: Settings | None = None) -> ServiceSettings:
+    s = current or settings()
+    home = docpipe_home(s)
     return ServiceSettings(
-        parser_base_url=env_str("LLAMAPARSE_BASE_URL", "http://127.0.0.1:8001").rstrip("/"),
-        parser_api_key_env="LLAMA_CLOUD_API_KEY",
-        embedder_base_url=env_str("OPENAI_BASE_URL", "http://127.0.0.1:8002/v1").rstrip("/"),
-        embedder_api_key_env="OPENAI_API_KEY",
-        embedding_model=env_str("DOCPIPE_EMBEDDING_MODEL", "text-embedding-3-small"),
-        embedding_dimensions=env_int("DOCPIPE_EMBEDDING_DIMENSIONS", 1536),
-        storage_backend=env_str("DOCPIPE_STORAGE_BACKEND", "folder"),
-        storage_dir=Path(env_str("DOCPIPE_STORAGE_DIR", str(home / "storage")))
-        .expanduser()
-        .resolve(),
-        storage_base_url=env_str("SUPABASE_URL", "http://127.0.0.1:8000").rstrip("/"),
-        storage_api_key_env="SUPABASE_SERVICE_KEY",
-        storage_bucket=env_str("DOCPIPE_STORAGE_BUCKET", "documents"),
+        parser_base_url=s.parser_base_url.rstrip("/"),
+        parser_api_key_env=env_name("parser_api_key"),
+        embedder_base_url=s.embedder_base_url.rstrip("/"),
+        embedder_api_key_env=env_name("embedder_api_key"),
+        embedding_model=s.embedding_model,
+        embedding_dimensions=s.embedding_dimensions or 1536,
+        storage_backend=s.storage_backend,
+        storage_dir=Path(s.storage_dir or str(home / "storage")).expanduser().resolve(),
+        storage_base_url=s.storage_base_url.rstrip("/"),
+        storage_api_key_env=env_name("storage_api_key"),
+        storage_bucket=s.storage_bucket,
     )

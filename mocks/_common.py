@@ -22,7 +22,6 @@ import asyncio
 import hmac
 import json
 import math
-import os
 import random
 import threading
 from collections.abc import Awaitable, Callable
@@ -35,9 +34,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from docpipe_dagster.config import LOCAL_MOCK_API_KEY, docpipe_home, settings
+
 AuthStyle = Literal["openai", "llamaparse", "supabase"]
 
-DEFAULT_API_KEY = "docpipe-local-key"
+DEFAULT_API_KEY = LOCAL_MOCK_API_KEY
 
 # Fault kinds the middleware applies itself; anything else is service-specific.
 GENERIC_FAULT_KINDS = frozenset(
@@ -52,10 +53,8 @@ _FAULT_KEYS = ("kind", "count", "probability", "path", "retry_after", "hang_seco
 
 
 def _default_api_key() -> str | None:
-    # Env overrides the default; an empty value or "none" disables auth.
-    raw = os.environ.get("DOCPIPE_MOCK_API_KEY")
-    if raw is None:
-        return DEFAULT_API_KEY
+    # DOCPIPE_MOCK_API_KEY overrides the default; an empty value or "none" disables auth.
+    raw = settings().mock_api_key
     return None if raw.strip().lower() in ("", "none") else raw
 
 
@@ -73,13 +72,14 @@ class MockSettings:
 
 def settings_from_env(**overrides: Any) -> MockSettings:
     """Settings from DOCPIPE_MOCK_* env vars; explicit non-None overrides win."""
-    kwargs: dict[str, Any] = {"api_key": _default_api_key()}
-    if (v := os.environ.get("DOCPIPE_MOCK_LATENCY_MS")) not in (None, ""):
-        kwargs["latency_ms"] = float(v)
-    if (v := os.environ.get("DOCPIPE_MOCK_JITTER_MS")) not in (None, ""):
-        kwargs["jitter_ms"] = float(v)
-    if (v := os.environ.get("DOCPIPE_MOCK_FAULTS")) not in (None, ""):
-        kwargs["faults"] = parse_faults(v)
+    current = settings()
+    kwargs: dict[str, Any] = {
+        "api_key": _default_api_key(),
+        "latency_ms": current.mock_latency_ms,
+        "jitter_ms": current.mock_jitter_ms,
+    }
+    if current.mock_faults:
+        kwargs["faults"] = parse_faults(current.mock_faults)
     for key, value in overrides.items():
         if key == "api_key" or value is not None:  # api_key=None legitimately disables auth
             kwargs[key] = value
@@ -100,7 +100,7 @@ def resolve_data_dir(settings: MockSettings) -> Path:
     """Where a mock keeps files: settings.data_dir or $DOCPIPE_HOME/mock-storage."""
     if settings.data_dir:
         return Path(settings.data_dir)
-    return Path(os.environ.get("DOCPIPE_HOME", ".docpipe")) / "mock-storage"
+    return docpipe_home() / "mock-storage"
 
 
 class FaultInjector:

@@ -8,6 +8,7 @@ a base URL on 127.0.0.1, the local mocks' well-known (non-secret) key is used.
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -17,13 +18,15 @@ from docpipe_dagster.clients.llamaparse import LlamaParseClient
 from docpipe_dagster.clients.storage import FolderStorage, StorageBackend, SupabaseStorage
 from docpipe_dagster.config import (
     LOCAL_MOCK_API_KEY,
-    env_float,
-    env_int,
+    Settings,
+    default_of,
     is_local_url,
     service_settings,
+    settings,
 )
 from docpipe_dagster.core.chunking import ChunkingConfig
 from docpipe_dagster.core.retry import RetryPolicy
+from docpipe_dagster.pipeline.commit import IndexSettings, megabytes
 from docpipe_dagster.pipeline.intake import IntakeConfig
 from docpipe_dagster.store.queries import Store, VectorSpace
 
@@ -99,7 +102,7 @@ class ParserResource(ApiResource):
 
     result_type: str = "markdown"
     poll_interval_s: float = 0.25
-    deadline_s: float = 600.0
+    deadline_s: float = default_of("parse_deadline_seconds")
     max_concurrency: int = 8
     retry_max_attempts: int = 5
 
@@ -126,7 +129,7 @@ class ParserResource(ApiResource):
 class EmbedderResource(ApiResource):
     """OpenAI embeddings API (the local mock by default)."""
 
-    model: str = "text-embedding-3-small"
+    model: str = default_of("embedding_model")
     dimensions: int = 1536
     send_dimensions: bool = False  # only v3 models accept `dimensions`
     max_inputs_per_request: int = 2048
@@ -153,17 +156,27 @@ class EmbedderResource(ApiResource):
 
 
 class PipelineSettings(dg.ConfigurableResource):
-    """Knobs of the pipeline itself (chunking, batching, retries)."""
+    """Knobs of the pipeline itself (chunking, batching, retries, the HNSW index).
 
-    chunk_max_chars: int = 1200
-    chunk_overlap_chars: int = 150
-    batch_max_files: int = 200
-    batch_max_bytes: int = 64 * 1024 * 1024
+    Defaults come from the settings model (docpipe_dagster.config), so each is written once.
+    """
+
+    chunk_max_chars: int = default_of("chunk_max_chars")
+    chunk_overlap_chars: int = default_of("chunk_overlap_chars")
+    batch_max_files: int = default_of("batch_max_files")
+    batch_max_bytes: int = default_of("batch_max_bytes")
     max_batches_per_tick: int = 5
-    settle_seconds: float = 1.0
-    max_file_bytes: int = 100 * 1024 * 1024
-    max_attempts: int = 3
-    retry_base_seconds: float = 30.0
+    settle_seconds: float = default_of("settle_seconds")
+    max_file_bytes: int = default_of("max_file_bytes")
+    max_attempts: int = default_of("max_attempts")
+    retry_base_seconds: float = default_of("retry_base_seconds")
+    # An in-flight job untouched this long belongs to a dead run (retry sensor, index rebuild).
+    stale_minutes: int = default_of("stale_minutes")
+    index_bulk_threshold: float = default_of("index_bulk_threshold")
+    index_maintenance_work_mem: str = default_of("index_maintenance_work_mem")
+    index_parallel_workers: int = default_of("index_parallel_workers")
+    commit_group_rows: int = default_of("commit_group_rows")
+    commit_workers: int = default_of("commit_workers")
 
     def chunking(self) -> ChunkingConfig:
         return ChunkingConfig(
@@ -178,6 +191,20 @@ class PipelineSettings(dg.ConfigurableResource):
             max_batches_per_tick=self.max_batches_per_tick,
         )
 
+    @property
+    def stale_after(self) -> timedelta:
+        return timedelta(minutes=self.stale_minutes)
+
+    def index(self) -> IndexSettings:
+        return IndexSettings(
+            bulk_threshold=self.index_bulk_threshold,
+            maintenance_work_mem_mb=megabytes(self.index_maintenance_work_mem),
+            parallel_workers=self.index_parallel_workers,
+            in_flight_within=self.stale_after,
+            group_rows=max(1, self.commit_group_rows),
+            workers=max(1, self.commit_workers),
+        )
+
 
 def api_key(env_name: str, base_url: str) -> str | dg.EnvVar:
     """The key as an EnvVar when set; the mocks' public key when talking to a local mock."""
@@ -189,54 +216,50 @@ def api_key(env_name: str, base_url: str) -> str | dg.EnvVar:
     return dg.EnvVar(env_name)
 
 
-def build_resources() -> dict[str, dg.ConfigurableResource]:
-    """Resources from the environment (see .env.example for every variable)."""
-    settings = service_settings()
-    if settings.storage_backend == "supabase":
+def build_resources(current: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
+    """Resources from the settings model (see .env.example for every variable)."""
+    s = current or settings()
+    services = service_settings(s)
+    if services.storage_backend == "supabase":
         storage: StorageResource = SupabaseStorageResource(
-            base_url=settings.storage_base_url,
-            api_key=api_key(settings.storage_api_key_env, settings.storage_base_url),
-            bucket=settings.storage_bucket,
+            base_url=services.storage_base_url,
+            api_key=api_key(services.storage_api_key_env, services.storage_base_url),
+            bucket=services.storage_bucket,
         )
-    elif settings.storage_backend == "folder":
-        storage = FolderStorageResource(root=str(settings.storage_dir))
+    elif services.storage_backend == "folder":
+        storage = FolderStorageResource(root=str(services.storage_dir))
     else:
         raise ValueError(
-            f"DOCPIPE_STORAGE_BACKEND must be 'folder' or 'supabase', got {settings.storage_backend!r}"
+            f"DOCPIPE_STORAGE_BACKEND must be 'folder' or 'supabase', got {services.storage_backend!r}"
         )
-    dims_env = os.environ.get("DOCPIPE_EMBEDDING_DIMENSIONS", "").strip()
-    native = MODEL_DIMENSIONS.get(settings.embedding_model)
-    dimensions = int(dims_env) if dims_env else native
+    native = MODEL_DIMENSIONS.get(s.embedding_model)
+    dimensions = s.embedding_dimensions or native
     if dimensions is None:
         raise ValueError(
-            f"set DOCPIPE_EMBEDDING_DIMENSIONS for embedding model {settings.embedding_model!r}"
+            f"set DOCPIPE_EMBEDDING_DIMENSIONS for embedding model {s.embedding_model!r}"
         )
+    knobs = {
+        name: getattr(s, name)
+        for name in PipelineSettings.model_fields
+        if name in Settings.model_fields
+    }
     return {
         "database": DatabaseResource(),
         "storage": storage,
         "parser": ParserResource(
-            base_url=settings.parser_base_url,
-            api_key=api_key(settings.parser_api_key_env, settings.parser_base_url),
-            deadline_s=env_float("DOCPIPE_PARSE_DEADLINE_SECONDS", 600.0),
+            base_url=services.parser_base_url,
+            api_key=api_key(services.parser_api_key_env, services.parser_base_url),
+            deadline_s=s.parse_deadline_seconds,
         ),
         "embedder": EmbedderResource(
-            base_url=settings.embedder_base_url,
-            api_key=api_key(settings.embedder_api_key_env, settings.embedder_base_url),
-            model=settings.embedding_model,
+            base_url=services.embedder_base_url,
+            api_key=api_key(services.embedder_api_key_env, services.embedder_base_url),
+            model=s.embedding_model,
             dimensions=dimensions,
-            send_dimensions=bool(dims_env) and dimensions != native,
-            vector_type=os.environ.get("DOCPIPE_VECTOR_TYPE", "").strip().lower(),
+            send_dimensions=s.embedding_dimensions is not None and dimensions != native,
+            vector_type=s.vector_type.lower(),
         ),
-        "pipeline_settings": PipelineSettings(
-            chunk_max_chars=env_int("DOCPIPE_CHUNK_MAX_CHARS", 1200),
-            chunk_overlap_chars=env_int("DOCPIPE_CHUNK_OVERLAP_CHARS", 150),
-            batch_max_files=env_int("DOCPIPE_BATCH_MAX_FILES", 200),
-            batch_max_bytes=env_int("DOCPIPE_BATCH_MAX_BYTES", 64 * 1024 * 1024),
-            settle_seconds=env_float("DOCPIPE_SETTLE_SECONDS", 1.0),
-            max_file_bytes=env_int("DOCPIPE_MAX_FILE_BYTES", 100 * 1024 * 1024),
-            max_attempts=env_int("DOCPIPE_MAX_ATTEMPTS", 3),
-            retry_base_seconds=env_float("DOCPIPE_RETRY_BASE_SECONDS", 30.0),
-        ),
+        "pipeline_settings": PipelineSettings(**knobs),
     }
 
 

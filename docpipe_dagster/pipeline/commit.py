@@ -5,7 +5,7 @@ group (a document is never split across groups), by a couple of connections at o
 group that fails is retried document by document so a bad document fails alone.
 
 The HNSW index: inserting rows one by one into the graph costs several times more than
-building it once after loading (DESIGN.md section 6). When the rows this batch and the
+building it once after loading (docs/ARCHITECTURE.md, the HNSW index). When the rows this batch and the
 other batches in flight bring are a large part of what the space's index already holds
 (`bulk_threshold`, or the index is empty), the index is dropped, the documents committed
 without it, and the last batch to finish builds it again in one pass with enough
@@ -15,20 +15,26 @@ slower (an exact scan). Small batches into a large index insert into it as usual
 
 from __future__ import annotations
 
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from docpipe_dagster.config import env_float, env_int, env_str
+from docpipe_dagster.config import default_of
 from docpipe_dagster.core.batching import pack
 from docpipe_dagster.pipeline.report import RetrySchedule, StageReport, batch_jobs, fail_job
-from docpipe_dagster.store.queries import IndexBuild, JobRow, Store, VectorSpace
+from docpipe_dagster.store.queries import (
+    BulkLoadPlan,
+    CommitOutcome,
+    IndexBuild,
+    JobRow,
+    Store,
+    VectorSpace,
+)
 
 
-def _megabytes(value: str) -> int:
+def megabytes(value: str) -> int:
     """'1GB', '512MB', '65536kB' or a plain number of MB -> MB."""
     match = re.fullmatch(r"\s*(\d+)\s*(kB|KB|MB|GB|TB)?\s*", value)
     if not match:
@@ -41,44 +47,30 @@ def _megabytes(value: str) -> int:
 
 @dataclass(frozen=True)
 class IndexSettings:
-    """How the commit stage treats the HNSW index (environment variables in brackets)."""
+    """How the commit stage treats the HNSW index (PipelineSettings.index() fills it from
+    resource config; the defaults and their variables are in docpipe_dagster.config)."""
 
     # Bulk load when incoming rows >= threshold x rows already indexed; `inf` never
-    # drops the index. [DOCPIPE_INDEX_BULK_THRESHOLD, 0.25]
-    bulk_threshold: float = 0.25
-    # Upper bound for a one-pass build. [DOCPIPE_INDEX_MAINTENANCE_WORK_MEM, 1GB]
-    maintenance_work_mem_mb: int = 1024
-    # Parallel workers for the build. [DOCPIPE_INDEX_PARALLEL_WORKERS, CPUs - 1, at most 4]
-    parallel_workers: int = max(0, min(4, (os.cpu_count() or 1) - 1))
+    # drops the index.
+    bulk_threshold: float = default_of("index_bulk_threshold")
+    # Upper bound for a one-pass build.
+    maintenance_work_mem_mb: int = megabytes(default_of("index_maintenance_work_mem"))
+    parallel_workers: int = default_of("index_parallel_workers")
     # In-flight jobs untouched for longer are dead runs: they do not hold the rebuild back.
-    in_flight_within: timedelta = timedelta(minutes=15)  # [DOCPIPE_STALE_MINUTES]
+    in_flight_within: timedelta = timedelta(minutes=default_of("stale_minutes"))
     # Commit groups: up to this many rows per transaction, this many connections at once.
-    group_rows: int = 2000  # [DOCPIPE_COMMIT_GROUP_ROWS]
-    workers: int = 2  # [DOCPIPE_COMMIT_WORKERS]
-
-    @classmethod
-    def from_env(cls) -> IndexSettings:
-        d = cls()
-        return cls(
-            bulk_threshold=env_float("DOCPIPE_INDEX_BULK_THRESHOLD", d.bulk_threshold),
-            maintenance_work_mem_mb=_megabytes(
-                env_str("DOCPIPE_INDEX_MAINTENANCE_WORK_MEM", f"{d.maintenance_work_mem_mb}MB")
-            ),
-            parallel_workers=env_int("DOCPIPE_INDEX_PARALLEL_WORKERS", d.parallel_workers),
-            in_flight_within=timedelta(minutes=env_int("DOCPIPE_STALE_MINUTES", 15)),
-            group_rows=max(1, env_int("DOCPIPE_COMMIT_GROUP_ROWS", d.group_rows)),
-            workers=max(1, env_int("DOCPIPE_COMMIT_WORKERS", d.workers)),
-        )
+    group_rows: int = default_of("commit_group_rows")
+    workers: int = default_of("commit_workers")
 
     def build(self) -> IndexBuild:
         return IndexBuild(self.maintenance_work_mem_mb, self.parallel_workers)
 
-    def wants_bulk(self, plan: dict[str, Any]) -> bool:
+    def wants_bulk(self, plan: BulkLoadPlan) -> bool:
         """Drop and rebuild rather than insert into the graph?"""
-        if plan["index_state"] != "ready":
+        if plan.index_state != "ready":
             return False
-        incoming = plan["incoming_rows"] + plan["pending_rows"]
-        return incoming > 0 and incoming >= self.bulk_threshold * plan["existing_rows"]
+        incoming = plan.incoming_rows + plan.pending_rows
+        return incoming > 0 and incoming >= self.bulk_threshold * plan.existing_rows
 
 
 def _groups(jobs: list[JobRow], max_rows: int) -> list[list[JobRow]]:
@@ -102,7 +94,7 @@ def commit_documents(
     max_attempts: int,
     index: IndexSettings | None = None,
 ) -> StageReport:
-    index = index or IndexSettings.from_env()
+    index = index or IndexSettings()
     report = StageReport("commit")
     jobs = batch_jobs(store, batch_key, ["embedded"], report)
     group_rows = index.group_rows
@@ -113,17 +105,17 @@ def commit_documents(
         )
         if index.wants_bulk(plan) and store.begin_bulk_load(space):
             report.count("index_dropped_for_bulk_load")
-        elif plan["index_state"] == "ready":
+        elif plan.index_state == "ready":
             # Inserting into the graph is the slow part: share it between the connections.
-            group_rows = min(group_rows, -(-plan["incoming_rows"] // index.workers) or 1)
-        report.count("index_rows_before", plan["existing_rows"])
+            group_rows = min(group_rows, -(-plan.incoming_rows // index.workers) or 1)
+        report.count("index_rows_before", plan.existing_rows)
 
-    def commit_group(group: list[JobRow]) -> list[tuple[JobRow, dict[str, Any] | Exception]]:
+    def commit_group(group: list[JobRow]) -> list[tuple[JobRow, CommitOutcome | Exception]]:
         try:
             outcomes = store.commit_documents(group, space)
             return [(job, outcomes[job.job_id]) for job in group]
         except Exception:  # isolate the failing document: commit them one by one
-            results: list[tuple[JobRow, dict[str, Any] | Exception]] = []
+            results: list[tuple[JobRow, CommitOutcome | Exception]] = []
             for job in group:
                 try:
                     results.append((job, store.commit_document(job, space)))
@@ -146,10 +138,10 @@ def commit_documents(
                         retryable=True,
                         retry=RetrySchedule(max_attempts=max_attempts),
                     )
-                elif outcome["committed"]:
+                elif outcome.committed:
                     report.succeeded += 1
-                    report.count("chunks", outcome["chunks"])
-                    report.count("chunks_replaced", outcome["replaced"])
+                    report.count("chunks", outcome.chunks)
+                    report.count("chunks_replaced", outcome.replaced)
                 else:
                     report.count("superseded")
 
@@ -157,9 +149,9 @@ def commit_documents(
     # the index; runs with nothing to commit take part too, so the index never stays
     # dropped because the batches that held it back ended up failing.
     built = store.finish_bulk_load(space, index.build(), index.in_flight_within)
-    if built and built.get("deferred"):
+    if built and built.deferred:
         report.count("index_rebuild_deferred")
     elif built:
-        report.count("index_rebuilt_rows", built["rows"])
-        report.count("index_build_seconds", built["seconds"])
+        report.count("index_rebuilt_rows", built.rows)
+        report.count("index_build_seconds", built.seconds)
     return report.finish()

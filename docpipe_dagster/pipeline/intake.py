@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from docpipe_dagster.clients.storage import StorageBackend, StoredObject
+from docpipe_dagster.config import default_of
 from docpipe_dagster.core.batching import pack
 from docpipe_dagster.core.hashing import sha256_bytes
 from docpipe_dagster.core.ids import batch_key as make_batch_key
@@ -29,9 +30,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IntakeConfig:
-    settle_seconds: float = 1.0
-    batch_max_files: int = 200
-    batch_max_bytes: int = 64 * 1024 * 1024
+    settle_seconds: float = default_of("settle_seconds")
+    batch_max_files: int = default_of("batch_max_files")
+    batch_max_bytes: int = default_of("batch_max_bytes")
     max_batches_per_tick: int = 5
     sync_deletions: bool = True
 

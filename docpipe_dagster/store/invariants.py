@@ -13,7 +13,8 @@ from datetime import timedelta
 
 import psycopg
 
-S = "upload_pipeline"
+from docpipe_dagster.config import default_of
+from docpipe_dagster.store.schema import S
 
 # The event that must close the story of a job in each final state.
 CLOSING_EVENTS = {
@@ -69,7 +70,7 @@ def check_invariants(
     conn: psycopg.Connection,
     *,
     live_batches: Collection[str] | None = None,
-    stale_after: timedelta = timedelta(minutes=15),
+    stale_after: timedelta | None = None,
     batch_key: str | None = None,
 ) -> InvariantReport:
     """Check every invariant (or only one batch's jobs). Read-only.
@@ -77,6 +78,8 @@ def check_invariants(
     An in-flight job is fine while its batch has a live run (`live_batches`, when the
     caller knows them) or, when the caller cannot tell, while it moved recently.
     """
+    if stale_after is None:
+        stale_after = timedelta(minutes=default_of("stale_minutes"))
     report = InvariantReport()
     # Scoped to one batch: its jobs, and the searchable rows of its jobs' documents.
     in_jobs = "(%(batch)s::text IS NULL OR j.batch_key = %(batch)s)"

@@ -9,7 +9,6 @@ whose content later changed is an error, not a silent divergence.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,9 @@ from pathlib import Path
 import psycopg
 
 from docpipe_dagster.bundled import bundled_path
+from docpipe_dagster.config import settings
+from docpipe_dagster.store.schema import SCHEMA
 
-SCHEMA = "upload_pipeline"
 # Arbitrary but fixed: every docpipe process migrating the same database takes this lock.
 MIGRATION_LOCK_ID = 7_402_118_553
 _FILE_PATTERN = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -45,7 +45,7 @@ class Migration:
 
 def sql_dir() -> Path:
     """The migrations: `DOCPIPE_SQL_DIR`, else those shipped with the package."""
-    raw = os.environ.get("DOCPIPE_SQL_DIR", "").strip()
+    raw = settings().sql_dir
     return Path(raw) if raw else bundled_path("sql")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,8 @@ from psycopg import sql
 
 from docpipe_dagster.config import (
     ENV_DAGSTER_DATABASE_URL,
-    ENV_DATABASE_URL,
     docpipe_home,
+    settings,
 )
 
 log = logging.getLogger(__name__)
@@ -132,9 +131,10 @@ def stop_embedded(home: Path | None = None) -> bool:
 
 def resolve_database(start: bool = True) -> DatabaseTarget:
     """The configured database, starting the embedded server when needed (and allowed)."""
-    external = os.environ.get(ENV_DATABASE_URL, "").strip()
+    current = settings()
+    external = current.database_url
     if external:
-        dagster_url = os.environ.get(ENV_DAGSTER_DATABASE_URL, "").strip()
+        dagster_url = current.dagster_database_url
         if not dagster_url:
             dagster_url = replace_database(external, f"{database_name(external)}_dagster")
             try:

@@ -3,6 +3,7 @@ small batches, rebuilt after a crash, and kept whole while batches are still in 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from docpipe_dagster.defs.resources import build_resources
 from docpipe_dagster.pipeline.commit import IndexSettings, commit_documents
 from docpipe_dagster.runner import ingest_pending
-from docpipe_dagster.store.queries import VectorSpace
+from docpipe_dagster.store.queries import BulkLoadPlan, VectorSpace
 from docpipe_dagster_tests.defs.conftest import Pipeline, batch_keys, tick
 
 TOPICS = ["lighthouse lamps", "glacier crampons", "sourdough starter", "violin varnish"]
@@ -111,7 +112,7 @@ def test_bulk_mode_can_be_turned_off(pipeline: Pipeline, monkeypatch: pytest.Mon
     monkeypatch.setenv("DOCPIPE_INDEX_BULK_THRESHOLD", "inf")
     for i in range(2):
         pipeline.write(f"notes/{i}.md", doc(i))
-    (outcome,) = ingest_pending(resources=pipeline.resources, instance=pipeline.instance)
+    (outcome,) = ingest_pending(resources=build_resources(), instance=pipeline.instance)
     assert outcome.success
     meta = commit_metadata(pipeline, outcome.run_id)
     assert "index_dropped_for_bulk_load" not in meta and "index_rebuilt_rows" not in meta
@@ -120,12 +121,12 @@ def test_bulk_mode_can_be_turned_off(pipeline: Pipeline, monkeypatch: pytest.Mon
 
 def test_when_a_bulk_load_pays() -> None:
     settings = IndexSettings(bulk_threshold=0.25)
-    plan = {"index_state": "ready", "existing_rows": 1000, "incoming_rows": 100, "pending_rows": 0}
+    plan = BulkLoadPlan(index_state="ready", existing_rows=1000, incoming_rows=100, pending_rows=0)
     assert not settings.wants_bulk(plan)
-    assert settings.wants_bulk({**plan, "pending_rows": 200})  # the batches still to come count
-    assert settings.wants_bulk({**plan, "existing_rows": 0})
-    assert not settings.wants_bulk({**plan, "index_state": "off", "existing_rows": 0})
-    assert not IndexSettings(bulk_threshold=float("inf")).wants_bulk({**plan, "existing_rows": 0})
+    assert settings.wants_bulk(replace(plan, pending_rows=200))  # the batches still to come count
+    assert settings.wants_bulk(replace(plan, existing_rows=0))
+    assert not settings.wants_bulk(replace(plan, index_state="off", existing_rows=0))
+    assert not IndexSettings(bulk_threshold=float("inf")).wants_bulk(replace(plan, existing_rows=0))
 
 
 def test_a_halfvec_index_is_built_and_searched(

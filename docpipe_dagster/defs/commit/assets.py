@@ -46,6 +46,7 @@ def searchable_chunks(
         context.partition_key,
         space=embedder.space(),
         max_attempts=pipeline_settings.max_attempts,
+        index=pipeline_settings.index(),
     )
     batch = store.batch_report(context.partition_key)
     yield dg.MaterializeResult(
@@ -67,7 +68,7 @@ def searchable_chunks(
         },
     )
     # One pass over the batch's invariants drives the four checks below.
-    with store.pool.connection() as conn:
+    with store.connection() as conn:
         invariants = check_invariants(
             conn, batch_key=context.partition_key, live_batches={context.partition_key}
         )

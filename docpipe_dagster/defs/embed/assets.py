@@ -64,14 +64,14 @@ def chunk_embeddings(
     check = store.embedding_check(context.partition_key, space)
     yield dg.AssetCheckResult(
         check_name=VECTORS_MATCH_CHUNKS,
-        passed=check["chunks_without_vector"] == 0,
+        passed=check.chunks_without_vector == 0,
         metadata={
-            "chunks_without_vector": check["chunks_without_vector"],
-            "vectors": check["vectors"],
+            "chunks_without_vector": check.chunks_without_vector,
+            "vectors": check.vectors,
         },
     )
     yield dg.AssetCheckResult(
         check_name=DIMENSIONS_MATCH_MODEL,
-        passed=check["vectors_wrong_space"] == 0,
-        metadata={"vectors_wrong_space": check["vectors_wrong_space"], "dimensions": space.dims},
+        passed=check.vectors_wrong_space == 0,
+        metadata={"vectors_wrong_space": check.vectors_wrong_space, "dimensions": space.dims},
     )

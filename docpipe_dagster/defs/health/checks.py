@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterable
 
 import dagster as dg
 
-from docpipe_dagster.config import env_int
+from docpipe_dagster.config import settings
 from docpipe_dagster.health import CheckResult, database_checks, service_checks
 
 SERVICES = {
@@ -17,7 +17,7 @@ SERVICES = {
     "embedder": ("openai", "The OpenAI embeddings API (or its local mock)."),
     "storage": ("storage", "Where files land: a folder or the Supabase Storage API."),
 }
-HEALTH_INTERVAL_SECONDS = env_int("DOCPIPE_HEALTH_INTERVAL_SECONDS", 30)
+HEALTH_INTERVAL_SECONDS = settings().health_interval_seconds
 
 
 def service_key(name: str) -> dg.AssetKey:

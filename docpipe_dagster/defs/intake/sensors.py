@@ -5,19 +5,20 @@ summary (a high-water mark of file mtimes and the last tick's counts) for the UI
 """
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import dagster as dg
 
-from docpipe_dagster.config import env_int
+from docpipe_dagster.config import settings
 from docpipe_dagster.core.ids import batch_key as make_batch_key
 from docpipe_dagster.defs.partitions import INGEST_JOB, batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, PipelineSettings, StorageResource
 from docpipe_dagster.pipeline.intake import scan_storage
 
-INTAKE_INTERVAL_SECONDS = env_int("DOCPIPE_SENSOR_INTERVAL_SECONDS", 2)
-RETRY_INTERVAL_SECONDS = env_int("DOCPIPE_RETRY_INTERVAL_SECONDS", 30)
-STALE_AFTER = timedelta(minutes=env_int("DOCPIPE_STALE_MINUTES", 15))
+# Sensor intervals are arguments of the decorators, so they are read when the definitions
+# load (a restart of the code location picks up a change).
+INTAKE_INTERVAL_SECONDS = settings().sensor_interval_seconds
+RETRY_INTERVAL_SECONDS = settings().retry_interval_seconds
 
 
 def _cursor(raw: str | None) -> dict:
@@ -100,7 +101,9 @@ def retry_sensor(
         if store.requeue([j.job_id for j in due], key, "transient failure, backoff elapsed"):
             batches.append(key)
 
-    candidates = store.stale_in_flight(STALE_AFTER, pipeline_settings.batch_max_files)
+    candidates = store.stale_in_flight(
+        pipeline_settings.stale_after, pipeline_settings.batch_max_files
+    )
     # One run lookup per batch, not per job: a dead batch's jobs all share its key.
     live = {b: _batch_has_live_run(context.instance, b) for b in {j.batch_key for j in candidates}}
     stale = [job for job in candidates if not live[job.batch_key]]
