@@ -1,12 +1,14 @@
-"""Run the asset graph in-process for pending batches (`docpipe ingest`, tests, benchmarks).
+"""Run the `ingest_batch` job in-process for pending batches (`docpipe ingest`, tests, benchmarks).
 
-The same assets and resources as under the daemon, executed with `dg.materialize`, so a
-user gets identical behaviour without a webserver. When DAGSTER_HOME points at the
-Postgres-backed instance, the runs are recorded there and show up in the UI too.
+The job comes from `definitions.defs()`, the same Definitions the daemon loads, executed
+with `execute_in_process`; only the resources may be swapped (a test's database, other
+settings). When DAGSTER_HOME points at the Postgres-backed instance, the runs are recorded
+there and show up in the UI too.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -14,22 +16,33 @@ from typing import Any
 
 import dagster as dg
 
-from docpipe_dagster.defs.chunk.assets import document_chunks
-from docpipe_dagster.defs.commit.assets import searchable_chunks
-from docpipe_dagster.defs.embed.assets import chunk_embeddings
-from docpipe_dagster.defs.intake.assets import raw_documents
-from docpipe_dagster.defs.parse.assets import parsed_documents
-from docpipe_dagster.defs.partitions import BATCHES
+from docpipe_dagster.defs.partitions import BATCHES, INGEST_JOB
 from docpipe_dagster.defs.resources import PipelineSettings, build_resources
 from docpipe_dagster.pipeline.intake import IntakeConfig, IntakeResult, scan_storage
 
-PIPELINE_ASSETS = [
-    raw_documents,
-    parsed_documents,
-    document_chunks,
-    chunk_embeddings,
-    searchable_chunks,
-]
+
+@functools.cache
+def _definitions() -> dg.Definitions:
+    # Loaded once per process: building the component tree imports every defs module.
+    from docpipe_dagster.definitions import defs
+
+    return defs()
+
+
+def ingest_job(resources: Mapping[str, Any] | None = None) -> dg.JobDefinition:
+    """The production `ingest_batch` job, bound to these resources (default: from settings)."""
+    loaded = _definitions()
+    bound = dg.Definitions(
+        assets=loaded.assets,
+        asset_checks=loaded.asset_checks,
+        jobs=loaded.jobs,
+        sensors=loaded.sensors,
+        schedules=loaded.schedules,
+        executor=loaded.executor,
+        loggers=loaded.loggers,
+        resources={**(loaded.resources or {}), **dict(resources or build_resources())},
+    )
+    return bound.resolve_job_def(INGEST_JOB)
 
 
 @dataclass
@@ -57,10 +70,8 @@ def run_batch(
     instance = instance or open_instance()
     if not instance.has_dynamic_partition(BATCHES, batch_key):
         instance.add_dynamic_partitions(BATCHES, [batch_key])
-    result = dg.materialize(
-        PIPELINE_ASSETS,
+    result = ingest_job(resources).execute_in_process(
         partition_key=batch_key,
-        resources=dict(resources or build_resources()),
         instance=instance,
         raise_on_error=False,
         tags={"docpipe/reason": "docpipe ingest"},

@@ -15,7 +15,7 @@ from docpipe_dagster.core.retry import RetryPolicy
 from docpipe_dagster.defs.intake.sensors import retry_sensor
 from docpipe_dagster.defs.partitions import BATCHES
 from docpipe_dagster.defs.resources import EmbedderResource, PipelineSettings
-from docpipe_dagster.runner import PIPELINE_ASSETS, ingest_pending
+from docpipe_dagster.runner import ingest_job, ingest_pending
 from docpipe_dagster_tests.defs.conftest import Pipeline, batch_keys, tick
 
 MAX_ATTEMPTS = 3
@@ -168,8 +168,10 @@ def test_documents_stuck_in_flight_resume_in_a_new_batch(
     (batch,) = batch_keys(tick(pipeline, None, resources))
     # A run that got as far as parsing, then died.
     pipeline.instance.add_dynamic_partitions(BATCHES, [batch])
-    partial = dg.materialize(
-        PIPELINE_ASSETS[:2], partition_key=batch, resources=resources, instance=pipeline.instance
+    partial = ingest_job(resources).execute_in_process(
+        partition_key=batch,
+        instance=pipeline.instance,
+        asset_selection=[dg.AssetKey("raw_documents"), dg.AssetKey("parsed_documents")],
     )
     assert partial.success
     assert {j["state"] for j in pipeline.jobs().values()} == {"parsed"}
