@@ -28,7 +28,12 @@ import httpx
 
 from docpipe_dagster.clients._http import AsyncApiClient
 from docpipe_dagster.core.batching import pack
-from docpipe_dagster.core.retry import RetryPolicy, is_retryable_status
+from docpipe_dagster.core.retry import (
+    RetryPolicy,
+    ServiceError,
+    call_with_retries_async,
+    is_retryable_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +60,8 @@ def estimate_tokens(text: str) -> int:
     return max(len(_TOKEN_RE.findall(text)), math.ceil(len(text.encode("utf-8")) / 3))
 
 
-class EmbeddingError(Exception):
+class EmbeddingError(ServiceError):
     """A failed embeddings call. `retryable` says whether trying again later may help."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool,
-        status: int | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retryable = retryable
-        self.status = status
-        self.code = code
 
 
 class EmbeddingInputError(EmbeddingError):
@@ -249,50 +240,39 @@ class EmbeddingsClient(AsyncApiClient):
             payload["dimensions"] = self.dimensions
         client = self._http()
         assert self._sem is not None
-        attempt = 0
-        while True:
-            attempt += 1
+        sem = self._sem
+
+        async def attempt() -> list[list[float]]:
             counters.requests += 1
-            headers: httpx.Headers | None = None
             try:
-                async with self._sem:  # only the HTTP exchange holds a slot, not the backoff
+                async with sem:  # only the HTTP exchange holds a slot, not the backoff
                     resp = await client.post("/embeddings", json=payload)
             except httpx.HTTPError as exc:  # timeouts, connection errors, protocol errors
-                error = EmbeddingError(self._transport_message(exc), retryable=True)
-            else:
-                headers = resp.headers
-                if resp.status_code == 200:
-                    try:
-                        vectors, tokens = self._parse(resp, len(inputs))
-                    except EmbeddingError as exc:
-                        error = exc
-                    else:
-                        counters.prompt_tokens += tokens
-                        return vectors
-                else:
-                    error = self._error_from(resp)
-                    if error.status == 413 or (
-                        error.status == 400 and self._is_input_problem(resp, error)
-                    ):
-                        raise _InputProblem(error)
-                    if not error.retryable:
-                        raise error
-            if not self.retry_policy.should_retry(attempt):
-                raise EmbeddingError(
-                    f"{error.message} (gave up after {attempt} attempts)",
-                    retryable=error.retryable,
-                    status=error.status,
-                    code=error.code,
-                )
-            delay = self.retry_policy.delay(attempt, headers, rng=self._rng)
-            log.warning(
-                "embeddings: attempt %d failed (%s); retrying in %.3fs",
-                attempt,
-                error.message,
-                delay,
-            )
+                raise EmbeddingError(self._transport_message(exc), retryable=True) from None
+            if resp.status_code == 200:
+                try:
+                    vectors, tokens = self._parse(resp, len(inputs))
+                except EmbeddingError as exc:
+                    exc.headers = dict(resp.headers)
+                    raise
+                counters.prompt_tokens += tokens
+                return vectors
+            error = self._error_from(resp)
+            if error.status == 413 or (error.status == 400 and self._is_input_problem(resp, error)):
+                raise _InputProblem(error)
+            raise error
+
+        def count_retry(_: ServiceError) -> None:
             counters.retries += 1
-            await asyncio.sleep(delay)
+
+        return await call_with_retries_async(
+            attempt,
+            self.retry_policy,
+            service="embeddings",
+            logger=log,
+            rng=self._rng,
+            on_retry=count_retry,
+        )
 
     # --- response handling -----------------------------------------------------------------
     def _redact(self, text: str) -> str:
@@ -322,6 +302,7 @@ class EmbeddingsClient(AsyncApiClient):
             retryable=retryable,
             status=status,
             code=code,
+            headers=resp.headers,
         )
 
     @staticmethod

@@ -20,17 +20,22 @@ import re
 import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import httpx
 
-from docpipe_dagster.core.retry import RetryPolicy, is_retryable_status
+from docpipe_dagster.core.retry import (
+    RetryPolicy,
+    ServiceError,
+    call_with_retries,
+    is_retryable_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +61,11 @@ class StoredObject:
     etag: str | None
 
 
-class StorageError(Exception):
-    """A storage operation failed. `retryable` says whether trying again later may help."""
+_T = TypeVar("_T")
 
-    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.retryable = retryable
-        self.status = status
+
+class StorageError(ServiceError):
+    """A storage operation failed. `retryable` says whether trying again later may help."""
 
 
 class InvalidKeyError(StorageError, ValueError):
@@ -395,46 +397,44 @@ class SupabaseStorage:
                 status = inner
         return status, message
 
-    def _request(self, method: str, url: str, *, expect_json: bool = True, **kw: Any) -> Any:
-        """Send with retries; returns parsed JSON (or the response when expect_json=False)."""
-        attempt = 0
-        while True:
-            attempt += 1
-            retry_headers: dict[str, str] | None = None
+    def _send(self, method: str, url: str, *, expect_json: bool = True, **kw: Any) -> Any:
+        """One attempt: parsed JSON (or the response when expect_json=False), else a
+        StorageError that says whether another attempt may help."""
+        try:
+            resp = self._http.request(method, url, **kw)
+        except httpx.TimeoutException:
+            raise StorageError(f"{method} {url} timed out", retryable=True) from None
+        except httpx.TransportError as exc:
+            raise StorageError(
+                f"{method} {url} failed: cannot reach {self.base_url} ({type(exc).__name__})",
+                retryable=True,
+            ) from None
+        if resp.status_code < 300:
+            if not expect_json:
+                return resp
             try:
-                resp = self._http.request(method, url, **kw)
-            except httpx.TimeoutException:
-                problem = StorageError(f"{method} {url} timed out", retryable=True)
-            except httpx.TransportError as exc:
-                problem = StorageError(
-                    f"{method} {url} failed: cannot reach {self.base_url} ({type(exc).__name__})",
-                    retryable=True,
-                )
-            else:
-                if resp.status_code < 300:
-                    if not expect_json:
-                        return resp
-                    try:
-                        return resp.json()
-                    except ValueError:
-                        problem = StorageError(
-                            f"{method} {url}: malformed JSON in the response", retryable=True
-                        )
-                else:
-                    status, message = self._body_status(resp)
-                    retryable = status != 409 and is_retryable_status(status)
-                    cls = ObjectNotFoundError if status == 404 else StorageError
-                    problem = cls(
-                        f"{method} {url} -> {status}: {message}",
-                        retryable=retryable,
-                        status=status,
-                    )
-                    retry_headers = dict(resp.headers)
-            if not problem.retryable or not self.retry_policy.should_retry(attempt):
-                raise problem
-            delay = self.retry_policy.delay(attempt, retry_headers, rng=self._rng)
-            log.info("storage: %s; retry %d in %.2fs", problem.message, attempt, delay)
-            time.sleep(delay)
+                return resp.json()
+            except ValueError:
+                raise StorageError(
+                    f"{method} {url}: malformed JSON in the response", retryable=True
+                ) from None
+        status, message = self._body_status(resp)
+        cls = ObjectNotFoundError if status == 404 else StorageError
+        raise cls(
+            f"{method} {url} -> {status}: {message}",
+            retryable=status != 409 and is_retryable_status(status),
+            status=status,
+            headers=resp.headers,
+        )
+
+    def _retrying(self, attempt: Callable[[], _T]) -> _T:
+        return call_with_retries(
+            attempt, self.retry_policy, service="storage", logger=log, rng=self._rng
+        )
+
+    def _request(self, method: str, url: str, *, expect_json: bool = True, **kw: Any) -> Any:
+        """_send with retries."""
+        return self._retrying(lambda: self._send(method, url, expect_json=expect_json, **kw))
 
     def ensure_bucket(self) -> None:
         """Create the bucket unless it exists (a concurrent creator is fine)."""
@@ -501,11 +501,11 @@ class SupabaseStorage:
     def read(self, key: str) -> bytes:
         key = self._key(key)
         self.ensure_bucket()
-        for attempt in range(1, self.retry_policy.max_attempts + 1):
+
+        def download() -> bytes:
+            # One GET per attempt, ETag check included (not retries nested in retries).
             try:
-                resp = self._request(
-                    "GET", self._object_url(key, "authenticated"), expect_json=False
-                )
+                resp = self._send("GET", self._object_url(key, "authenticated"), expect_json=False)
             except ObjectNotFoundError:
                 raise ObjectNotFoundError(f"no object {key!r} in {self.describe()}") from None
             # A single-part upload's ETag is the MD5 of the bytes: check it, so a body cut or
@@ -513,9 +513,9 @@ class SupabaseStorage:
             etag = resp.headers.get("etag", "").strip('"').lower()
             if not _MD5_HEX.fullmatch(etag) or hashlib.md5(resp.content).hexdigest() == etag:
                 return resp.content
-            log.info("storage: download of %r does not match its ETag (try %d)", key, attempt)
-            time.sleep(self.retry_policy.delay(attempt, rng=self._rng))
-        raise StorageError(f"download of {key!r} kept failing its ETag check", retryable=True)
+            raise StorageError(f"download of {key!r} does not match its ETag", retryable=True)
+
+        return self._retrying(download)
 
     def write(self, key: str, data: bytes) -> StoredObject:
         key = self._key(key)

@@ -1,4 +1,9 @@
-"""Retry policy for calls to external services (pure logic, no dagster, no I/O).
+"""Retries for calls to external services: the policy, the error base, one helper (no dagster).
+
+Every client makes ONE attempt in a function that raises a `ServiceError` (its own
+subclass: the client classifies its errors, nothing else) and hands it to
+`call_with_retries` / `call_with_retries_async`, which wait, log and give up the same way
+for every service.
 
 Exponential backoff with *full jitter* (delay ~ uniform(0, min(cap, base * 2**(n-1)))), which
 spreads concurrent retries out instead of synchronising them. A delay the server asks for
@@ -8,11 +13,17 @@ retrying earlier than the server allows only earns another 429.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import email.utils
+import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import tenacity
 
 # 408 timeout, 409 conflict (lock contention), 429 rate limit, 5xx server trouble.
 _RETRYABLE_STATUSES = frozenset({408, 409, 429})
@@ -103,3 +114,128 @@ class RetryPolicy:
         if server is not None:
             return min(server, self.max_server_delay_s)
         return self.backoff(attempt, rng)
+
+
+class ServiceError(Exception):
+    """Base of every client's errors: what went wrong and whether trying again may help.
+
+    `retryable`: a later attempt may succeed (timeouts, 429, 5xx, a mangled body);
+    `status`: the HTTP status when there was a response; `code`: the API's error code;
+    `headers`: the response headers, so a retry honours the server's Retry-After.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        status: int | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.code = code
+        self.headers = dict(headers) if headers is not None else None
+
+    def gave_up(self, attempts: int) -> ServiceError:
+        """The same error, saying how many attempts it outlasted (same class and fields)."""
+        error = copy.copy(self)
+        error.message = f"{self.message} (gave up after {attempts} attempts)"
+        error.args = (error.message,)
+        return error
+
+
+_T = TypeVar("_T")
+
+
+def _retrying_kwargs(
+    policy: RetryPolicy,
+    service: str,
+    logger: logging.Logger,
+    rng: random.Random | None,
+    on_retry: Callable[[ServiceError], None] | None,
+) -> dict[str, Any]:
+    def wait(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        headers = error.headers if isinstance(error, ServiceError) else None
+        return policy.delay(state.attempt_number, headers, rng=rng)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        assert isinstance(error, ServiceError)
+        delay = state.next_action.sleep if state.next_action else 0.0
+        # The delay is the last argument: the fault-matrix tests read it from the record.
+        logger.warning(
+            "%s: attempt %d failed (%s); retrying in %.3fs",
+            service,
+            state.attempt_number,
+            error.message,
+            delay,
+        )
+        if on_retry is not None:
+            on_retry(error)
+
+    return {
+        "stop": tenacity.stop_after_attempt(policy.max_attempts),
+        "wait": wait,
+        "retry": tenacity.retry_if_exception(
+            lambda exc: isinstance(exc, ServiceError) and exc.retryable
+        ),
+        "before_sleep": before_sleep,
+        "reraise": True,
+    }
+
+
+def _gave_up(error: ServiceError, attempts: int) -> ServiceError:
+    # A non-retryable error is the answer, not a give-up.
+    return error.gave_up(attempts) if error.retryable else error
+
+
+def call_with_retries(
+    attempt: Callable[[], _T],
+    policy: RetryPolicy,
+    *,
+    service: str,
+    logger: logging.Logger,
+    rng: random.Random | None = None,
+    on_retry: Callable[[ServiceError], None] | None = None,
+) -> _T:
+    """Run `attempt()` until it returns, raises a non-retryable error, or `policy` runs out.
+
+    `attempt` makes ONE try and raises a `ServiceError` (subclass) on failure; anything
+    else propagates at once. Waits follow `policy.delay` (jittered exponential backoff; a
+    server's `retry-after-ms` / `Retry-After` from `error.headers` wins). Each retry is
+    logged at WARNING on `logger` as "<service>: attempt N failed (...); retrying in Ds",
+    then `on_retry(error)` is called (e.g. to count it). When the attempts run out the last
+    error is raised with "(gave up after N attempts)" appended. See call_with_retries_async
+    for coroutines.
+    """
+    retrying = tenacity.Retrying(
+        sleep=time.sleep, **_retrying_kwargs(policy, service, logger, rng, on_retry)
+    )
+    try:
+        return retrying(attempt)
+    except ServiceError as error:
+        raise _gave_up(error, retrying.statistics.get("attempt_number", 1)) from None
+
+
+async def call_with_retries_async(
+    attempt: Callable[[], Awaitable[_T]],
+    policy: RetryPolicy,
+    *,
+    service: str,
+    logger: logging.Logger,
+    rng: random.Random | None = None,
+    on_retry: Callable[[ServiceError], None] | None = None,
+) -> _T:
+    """call_with_retries for a coroutine function (the wait is an asyncio.sleep)."""
+    retrying = tenacity.AsyncRetrying(
+        sleep=asyncio.sleep, **_retrying_kwargs(policy, service, logger, rng, on_retry)
+    )
+    try:
+        return await retrying(attempt)
+    except ServiceError as error:
+        raise _gave_up(error, retrying.statistics.get("attempt_number", 1)) from None

@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import logging
 import random
+import time
 
 import pytest
 
-from docpipe_dagster.core.retry import RetryPolicy, is_retryable_status, parse_retry_after
+from docpipe_dagster.core.retry import (
+    RetryPolicy,
+    ServiceError,
+    call_with_retries,
+    call_with_retries_async,
+    is_retryable_status,
+    parse_retry_after,
+)
 
 
 @pytest.mark.parametrize(
@@ -103,3 +113,93 @@ def test_invalid_policy_rejected() -> None:
         RetryPolicy(max_attempts=0)
     with pytest.raises(ValueError):
         RetryPolicy(base_delay_s=-1)
+
+
+# --- the shared helper ---------------------------------------------------------------------
+
+FAST = RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.002, jitter=False)
+
+
+class _Flaky(ServiceError):
+    pass
+
+
+def test_helper_retries_transient_errors_and_honours_retry_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[float] = []
+
+    def attempt() -> str:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise _Flaky("busy", retryable=True, status=429, headers={"retry-after-ms": "150"})
+        return "ok"
+
+    caplog.set_level(logging.WARNING, logger="test.retry")
+    assert (
+        call_with_retries(attempt, FAST, service="svc", logger=logging.getLogger("test.retry"))
+        == "ok"
+    )
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.14
+    (record,) = [r for r in caplog.records if r.name == "test.retry"]
+    assert record.getMessage().startswith("svc: attempt 1 failed (busy); retrying in 0.150s")
+
+
+def test_helper_gives_up_with_the_last_error_and_its_class() -> None:
+    seen: list[ServiceError] = []
+
+    def attempt() -> None:
+        raise _Flaky("down", retryable=True, status=503)
+
+    with pytest.raises(_Flaky, match=r"^down \(gave up after 3 attempts\)$") as info:
+        call_with_retries(
+            attempt, FAST, service="svc", logger=logging.getLogger("t"), on_retry=seen.append
+        )
+    assert info.value.status == 503 and info.value.retryable
+    assert len(seen) == 2  # two retries between three attempts
+
+
+def test_helper_does_not_retry_what_cannot_succeed() -> None:
+    calls = 0
+
+    def attempt() -> None:
+        nonlocal calls
+        calls += 1
+        raise _Flaky("bad key", retryable=False, status=401)
+
+    with pytest.raises(_Flaky, match=r"^bad key$"):
+        call_with_retries(attempt, FAST, service="svc", logger=logging.getLogger("t"))
+    assert calls == 1
+
+
+def test_helper_lets_other_exceptions_through_at_once() -> None:
+    calls = 0
+
+    async def attempt() -> None:
+        nonlocal calls
+        calls += 1
+        raise KeyError("not a service error")
+
+    with pytest.raises(KeyError):
+        asyncio.run(
+            call_with_retries_async(attempt, FAST, service="svc", logger=logging.getLogger("t"))
+        )
+    assert calls == 1
+
+
+def test_async_helper_retries() -> None:
+    calls = 0
+
+    async def attempt() -> int:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise _Flaky("flaky", retryable=True)
+        return calls
+
+    assert (
+        asyncio.run(
+            call_with_retries_async(attempt, FAST, service="svc", logger=logging.getLogger("t"))
+        )
+        == 3
+    )
