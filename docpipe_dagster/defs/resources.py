@@ -6,6 +6,7 @@ a base URL on 127.0.0.1, the local mocks' well-known (non-secret) key is used.
 """
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -34,7 +35,9 @@ from docpipe_dagster.store.queries import Store, VectorSpace
 class DatabaseResource(dg.ConfigurableResource):
     """The pipeline's Postgres: DOCPIPE_DATABASE_URL, else the embedded server.
 
-    The URL is read from the environment at run time and never stored in config.
+    The URL is read from the environment at run time and never stored in config. The pool
+    opens on first use and closes with the run (or sensor tick). Migrations are not run
+    here: a startup check (once per process) refuses a database that lacks one.
     """
 
     max_connections: int = 8
@@ -42,9 +45,9 @@ class DatabaseResource(dg.ConfigurableResource):
 
     def store(self) -> Store:
         if self._store is None:
-            from docpipe_dagster.store.server import ready_database
+            from docpipe_dagster.store.server import checked_database
 
-            self._store = Store.open(ready_database().url, max_size=self.max_connections)
+            self._store = Store.open(checked_database().url, max_size=self.max_connections)
         return self._store
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -53,17 +56,33 @@ class DatabaseResource(dg.ConfigurableResource):
             self._store = None
 
 
-class StorageResource(dg.ConfigurableResource):
-    """Where files land. Subclasses: a local folder, or the Supabase Storage API."""
+class StorageResource(dg.ConfigurableResource, ABC):
+    """Where files land. Subclasses: a local folder, or the Supabase Storage API.
+
+    `open()` gives the run's (or tick's) one backend, made on first use and closed with it.
+    """
+
+    _backend: StorageBackend | None = PrivateAttr(default=None)
+
+    @abstractmethod
+    def _connect(self) -> StorageBackend: ...
 
     def open(self) -> StorageBackend:
-        raise NotImplementedError
+        if self._backend is None:
+            self._backend = self._connect()
+        return self._backend
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        backend, self._backend = self._backend, None
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
 
 
 class FolderStorageResource(StorageResource):
     root: str
 
-    def open(self) -> StorageBackend:
+    def _connect(self) -> StorageBackend:
         os.makedirs(self.root, exist_ok=True)
         return FolderStorage(self.root)
 
@@ -71,11 +90,11 @@ class FolderStorageResource(StorageResource):
 class SupabaseStorageResource(StorageResource):
     base_url: str
     api_key: str
-    bucket: str = "documents"
+    bucket: str = default_of("storage_bucket")
 
-    def open(self) -> StorageBackend:
+    def _connect(self) -> StorageBackend:
         backend = SupabaseStorage(self.base_url, self.api_key, self.bucket)
-        backend.ensure_bucket()
+        backend.ensure_bucket()  # once per run or tick, not per call
         return backend
 
 

@@ -164,6 +164,29 @@ def redact_url(url: str) -> str:
     return url
 
 
+# Databases this process has found migrated (the check runs once per process and URL).
+_CHECKED: set[str] = set()
+
+
+def checked_database(start: bool = True) -> DatabaseTarget:
+    """The configured database, started if embedded, checked (once per process) to have
+    every migration applied. Runs and sensor ticks use this; they never migrate: that is
+    `docpipe db start|migrate` and `docpipe dev`."""
+    from docpipe_dagster.store.migrate import pending
+
+    target = resolve_database(start=start)
+    if target.url not in _CHECKED:
+        missing = pending(target.url)
+        if missing:
+            names = ", ".join(m.path.name for m in missing)
+            raise RuntimeError(
+                f"the database is missing {len(missing)} migration(s) ({names}): "
+                "run `docpipe db migrate` (or `docpipe dev`) first"
+            )
+        _CHECKED.add(target.url)
+    return target
+
+
 def ready_database(start: bool = True) -> DatabaseTarget:
     """The configured database, started if embedded, with every migration applied."""
     from docpipe_dagster.store.migrate import migrate

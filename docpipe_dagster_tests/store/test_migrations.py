@@ -109,3 +109,21 @@ def test_badly_named_file_is_rejected(tmp_path: Path) -> None:
 def test_sql_dir_is_the_checkout_sql_folder() -> None:
     assert sql_dir().name == "sql"
     assert any(sql_dir().glob("0001_*.sql"))
+
+
+def test_runs_check_migrations_but_never_apply_them(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from docpipe_dagster.defs.resources import DatabaseResource
+
+    monkeypatch.setenv("DOCPIPE_DATABASE_URL", empty_database_url)
+    monkeypatch.setenv("DOCPIPE_DAGSTER_DATABASE_URL", empty_database_url)
+    with pytest.raises(RuntimeError, match=r"missing \d+ migration\(s\).*docpipe db migrate"):
+        DatabaseResource().store()
+    assert len(pending(empty_database_url)) == len(discover())
+    migrate(empty_database_url)
+    resource = DatabaseResource()
+    try:
+        assert resource.store().current_versions() == {}
+    finally:
+        resource.teardown_after_execution(None)  # type: ignore[arg-type]
