@@ -1,15 +1,79 @@
-"""`docpipe ingest`, `search` and `status`: the pipeline without the UI."""
+"""The document commands: `docpipe ingest`, `search`, `status`, `verify`, and what they run."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from docpipe_dagster.config import settings
 from docpipe_dagster.core.media import is_ignored_key
+
+
+@click.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=str))
+@click.option(
+    "--wait", is_flag=True, help="Process now, in this process, and wait for the outcome."
+)
+@click.option("--prefix", default="", help="Storage key prefix for the uploaded files.")
+def ingest_command(paths: tuple[str, ...], wait: bool, prefix: str) -> None:
+    """Put files (or folders) into storage; with --wait, process them through the asset graph.
+
+    Exit status with --wait: 0 when every file completed, 1 when any failed (listed with why).
+    Without --wait the files are left for the running `docpipe dev` sensor.
+    """
+    sys.exit(run_ingest(paths, wait=wait, prefix=prefix))
+
+
+@click.command("search")
+@click.argument("query")
+@click.option("-k", "--top-k", "k", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (shape in README).")
+def search_command(query: str, k: int, as_json: bool) -> None:
+    """Top-k chunks for QUERY, with document key, score and text."""
+    sys.exit(run_search(query, k, as_json))
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (shape in README).")
+def status_command(as_json: bool) -> None:
+    """Documents by state, chunk and vector totals, failures with reasons."""
+    sys.exit(run_status(as_json))
+
+
+@click.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--stale-minutes",
+    default=lambda: settings().stale_minutes,
+    show_default="DOCPIPE_STALE_MINUTES, else 15",
+    type=int,
+    help="An in-flight document not moved for this long counts as stuck.",
+)
+def verify_command(as_json: bool, stale_minutes: int) -> None:
+    """Check the pipeline's invariants; exit 1 with a readable report if any is violated."""
+    from datetime import timedelta
+
+    from docpipe_dagster.store.invariants import check_invariants
+    from docpipe_dagster.store.pool import connect
+    from docpipe_dagster.store.server import ready_database
+
+    with connect(ready_database().url) as conn:
+        report = check_invariants(conn, stale_after=timedelta(minutes=stale_minutes))
+    if as_json:
+        payload = {
+            "ok": report.ok,
+            "checked_jobs": report.checked_jobs,
+            "violations": [v.__dict__ for v in report.violations],
+        }
+        click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+    else:
+        click.echo(report.render())
+    sys.exit(0 if report.ok else 1)
 
 
 def _collect(paths: tuple[str, ...], prefix: str) -> list[tuple[str, Path]]:
@@ -195,3 +259,6 @@ def run_status(as_json: bool) -> int:
             f"FAILED {failure['storage_key']} at {failure['stage']}: {failure['reason']}{retry}"
         )
     return 0
+
+
+COMMANDS = [ingest_command, search_command, status_command, verify_command]
