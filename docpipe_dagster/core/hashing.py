@@ -1,4 +1,4 @@
-"""SHA-256 helpers: the content hash is the identity of a document version (DESIGN.md §3, §7).
+"""SHA-256 helpers: the content hash is the identity of a document version (docs/ARCHITECTURE.md, identity).
 
 All digests are lower-case hex, so they compare equal across the database, the CLI and logs.
 """

@@ -1,4 +1,4 @@
-"""Stable identifiers: the same input always yields the same id (DESIGN.md §3, §7).
+"""Stable identifiers: the same input always yields the same id (docs/ARCHITECTURE.md, identity).
 
 Nothing here is random or depends on where the corpus lives on disk, so re-running an
 unchanged corpus, or moving its folder, produces exactly the same rows.

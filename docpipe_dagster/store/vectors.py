@@ -111,7 +111,7 @@ class VectorIndexStore(StoreBase):
     # --- vector spaces: the HNSW index and bulk loads -------------------------------
     #
     # Inserting rows one by one into an HNSW graph costs several times more than building
-    # the graph once after loading (DESIGN.md section 6). A commit that brings many rows
+    # the graph once after loading (docs/ARCHITECTURE.md, the HNSW index). A commit that brings many rows
     # compared with what a space's index holds drops the index (index_state 'rebuilding'),
     # commits without it, and the last batch in flight builds it again in one pass. Search
     # stays correct meanwhile: without the index it scans exactly, which is slower.
