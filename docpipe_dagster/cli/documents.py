@@ -12,6 +12,7 @@ import click
 
 from docpipe_dagster.config import settings
 from docpipe_dagster.core.media import is_ignored_key
+from docpipe_dagster.store.schema import JobState
 
 
 @click.command("ingest")
@@ -154,12 +155,16 @@ def _process(keys: list[str], rejected: list[tuple[str, str]]) -> int:
             current = store.current_versions()
 
     states = {key: current.get(key) for key in keys}
-    completed = [k for k, job in states.items() if job is not None and job.state == "completed"]
-    failed = [(k, job) for k, job in states.items() if job is not None and job.state == "failed"]
+    completed = [
+        k for k, job in states.items() if job is not None and job.state == JobState.COMPLETED
+    ]
+    failed = [
+        (k, job) for k, job in states.items() if job is not None and job.state == JobState.FAILED
+    ]
     other = [
         (k, job.state if job else "not registered")
         for k, job in states.items()
-        if job is None or job.state not in ("completed", "failed")
+        if job is None or job.state not in (JobState.COMPLETED, JobState.FAILED)
     ]
     click.echo(f"{len(completed)} completed, {len(failed)} failed, {len(other)} other")
     for key, job in failed:

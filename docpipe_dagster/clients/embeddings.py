@@ -29,9 +29,9 @@ import httpx
 from docpipe_dagster.clients._http import AsyncApiClient
 from docpipe_dagster.core.batching import pack
 from docpipe_dagster.core.retry import (
+    Retrier,
     RetryPolicy,
     ServiceError,
-    call_with_retries_async,
     is_retryable_status,
 )
 
@@ -265,14 +265,10 @@ class EmbeddingsClient(AsyncApiClient):
         def count_retry(_: ServiceError) -> None:
             counters.retries += 1
 
-        return await call_with_retries_async(
-            attempt,
-            self.retry_policy,
-            service="embeddings",
-            logger=log,
-            rng=self._rng,
-            on_retry=count_retry,
+        retrier = Retrier(
+            self.retry_policy, service="embeddings", logger=log, rng=self._rng, on_retry=count_retry
         )
+        return await retrier.call_async(attempt)
 
     # --- response handling -----------------------------------------------------------------
     def _redact(self, text: str) -> str:

@@ -31,9 +31,9 @@ from urllib.parse import quote
 import httpx
 
 from docpipe_dagster.core.retry import (
+    Retrier,
     RetryPolicy,
     ServiceError,
-    call_with_retries,
     is_retryable_status,
 )
 
@@ -428,8 +428,8 @@ class SupabaseStorage:
         )
 
     def _retrying(self, attempt: Callable[[], _T]) -> _T:
-        return call_with_retries(
-            attempt, self.retry_policy, service="storage", logger=log, rng=self._rng
+        return Retrier(self.retry_policy, service="storage", logger=log, rng=self._rng).call(
+            attempt
         )
 
     def _request(self, method: str, url: str, *, expect_json: bool = True, **kw: Any) -> Any:

@@ -2,8 +2,7 @@
 
 Every client makes ONE attempt in a function that raises a `ServiceError` (its own
 subclass: the client classifies its errors, nothing else) and hands it to
-`call_with_retries` / `call_with_retries_async`, which wait, log and give up the same way
-for every service.
+a `Retrier`, which waits, logs and gives up the same way for every service.
 
 Exponential backoff with *full jitter* (delay ~ uniform(0, min(cap, base * 2**(n-1)))), which
 spreads concurrent retries out instead of synchronising them. A delay the server asks for
@@ -151,91 +150,81 @@ class ServiceError(Exception):
 _T = TypeVar("_T")
 
 
-def _retrying_kwargs(
-    policy: RetryPolicy,
-    service: str,
-    logger: logging.Logger,
-    rng: random.Random | None,
-    on_retry: Callable[[ServiceError], None] | None,
-) -> dict[str, Any]:
-    def wait(state: tenacity.RetryCallState) -> float:
+class Retrier:
+    """Retries for one service's calls: `Retrier(policy, service=..., logger=...)`, then
+    `retrier.call(attempt)` (sync) or `await retrier.call_async(attempt)`.
+
+    `attempt` is a zero-argument function (or coroutine function) that makes ONE try and
+    raises a `ServiceError` (subclass) on failure; any other exception propagates at once,
+    and so does a ServiceError with `retryable=False`. Waits follow `policy.delay`
+    (jittered exponential backoff; a server's `retry-after-ms` / `Retry-After`, taken from
+    `error.headers`, wins). Each retry is logged at WARNING on `logger` as
+    "<service>: attempt N failed (<message>); retrying in D.DDDs" (the delay is the last
+    argument), then `on_retry(error)` is called (e.g. to count it). When the policy's
+    attempts run out, the last error is raised again, same class and fields, its message
+    ending "(gave up after N attempts)". `rng` makes the jitter reproducible in tests.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        service: str,
+        logger: logging.Logger,
+        rng: random.Random | None = None,
+        on_retry: Callable[[ServiceError], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.service = service
+        self.logger = logger
+        self.rng = rng
+        self.on_retry = on_retry
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         headers = error.headers if isinstance(error, ServiceError) else None
-        return policy.delay(state.attempt_number, headers, rng=rng)
+        return self.policy.delay(state.attempt_number, headers, rng=self.rng)
 
-    def before_sleep(state: tenacity.RetryCallState) -> None:
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         assert isinstance(error, ServiceError)
         delay = state.next_action.sleep if state.next_action else 0.0
-        # The delay is the last argument: the fault-matrix tests read it from the record.
-        logger.warning(
+        self.logger.warning(
             "%s: attempt %d failed (%s); retrying in %.3fs",
-            service,
+            self.service,
             state.attempt_number,
             error.message,
             delay,
         )
-        if on_retry is not None:
-            on_retry(error)
+        if self.on_retry is not None:
+            self.on_retry(error)
 
-    return {
-        "stop": tenacity.stop_after_attempt(policy.max_attempts),
-        "wait": wait,
-        "retry": tenacity.retry_if_exception(
-            lambda exc: isinstance(exc, ServiceError) and exc.retryable
-        ),
-        "before_sleep": before_sleep,
-        "reraise": True,
-    }
+    def _options(self) -> dict[str, Any]:
+        return {
+            "stop": tenacity.stop_after_attempt(self.policy.max_attempts),
+            "wait": self._wait,
+            "retry": tenacity.retry_if_exception(
+                lambda exc: isinstance(exc, ServiceError) and exc.retryable
+            ),
+            "before_sleep": self._before_sleep,
+            "reraise": True,
+        }
 
+    @staticmethod
+    def _gave_up(error: ServiceError, attempts: int) -> ServiceError:
+        # A non-retryable error is the answer, not a give-up.
+        return error.gave_up(attempts) if error.retryable else error
 
-def _gave_up(error: ServiceError, attempts: int) -> ServiceError:
-    # A non-retryable error is the answer, not a give-up.
-    return error.gave_up(attempts) if error.retryable else error
+    def call(self, attempt: Callable[[], _T]) -> _T:
+        retrying = tenacity.Retrying(sleep=time.sleep, **self._options())
+        try:
+            return retrying(attempt)
+        except ServiceError as error:
+            raise self._gave_up(error, retrying.statistics.get("attempt_number", 1)) from None
 
-
-def call_with_retries(
-    attempt: Callable[[], _T],
-    policy: RetryPolicy,
-    *,
-    service: str,
-    logger: logging.Logger,
-    rng: random.Random | None = None,
-    on_retry: Callable[[ServiceError], None] | None = None,
-) -> _T:
-    """Run `attempt()` until it returns, raises a non-retryable error, or `policy` runs out.
-
-    `attempt` makes ONE try and raises a `ServiceError` (subclass) on failure; anything
-    else propagates at once. Waits follow `policy.delay` (jittered exponential backoff; a
-    server's `retry-after-ms` / `Retry-After` from `error.headers` wins). Each retry is
-    logged at WARNING on `logger` as "<service>: attempt N failed (...); retrying in Ds",
-    then `on_retry(error)` is called (e.g. to count it). When the attempts run out the last
-    error is raised with "(gave up after N attempts)" appended. See call_with_retries_async
-    for coroutines.
-    """
-    retrying = tenacity.Retrying(
-        sleep=time.sleep, **_retrying_kwargs(policy, service, logger, rng, on_retry)
-    )
-    try:
-        return retrying(attempt)
-    except ServiceError as error:
-        raise _gave_up(error, retrying.statistics.get("attempt_number", 1)) from None
-
-
-async def call_with_retries_async(
-    attempt: Callable[[], Awaitable[_T]],
-    policy: RetryPolicy,
-    *,
-    service: str,
-    logger: logging.Logger,
-    rng: random.Random | None = None,
-    on_retry: Callable[[ServiceError], None] | None = None,
-) -> _T:
-    """call_with_retries for a coroutine function (the wait is an asyncio.sleep)."""
-    retrying = tenacity.AsyncRetrying(
-        sleep=asyncio.sleep, **_retrying_kwargs(policy, service, logger, rng, on_retry)
-    )
-    try:
-        return await retrying(attempt)
-    except ServiceError as error:
-        raise _gave_up(error, retrying.statistics.get("attempt_number", 1)) from None
+    async def call_async(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        retrying = tenacity.AsyncRetrying(sleep=asyncio.sleep, **self._options())
+        try:
+            return await retrying(attempt)
+        except ServiceError as error:
+            raise self._gave_up(error, retrying.statistics.get("attempt_number", 1)) from None

@@ -9,8 +9,10 @@ from typing import Any
 
 from docpipe_dagster.store.base import StoreBase
 from docpipe_dagster.store.schema import (
+    GONE_STATES,
     CommitOutcome,
     JobRow,
+    JobState,
     S,
 )
 from docpipe_dagster.store.vectors import VectorSpace
@@ -53,14 +55,14 @@ class CommitStore(StoreBase):
             dropped: dict[uuid.UUID, uuid.UUID] = {}  # superseded here -> by
             for job in jobs:
                 mine = next((r for r in versions[job.document_id] if r[0] == job.job_id), None)
-                if mine is None or mine[2] != "embedded":
+                if mine is None or mine[2] != JobState.EMBEDDED:
                     state = mine[2] if mine else "missing"
                     outcomes[job.job_id] = CommitOutcome(False, reason=f"state is {state}")
                     continue
                 newer = [
                     r
                     for r in versions[job.document_id]
-                    if r[3] > mine[3] and r[2] not in ("deleted", "superseded")
+                    if r[3] > mine[3] and r[2] not in GONE_STATES
                 ]
                 if newer:
                     dropped[job.job_id] = newer[-1][0]
@@ -123,9 +125,7 @@ class CommitStore(StoreBase):
                 (r[0], job.job_id)
                 for job in to_commit
                 for r in versions[job.document_id]
-                if r[0] != job.job_id
-                and r[2] not in ("deleted", "superseded")
-                and r[0] not in dropped
+                if r[0] != job.job_id and r[2] not in GONE_STATES and r[0] not in dropped
             ]
             if older:
                 conn.execute(

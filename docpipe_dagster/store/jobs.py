@@ -12,6 +12,7 @@ from psycopg.rows import dict_row
 
 from docpipe_dagster.store.base import StoreBase
 from docpipe_dagster.store.schema import (
+    GONE_STATES,
     IN_FLIGHT_STATES,
     JobRow,
     NewVersion,
@@ -209,7 +210,7 @@ class JobStore(StoreBase):
                 f"SELECT attempts, state FROM {S}.upload_jobs WHERE job_id = %s FOR UPDATE",
                 (job_id,),
             ).fetchone()
-            if row is not None and row[1] in ("deleted", "superseded"):
+            if row is not None and row[1] in GONE_STATES:
                 # The version was dropped while a stage worked on it: it stays dropped.
                 return {"reason": reason, "code": code, "retryable": False, "skipped": row[1]}
             attempts = (row[0] if row else 0) + 1

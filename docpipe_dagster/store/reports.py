@@ -10,6 +10,7 @@ from docpipe_dagster.store.base import StoreBase
 from docpipe_dagster.store.schema import (
     BatchReport,
     EmbeddingCheck,
+    JobState,
     S,
 )
 from docpipe_dagster.store.vectors import VectorSpace
@@ -29,7 +30,7 @@ class ReportStore(StoreBase):
             for row in cur:
                 report.total += 1
                 report.by_state[row["state"]] = report.by_state.get(row["state"], 0) + 1
-                if row["state"] == "failed":
+                if row["state"] == JobState.FAILED:
                     if not (row["failure_reason"] or "").strip():
                         report.failed_without_reason += 1
                     report.failures.append(

@@ -49,27 +49,7 @@ FINAL_STATES: tuple[str, ...] = tuple(
 GONE_STATES: tuple[str, ...] = (JobState.DELETED.value, JobState.SUPERSEDED.value)
 
 
-@dataclass(frozen=True)
-class JobRow:
-    job_id: uuid.UUID
-    document_id: uuid.UUID
-    storage_key: str
-    content_sha256: str
-    size_bytes: int
-    media_type: str | None
-    state: str
-    batch_key: str | None
-    attempts: int
-    source_modified_at: datetime | None = None
-    failure_reason: str | None = None
-    chunk_count: int | None = None
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> JobRow:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NewVersion:
     """A file version the intake sensor found: to register as a job."""
 
@@ -79,7 +59,22 @@ class NewVersion:
     content_sha256: str
     size_bytes: int
     media_type: str | None
-    source_modified_at: datetime | None
+    source_modified_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRow(NewVersion):
+    """A registered version (an upload_jobs row) and where it stands."""
+
+    state: str
+    batch_key: str | None
+    attempts: int
+    failure_reason: str | None = None
+    chunk_count: int | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> JobRow:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
 
 
 @dataclass(frozen=True)

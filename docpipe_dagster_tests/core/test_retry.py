@@ -9,10 +9,9 @@ import time
 import pytest
 
 from docpipe_dagster.core.retry import (
+    Retrier,
     RetryPolicy,
     ServiceError,
-    call_with_retries,
-    call_with_retries_async,
     is_retryable_status,
     parse_retry_after,
 )
@@ -137,8 +136,7 @@ def test_helper_retries_transient_errors_and_honours_retry_after(
 
     caplog.set_level(logging.WARNING, logger="test.retry")
     assert (
-        call_with_retries(attempt, FAST, service="svc", logger=logging.getLogger("test.retry"))
-        == "ok"
+        Retrier(FAST, service="svc", logger=logging.getLogger("test.retry")).call(attempt) == "ok"
     )
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.14
     (record,) = [r for r in caplog.records if r.name == "test.retry"]
@@ -152,8 +150,8 @@ def test_helper_gives_up_with_the_last_error_and_its_class() -> None:
         raise _Flaky("down", retryable=True, status=503)
 
     with pytest.raises(_Flaky, match=r"^down \(gave up after 3 attempts\)$") as info:
-        call_with_retries(
-            attempt, FAST, service="svc", logger=logging.getLogger("t"), on_retry=seen.append
+        Retrier(FAST, service="svc", logger=logging.getLogger("t"), on_retry=seen.append).call(
+            attempt
         )
     assert info.value.status == 503 and info.value.retryable
     assert len(seen) == 2  # two retries between three attempts
@@ -168,7 +166,7 @@ def test_helper_does_not_retry_what_cannot_succeed() -> None:
         raise _Flaky("bad key", retryable=False, status=401)
 
     with pytest.raises(_Flaky, match=r"^bad key$"):
-        call_with_retries(attempt, FAST, service="svc", logger=logging.getLogger("t"))
+        Retrier(FAST, service="svc", logger=logging.getLogger("t")).call(attempt)
     assert calls == 1
 
 
@@ -181,9 +179,7 @@ def test_helper_lets_other_exceptions_through_at_once() -> None:
         raise KeyError("not a service error")
 
     with pytest.raises(KeyError):
-        asyncio.run(
-            call_with_retries_async(attempt, FAST, service="svc", logger=logging.getLogger("t"))
-        )
+        asyncio.run(Retrier(FAST, service="svc", logger=logging.getLogger("t")).call_async(attempt))
     assert calls == 1
 
 
@@ -198,8 +194,6 @@ def test_async_helper_retries() -> None:
         return calls
 
     assert (
-        asyncio.run(
-            call_with_retries_async(attempt, FAST, service="svc", logger=logging.getLogger("t"))
-        )
+        asyncio.run(Retrier(FAST, service="svc", logger=logging.getLogger("t")).call_async(attempt))
         == 3
     )

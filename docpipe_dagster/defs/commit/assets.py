@@ -7,6 +7,7 @@ from docpipe_dagster.defs.partitions import batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, EmbedderResource, PipelineSettings
 from docpipe_dagster.pipeline.commit import commit_documents
 from docpipe_dagster.store.invariants import check_invariants
+from docpipe_dagster.store.queries import FINAL_STATES
 
 CHECKS = {
     "batch_settled": "Every document of the batch is completed, or failed with a readable reason.",
@@ -58,7 +59,7 @@ def searchable_chunks(
             batch_failures=dg.MetadataValue.md(failures_markdown(batch.failures)),
         )
     )
-    settled = set(batch.by_state) <= {"completed", "failed", "deleted", "superseded"}
+    settled = set(batch.by_state) <= set(FINAL_STATES)
     yield dg.AssetCheckResult(
         check_name="batch_settled",
         passed=settled and batch.failed_without_reason == 0,
