@@ -1,5 +1,8 @@
 """Async client for the LlamaParse v1 parsing API (cloud.llamaindex.ai and the local mock).
 
+v1 is legacy (DOCPIPE_PARSER_API=v1); the default is the v2 client in llamaparse_v2.py, which
+reuses this module's requests, retries and errors.
+
 One parse = upload (multipart `file`) -> poll the job with a growing interval -> fetch the JSON
 result (per-page text and markdown). What it adds over the official SDK's loop:
 - retries 408/409/429/5xx, timeouts, connection errors and malformed JSON with exponential
@@ -101,6 +104,7 @@ class ParsedDocument:
     polls: int  # status requests made
     seconds: float  # wall time of this parse, upload to result
     job_metadata: dict[str, Any] = field(default_factory=dict)
+    page_numbers: list[int] = field(default_factory=list)  # the service's, one per page
 
 
 def verify_webhook_signature(secret: str, body: bytes, header: str | None) -> bool:
@@ -268,10 +272,15 @@ class LlamaParseClient(AsyncApiClient):
             return None
         detail = _detail(resp)
         unsupported = status in (400, 415, 422) and "support" in detail.lower()
+        retryable = is_retryable_status(status) or (retry_not_found and status == 404)
+        # The server's own verdict wins, as in the official SDKs.
+        should_retry = resp.headers.get("x-should-retry", "").strip().lower()
+        if should_retry in ("true", "false"):
+            retryable = should_retry == "true"
         return ParseError(
             f"{what}: HTTP {status}: {detail}",
             kind="unsupported" if unsupported else "http",
-            retryable=is_retryable_status(status) or (retry_not_found and status == 404),
+            retryable=retryable,
             code="UNSUPPORTED_FILE_TYPE" if unsupported else None,
             job_id=job_id,
             status=status,
@@ -337,6 +346,7 @@ class LlamaParseClient(AsyncApiClient):
             polls=polls,
             seconds=time.monotonic() - started,
             job_metadata=meta,
+            page_numbers=list(range(1, len(pages) + 1)),
         )
 
     async def _wait(self, job_id: str, started: float) -> int:

@@ -14,6 +14,12 @@ from pydantic import PrivateAttr
 
 from docpipe_dagster.clients.embeddings import MODEL_DIMENSIONS, EmbeddingsClient
 from docpipe_dagster.clients.llamaparse import LlamaParseClient
+from docpipe_dagster.clients.parsing import (
+    DEFAULT_PARSE_LOCALLY,
+    local_extensions,
+    make_parser_client,
+    parser_api,
+)
 from docpipe_dagster.clients.storage import FolderStorage, StorageBackend, SupabaseStorage
 from docpipe_dagster.config import (
     LOCAL_MOCK_API_KEY,
@@ -95,24 +101,39 @@ class ApiResource(dg.ConfigurableResource):
 
 
 class ParserResource(ApiResource):
-    """LlamaParse v1 API (the local mock by default)."""
+    """LlamaParse (v2 API by default, v1 selectable; the local mock by default), and which
+    file types are parsed in-process instead (docs/PARSER.md)."""
 
     result_type: str = "markdown"
     poll_interval_s: float = 0.25
     deadline_s: float = 600.0
     max_concurrency: int = 8
     retry_max_attempts: int = 5
+    api: str = "v2"  # "v2" or "v1" (DOCPIPE_PARSER_API)
+    tier: str = "cost_effective"  # v2: fast | cost_effective | agentic | agentic_plus
+    version: str = "latest"  # v2: "latest" or a dated version YYYY-MM-DD
+    parse_locally: str = DEFAULT_PARSE_LOCALLY  # extensions, comma-separated ("" = none)
 
     @property
     def profile(self) -> str:
-        """Parse-cache key: the same bytes parsed with the same settings give the same text."""
-        return f"llamaparse-v1:{self.result_type}"
+        """Parse-cache key: the same bytes parsed with the same settings give the same text.
+        v2: the tier and version are part of it (a new tier re-parses)."""
+        if parser_api(self.api) == "v1":
+            return f"llamaparse-v1:{self.result_type}"
+        return f"llamaparse-v2:{self.tier}:{self.version}:{self.result_type}"
+
+    @property
+    def local_extensions(self) -> frozenset[str]:
+        return local_extensions(self.parse_locally)
 
     @asynccontextmanager
     async def client(self) -> AsyncIterator[LlamaParseClient]:
-        async with LlamaParseClient(
+        async with make_parser_client(
+            self.api,
             self.base_url,
             self.api_key,
+            tier=self.tier,
+            version=self.version,
             result_type=self.result_type,
             poll_interval_s=self.poll_interval_s,
             deadline_s=self.deadline_s,
@@ -189,6 +210,19 @@ def api_key(env_name: str, base_url: str) -> str | dg.EnvVar:
     return dg.EnvVar(env_name)
 
 
+def parser_env() -> dict[str, str]:
+    """ParserResource fields set by DOCPIPE_PARSER_API / _PARSE_TIER / _PARSE_VERSION /
+    _PARSE_LOCALLY (validated here, so a typo fails at load with the variable's name)."""
+    fields: dict[str, str] = {"api": parser_api()}
+    for name, env in (("tier", "DOCPIPE_PARSE_TIER"), ("version", "DOCPIPE_PARSE_VERSION")):
+        if value := os.environ.get(env, "").strip():
+            fields[name] = value
+    if (local := os.environ.get("DOCPIPE_PARSE_LOCALLY")) is not None:
+        local_extensions(local)
+        fields["parse_locally"] = local
+    return fields
+
+
 def build_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources from the environment (see .env.example for every variable)."""
     settings = service_settings()
@@ -218,6 +252,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             base_url=settings.parser_base_url,
             api_key=api_key(settings.parser_api_key_env, settings.parser_base_url),
             deadline_s=env_float("DOCPIPE_PARSE_DEADLINE_SECONDS", 600.0),
+            **parser_env(),
         ),
         "embedder": EmbedderResource(
             base_url=settings.embedder_base_url,

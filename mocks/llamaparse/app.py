@@ -202,7 +202,14 @@ def create_app(settings: MockSettings) -> FastAPI:
     app = create_mock_app("llamaparse", settings, auth="llamaparse")
     jobs: dict[str, Job] = {}
     # uploads/parses/cache_hits count both APIs; v1_uploads and v2_uploads tell them apart.
-    counters = {"uploads": 0, "parses": 0, "cache_hits": 0, "v1_uploads": 0, "v2_uploads": 0, "cancels": 0}
+    counters = {
+        "uploads": 0,
+        "parses": 0,
+        "cache_hits": 0,
+        "v1_uploads": 0,
+        "v2_uploads": 0,
+        "cancels": 0,
+    }
     webhook_log: list[dict[str, Any]] = []
     tasks: set[asyncio.Task] = set()
 

@@ -123,7 +123,9 @@ def _detail(status: int, message: Any, headers: dict[str, str] | None = None) ->
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
-def _invalid(loc: list[str], msg: str, value: Any = None, type_: str = "value_error") -> JSONResponse:
+def _invalid(
+    loc: list[str], msg: str, value: Any = None, type_: str = "value_error"
+) -> JSONResponse:
     """A 422 shaped like FastAPI's request validation errors."""
     return _detail(422, [{"type": type_, "loc": loc, "msg": msg, "input": value}])
 
@@ -141,9 +143,7 @@ def _check_configuration(config: Any, loc: str) -> JSONResponse | None:
     version = config.get("version")
     if version is None:
         return _invalid([loc, "version"], "Field required", None, "missing")
-    if not isinstance(version, str) or not (
-        version == "latest" or _is_date(version)
-    ):
+    if not isinstance(version, str) or not (version == "latest" or _is_date(version)):
         return _invalid([loc, "version"], "Use 'latest' or a dated version YYYY-MM-DD", version)
     hooks = config.get("webhook_configurations") or []
     if not isinstance(hooks, list) or not all(isinstance(h, dict) for h in hooks):
@@ -346,9 +346,11 @@ def add_v2_routes(app: FastAPI, ctx: V2Context) -> None:
         params = request.query_params
         try:
             size = int(params.get("page_size") or 50)
-            offset = int(base64.urlsafe_b64decode(params["page_token"]).decode()) if params.get(
-                "page_token"
-            ) else 0
+            offset = (
+                int(base64.urlsafe_b64decode(params["page_token"]).decode())
+                if params.get("page_token")
+                else 0
+            )
         except (ValueError, UnicodeDecodeError):
             return _invalid(["query", "page_token"], "Invalid page_size or page_token")
         if not 1 <= size <= 1000:
