@@ -58,7 +58,8 @@ PERMANENT_ERROR_CODES = frozenset(
 )
 _TERMINAL_OK = frozenset({"SUCCESS", "PARTIAL_SUCCESS"})
 _TERMINAL_FAILED = frozenset({"ERROR", "CANCELED", "CANCELLED"})
-SIGNATURE_HEADER = "X-Docpipe-Signature"
+SIGNATURE_HEADER = "X-Docpipe-Signature"  # the mock's v1 webhooks
+LC_SIGNATURE_HEADER = "LC-Signature"  # LlamaParse v2 webhooks (same sha256=<hex> scheme)
 
 
 class ParseError(Exception):
@@ -108,8 +109,9 @@ class ParsedDocument:
 
 
 def verify_webhook_signature(secret: str, body: bytes, header: str | None) -> bool:
-    """Check an `X-Docpipe-Signature: sha256=<hex>` header (HMAC-SHA256 of the raw body), the
-    scheme the local mock signs its webhooks with."""
+    """Check a `sha256=<hex>` signature header (HMAC-SHA256 of the raw body): LlamaParse v2's
+    `LC-Signature` (signed with the webhook's `webhook_signing_secret`), or the mock's v1
+    `X-Docpipe-Signature`."""
     if not secret or not header or not header.startswith("sha256="):
         return False
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

@@ -6,6 +6,7 @@ a base URL on 127.0.0.1, the local mocks' well-known (non-secret) key is used.
 """
 
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,7 @@ from pydantic import PrivateAttr
 
 from docpipe_dagster.clients.embeddings import MODEL_DIMENSIONS, EmbeddingsClient
 from docpipe_dagster.clients.llamaparse import LlamaParseClient
+from docpipe_dagster.clients.llamaparse_v2 import TIERS
 from docpipe_dagster.clients.parsing import (
     DEFAULT_PARSE_LOCALLY,
     local_extensions,
@@ -217,6 +219,13 @@ def parser_env() -> dict[str, str]:
     for name, env in (("tier", "DOCPIPE_PARSE_TIER"), ("version", "DOCPIPE_PARSE_VERSION")):
         if value := os.environ.get(env, "").strip():
             fields[name] = value
+    if fields.get("tier", "cost_effective") not in TIERS:
+        raise ValueError(
+            f"DOCPIPE_PARSE_TIER must be one of {', '.join(TIERS)}, got {fields['tier']!r}"
+        )
+    version = fields.get("version", "latest")
+    if version != "latest" and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", version):
+        raise ValueError(f"DOCPIPE_PARSE_VERSION must be 'latest' or YYYY-MM-DD, got {version!r}")
     if (local := os.environ.get("DOCPIPE_PARSE_LOCALLY")) is not None:
         local_extensions(local)
         fields["parse_locally"] = local

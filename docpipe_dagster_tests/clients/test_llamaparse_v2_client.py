@@ -16,7 +16,7 @@ from docpipe_dagster.clients.llamaparse import LlamaParseClient, ParsedDocument,
 from docpipe_dagster.clients.llamaparse_v2 import LlamaParseV2Client
 from docpipe_dagster.clients.parsing import local_extensions, make_parser_client, parser_api
 from docpipe_dagster.core.retry import RetryPolicy
-from docpipe_dagster.defs.resources import ParserResource
+from docpipe_dagster.defs.resources import ParserResource, parser_env
 from docpipe_dagster.pipeline.local_parse import local_profile, parse_locally
 from docpipe_dagster_tests.support import MockServer
 from mocks.llamaparse.testdata import build_encrypted_pdf, build_text_pdf
@@ -210,6 +210,26 @@ def test_api_choice_and_profiles(monkeypatch: pytest.MonkeyPatch) -> None:
     }
     assert len(profiles) == 5
     assert ParserResource(**base).profile == "llamaparse-v2:cost_effective:latest:markdown"
+    # From the environment, a typo fails at load naming the variable.
+    monkeypatch.delenv("DOCPIPE_PARSER_API")
+    monkeypatch.setenv("DOCPIPE_PARSE_TIER", "premium")
+    with pytest.raises(ValueError, match="DOCPIPE_PARSE_TIER must be one of"):
+        parser_env()
+    monkeypatch.setenv("DOCPIPE_PARSE_TIER", "agentic")
+    monkeypatch.setenv("DOCPIPE_PARSE_VERSION", "yesterday")
+    with pytest.raises(ValueError, match="DOCPIPE_PARSE_VERSION must be"):
+        parser_env()
+    monkeypatch.setenv("DOCPIPE_PARSE_VERSION", "2025-12-11")
+    monkeypatch.setenv("DOCPIPE_PARSE_LOCALLY", "txt,docx")
+    with pytest.raises(ValueError, match="DOCPIPE_PARSE_LOCALLY"):
+        parser_env()
+    monkeypatch.setenv("DOCPIPE_PARSE_LOCALLY", "txt,md")
+    assert parser_env() == {
+        "api": "v2",
+        "tier": "agentic",
+        "version": "2025-12-11",
+        "parse_locally": "txt,md",
+    }
 
 
 def test_local_extensions(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from docpipe_dagster.clients.llamaparse import verify_webhook_signature
 from docpipe_dagster_tests.mocks.test_llamaparse_mock import WEBHOOK_SECRET, _Receiver
 from docpipe_dagster_tests.support import MockServer
 from mocks.llamaparse.testdata import build_text_pdf
@@ -209,6 +210,11 @@ def test_webhooks_signed_with_lc_signature(api: httpx.Client, receiver: _Receive
     assert payload["data"]["id"] == job["id"] and payload["data"]["status"] == "COMPLETED"
     assert headers["x-tenant"] == "t1"
     assert headers[LC_SIGNATURE_HEADER.lower()] == sign("hook-secret", body)
+    # The product's verifier accepts it, and nothing tampered or signed otherwise.
+    signature = headers[LC_SIGNATURE_HEADER.lower()]
+    assert verify_webhook_signature("hook-secret", body, signature)
+    assert not verify_webhook_signature("hook-secret", body + b" ", signature)
+    assert not verify_webhook_signature(WEBHOOK_SECRET, body, signature)
     # Without a signing secret of its own the mock's secret signs; an event not asked for
     # is not sent.
     receiver.event.clear()
