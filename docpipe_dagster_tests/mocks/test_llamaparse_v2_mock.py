@@ -88,6 +88,10 @@ def test_upload_poll_and_expand(api: httpx.Client, llamaparse_mock: MockServer) 
     assert len(body["items"]["pages"]) == 2
     only_text = api.get(f"/api/v2/parse/{job['id']}", params={"expand": "text"}).json()
     assert set(only_text) == {"job", "text"}
+    other = api.get(f"/api/v2/parse/{job['id']}", params=[("expand", "usage")])
+    assert other.status_code == 200 and set(other.json()) == {"job"}  # valid, not mocked
+    unknown = api.get(f"/api/v2/parse/{job['id']}", params=[("expand", "everything")])
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["query", "expand"]
     # Same bytes and configuration again: the finished job, COMPLETED at once.
     again = upload(api, "birds.pdf", pdf).json()
     assert (again["id"], again["status"]) == (job["id"], "COMPLETED")

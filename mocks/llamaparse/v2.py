@@ -56,6 +56,22 @@ _NON_IDENTITY = frozenset({"webhook_configurations", "disable_cache", "client_na
 _EXPANDABLE = frozenset(
     {"text", "markdown", "text_full", "markdown_full", "items", "metadata", "job_metadata"}
 )
+# Also valid on the real service (llama-cloud 2.19's list); the mock accepts and omits them.
+_ACCEPTED_ONLY = frozenset(
+    {
+        "forms",
+        "usage",
+        "text_content_metadata",
+        "markdown_content_metadata",
+        "items_content_metadata",
+        "metadata_content_metadata",
+        "forms_content_metadata",
+        "raw_words_content_metadata",
+        "xlsx_content_metadata",
+        "output_pdf_content_metadata",
+        "images_content_metadata",
+    }
+)
 MAX_FILES = 2000  # uploaded files kept in memory; oldest forgotten first
 WEBHOOK_ATTEMPTS = 3
 
@@ -321,7 +337,7 @@ def add_v2_routes(app: FastAPI, ctx: V2Context) -> None:
         now = time.monotonic()
         body: dict[str, Any] = {"job": flat_job(job, now)}
         expand = request.query_params.getlist("expand")
-        unknown = [e for e in expand if e not in _EXPANDABLE]
+        unknown = [e for e in expand if e not in _EXPANDABLE | _ACCEPTED_ONLY]
         if unknown:
             return _invalid(["query", "expand"], f"Unknown expand value {unknown[0]!r}", unknown[0])
         if expand and v2_status(job, now) == "COMPLETED":
