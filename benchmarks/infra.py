@@ -220,7 +220,8 @@ class Infra:
         embedder = self.embedder.stats()
         return {
             "parser_requests": parser["total"],
-            "parser_uploads": parser["by_route"].get("POST /api/parsing/upload", 0),
+            "parser_uploads": parser["by_route"].get("POST /api/v2/parse/upload", 0)
+            + parser["by_route"].get("POST /api/parsing/upload", 0),
             "embedder_requests": embedder["total"],
         }
 

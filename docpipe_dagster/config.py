@@ -77,6 +77,20 @@ class Settings(BaseSettings):
     parse_deadline_seconds: float = var(
         "DOCPIPE_PARSE_DEADLINE_SECONDS", 600.0, "give up on one parse job after this long"
     )
+    parser_api: str = var("DOCPIPE_PARSER_API", "v2", "LlamaParse API: v2 (current) or v1 (legacy)")
+    parse_tier: str = var(
+        "DOCPIPE_PARSE_TIER", "cost_effective", "v2 tier (part of the parse-cache key)"
+    )
+    parse_version: str = var(
+        "DOCPIPE_PARSE_VERSION", "latest", "v2 parser version: latest or YYYY-MM-DD"
+    )
+    # Not in LlamaParse's supported-extension list (llama-cloud 2.19: 147 entries; .md, .html,
+    # .csv and .pdf are there, these are not): sending them would be refused or paid for nothing.
+    parse_locally: str = var(
+        "DOCPIPE_PARSE_LOCALLY",
+        "txt,markdown,json",
+        "extensions parsed in-process, no parser call (none: every file to the parser)",
+    )
     # --- embedder
     embedder_base_url: str = var("OPENAI_BASE_URL", "http://127.0.0.1:8002/v1", "embeddings API")
     embedder_api_key: str = var("OPENAI_API_KEY", "", "OpenAI key", secret=True)

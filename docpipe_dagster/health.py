@@ -108,10 +108,11 @@ def webserver_checks(base_url: str) -> list[CheckResult]:
 
 
 def _probe_parser(settings: ServiceSettings) -> float:
-    from docpipe_dagster.clients.llamaparse import LlamaParseClient
+    from docpipe_dagster.clients.parsing import make_parser_client, parser_api
 
     async def probe() -> float:
-        async with LlamaParseClient(
+        async with make_parser_client(
+            parser_api(),
             settings.parser_base_url,
             settings.key(settings.parser_api_key_env, settings.parser_base_url),
         ) as client:

@@ -1,5 +1,8 @@
 """Async client for the LlamaParse v1 parsing API (cloud.llamaindex.ai and the local mock).
 
+v1 is legacy (DOCPIPE_PARSER_API=v1); the default is the v2 client in llamaparse_v2.py, which
+reuses this module's requests, retries and errors.
+
 One parse = upload (multipart `file`) -> poll the job with a growing interval -> fetch the JSON
 result (per-page text and markdown). What it adds over the official SDK's loop:
 - retries 408/409/429/5xx, timeouts, connection errors and malformed JSON with exponential
@@ -55,7 +58,8 @@ PERMANENT_ERROR_CODES = frozenset(
 )
 _TERMINAL_OK = frozenset({"SUCCESS", "PARTIAL_SUCCESS"})
 _TERMINAL_FAILED = frozenset({"ERROR", "CANCELED", "CANCELLED"})
-SIGNATURE_HEADER = "X-Docpipe-Signature"
+SIGNATURE_HEADER = "X-Docpipe-Signature"  # the mock's v1 webhooks
+LC_SIGNATURE_HEADER = "LC-Signature"  # LlamaParse v2 webhooks (same sha256=<hex> scheme)
 
 
 class ParseError(Exception):
@@ -101,11 +105,13 @@ class ParsedDocument:
     polls: int  # status requests made
     seconds: float  # wall time of this parse, upload to result
     job_metadata: dict[str, Any] = field(default_factory=dict)
+    page_numbers: list[int] = field(default_factory=list)  # the service's, one per page
 
 
 def verify_webhook_signature(secret: str, body: bytes, header: str | None) -> bool:
-    """Check an `X-Docpipe-Signature: sha256=<hex>` header (HMAC-SHA256 of the raw body), the
-    scheme the local mock signs its webhooks with."""
+    """Check a `sha256=<hex>` signature header (HMAC-SHA256 of the raw body): LlamaParse v2's
+    `LC-Signature` (signed with the webhook's `webhook_signing_secret`), or the mock's v1
+    `X-Docpipe-Signature`."""
     if not secret or not header or not header.startswith("sha256="):
         return False
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -268,10 +274,15 @@ class LlamaParseClient(AsyncApiClient):
             return None
         detail = _detail(resp)
         unsupported = status in (400, 415, 422) and "support" in detail.lower()
+        retryable = is_retryable_status(status) or (retry_not_found and status == 404)
+        # The server's own verdict wins, as in the official SDKs.
+        should_retry = resp.headers.get("x-should-retry", "").strip().lower()
+        if should_retry in ("true", "false"):
+            retryable = should_retry == "true"
         return ParseError(
             f"{what}: HTTP {status}: {detail}",
             kind="unsupported" if unsupported else "http",
-            retryable=is_retryable_status(status) or (retry_not_found and status == 404),
+            retryable=retryable,
             code="UNSUPPORTED_FILE_TYPE" if unsupported else None,
             job_id=job_id,
             status=status,
@@ -337,6 +348,7 @@ class LlamaParseClient(AsyncApiClient):
             polls=polls,
             seconds=time.monotonic() - started,
             job_metadata=meta,
+            page_numbers=list(range(1, len(pages) + 1)),
         )
 
     async def _wait(self, job_id: str, started: float) -> int:

@@ -6,6 +6,7 @@ a base URL on 127.0.0.1, the local mocks' well-known (non-secret) key is used.
 """
 
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,13 @@ from pydantic import PrivateAttr
 
 from docpipe_dagster.clients.embeddings import MODEL_DIMENSIONS, EmbeddingsClient
 from docpipe_dagster.clients.llamaparse import LlamaParseClient
+from docpipe_dagster.clients.llamaparse_v2 import TIERS
+from docpipe_dagster.clients.parsing import (
+    DEFAULT_PARSE_LOCALLY,
+    local_extensions,
+    make_parser_client,
+    parser_api,
+)
 from docpipe_dagster.clients.storage import FolderStorage, StorageBackend, SupabaseStorage
 from docpipe_dagster.config import (
     LOCAL_MOCK_API_KEY,
@@ -117,24 +125,39 @@ class ApiResource(dg.ConfigurableResource):
 
 
 class ParserResource(ApiResource):
-    """LlamaParse v1 API (the local mock by default)."""
+    """LlamaParse (v2 API by default, v1 selectable; the local mock by default), and which
+    file types are parsed in-process instead (docs/PARSER.md)."""
 
     result_type: str = "markdown"
     poll_interval_s: float = 0.25
     deadline_s: float = default_of("parse_deadline_seconds")
     max_concurrency: int = 8
     retry_max_attempts: int = 5
+    api: str = default_of("parser_api")  # "v2" or "v1"
+    tier: str = default_of("parse_tier")  # v2: fast | cost_effective | agentic | agentic_plus
+    version: str = default_of("parse_version")  # v2: "latest" or a dated version YYYY-MM-DD
+    parse_locally: str = DEFAULT_PARSE_LOCALLY  # extensions, comma-separated ("" = none)
 
     @property
     def profile(self) -> str:
-        """Parse-cache key: the same bytes parsed with the same settings give the same text."""
-        return f"llamaparse-v1:{self.result_type}"
+        """Parse-cache key: the same bytes parsed with the same settings give the same text.
+        v2: the tier and version are part of it (a new tier re-parses)."""
+        if parser_api(self.api) == "v1":
+            return f"llamaparse-v1:{self.result_type}"
+        return f"llamaparse-v2:{self.tier}:{self.version}:{self.result_type}"
+
+    @property
+    def local_extensions(self) -> frozenset[str]:
+        return local_extensions(self.parse_locally)
 
     @asynccontextmanager
     async def client(self) -> AsyncIterator[LlamaParseClient]:
-        async with LlamaParseClient(
+        async with make_parser_client(
+            self.api,
             self.base_url,
             self.api_key,
+            tier=self.tier,
+            version=self.version,
             result_type=self.result_type,
             poll_interval_s=self.poll_interval_s,
             deadline_s=self.deadline_s,
@@ -235,6 +258,27 @@ def api_key(env_name: str, base_url: str) -> str | dg.EnvVar:
     return dg.EnvVar(env_name)
 
 
+def parser_env(current: Settings | None = None) -> dict[str, str]:
+    """ParserResource fields from DOCPIPE_PARSER_API / _PARSE_TIER / _PARSE_VERSION /
+    _PARSE_LOCALLY (validated here, so a typo fails at load with the variable's name)."""
+    s = current or settings()
+    fields = {
+        "api": parser_api(s.parser_api),
+        "tier": s.parse_tier,
+        "version": s.parse_version,
+        "parse_locally": s.parse_locally,
+    }
+    if fields["tier"] not in TIERS:
+        raise ValueError(
+            f"DOCPIPE_PARSE_TIER must be one of {', '.join(TIERS)}, got {fields['tier']!r}"
+        )
+    version = fields["version"]
+    if version != "latest" and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", version):
+        raise ValueError(f"DOCPIPE_PARSE_VERSION must be 'latest' or YYYY-MM-DD, got {version!r}")
+    local_extensions(fields["parse_locally"])
+    return fields
+
+
 def build_resources(current: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
     """Resources from the settings model (see .env.example for every variable)."""
     s = current or settings()
@@ -269,6 +313,7 @@ def build_resources(current: Settings | None = None) -> dict[str, dg.Configurabl
             base_url=services.parser_base_url,
             api_key=api_key(services.parser_api_key_env, services.parser_base_url),
             deadline_s=s.parse_deadline_seconds,
+            **parser_env(s),
         ),
         "embedder": EmbedderResource(
             base_url=services.embedder_base_url,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from docpipe_dagster.core.chunking import ChunkingConfig, split_into_chunks
 from docpipe_dagster.core.hashing import sha256_text
 from docpipe_dagster.core.ids import chunk_id
+from docpipe_dagster.pipeline.local_parse import is_local, local_profile
 from docpipe_dagster.pipeline.report import StageReport, batch_jobs, fail_job
 from docpipe_dagster.store.queries import ChunkRow, JobRow, Store
 
@@ -20,11 +21,20 @@ def chunk_documents(
     profile: str,
     config: ChunkingConfig,
     group_size: int = 50,
+    local_extensions: frozenset[str] = frozenset(),
+    result_type: str = "markdown",
 ) -> StageReport:
+    """`profile` is the parser's parse-cache profile; files parsed locally (extension in
+    `local_extensions`) are read from the local profile instead, as the parse stage wrote them."""
     report = StageReport("chunk")
     jobs = batch_jobs(store, batch_key, ["parsed"], report)
-    for start in range(0, len(jobs), group_size):
-        _chunk_group(store, jobs[start : start + group_size], profile, config, report)
+    by_profile: dict[str, list[JobRow]] = {}
+    for job in jobs:
+        local = is_local(job.storage_key, local_extensions)
+        by_profile.setdefault(local_profile(result_type) if local else profile, []).append(job)
+    for job_profile, group in by_profile.items():
+        for start in range(0, len(group), group_size):
+            _chunk_group(store, group[start : start + group_size], job_profile, config, report)
     return report.finish()
 
 

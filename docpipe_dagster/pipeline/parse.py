@@ -1,7 +1,9 @@
 """Validate the batch's files, then parse them to markdown (LlamaParse contract).
 
 The parse cache is keyed by content hash and parser profile: the same bytes are never
-parsed twice, across documents, batches and re-runs.
+parsed twice, across documents, batches and re-runs. Files whose extension is in
+`local_extensions` are parsed in-process (no parser call, no credits) under their own
+profile, so a local result and a parser's never stand in for each other.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from docpipe_dagster.clients.llamaparse import LlamaParseClient, ParseError
 from docpipe_dagster.clients.storage import StorageBackend, StorageError
 from docpipe_dagster.core.hashing import sha256_bytes
 from docpipe_dagster.core.media import unsupported_reason
+from docpipe_dagster.pipeline.local_parse import is_local, local_profile, parse_locally
 from docpipe_dagster.pipeline.report import RetrySchedule, StageReport, batch_jobs, fail_job
 from docpipe_dagster.store.queries import JobRow, Store
 
@@ -76,28 +79,43 @@ async def parse_documents(
     profile: str,
     max_attempts: int,
     retry_base_seconds: float,
+    local_extensions: frozenset[str] = frozenset(),
+    result_type: str = "markdown",
 ) -> StageReport:
     report = StageReport("parse")
     retry = RetrySchedule(max_attempts, retry_base_seconds)
     jobs = batch_jobs(store, batch_key, ["uploaded", "parsing"], report)
-    cached = store.cached_parses((j.content_sha256 for j in jobs), profile)
-    misses: dict[str, list[JobRow]] = {}
+    local_prof = local_profile(result_type)
+
+    def local(job: JobRow) -> bool:
+        return is_local(job.storage_key, local_extensions)
+
+    def profile_of(job: JobRow) -> str:
+        return local_prof if local(job) else profile
+
+    cached = {
+        prof: store.cached_parses((j.content_sha256 for j in jobs if profile_of(j) == prof), prof)
+        for prof in {profile_of(j) for j in jobs}
+    }
+    misses: dict[tuple[str, str], list[JobRow]] = {}
     for job in jobs:
-        if job.content_sha256 in cached:
-            markdown, pages = cached[job.content_sha256]
-            if store.save_parse(job, profile, markdown, pages, None, cache_hit=True):
+        job_profile = profile_of(job)
+        if job.content_sha256 in cached[job_profile]:
+            markdown, pages = cached[job_profile][job.content_sha256]
+            if store.save_parse(job, job_profile, markdown, pages, None, cache_hit=True):
                 report.succeeded += 1
                 report.count("cache_hits")
             else:
                 report.count("settled_meanwhile")  # deleted or superseded since listed
         else:
-            misses.setdefault(job.content_sha256, []).append(job)
+            misses.setdefault((job.content_sha256, job_profile), []).append(job)
 
     def fail(jobs_: list[JobRow], reason: str, code: str | None, retryable: bool) -> None:
         for job in jobs_:
             fail_job(store, report, job, reason, code=code, retryable=retryable, retry=retry)
 
-    async def parse_one(sha: str, same_content: list[JobRow]) -> None:
+    async def parse_one(key: tuple[str, str], same_content: list[JobRow]) -> None:
+        job_profile = key[1]
         first = same_content[0]
         try:
             data = await asyncio.to_thread(_read_verified, backend, first)
@@ -110,11 +128,14 @@ async def parse_documents(
             report.count("changed_before_parse", len(same_content))
             return
         started = time.perf_counter()
-        report.external_calls += 1
+        filename = first.storage_key.rsplit("/", 1)[-1]
         try:
-            parsed = await client.parse(
-                first.storage_key.rsplit("/", 1)[-1], data, first.media_type
-            )
+            if job_profile == local_prof:
+                report.count("local_parses")
+                parsed = await asyncio.to_thread(parse_locally, filename, data, result_type)
+            else:
+                report.external_calls += 1
+                parsed = await client.parse(filename, data, first.media_type)
         except ParseError as exc:
             if exc.kind == "stuck":  # say so, and which deadline gave up on it
                 reason = f"parser stuck: {exc.reason} (DOCPIPE_PARSE_DEADLINE_SECONDS)"
@@ -133,10 +154,10 @@ async def parse_documents(
             saved = await asyncio.to_thread(
                 store.save_parse,
                 job,
-                profile,
+                job_profile,
                 parsed.markdown,
                 parsed.page_count,
-                parsed.job_id,
+                parsed.job_id or None,
                 cache_hit=parsed.cache_hit,
                 seconds=seconds,
             )
@@ -155,9 +176,9 @@ async def parse_documents(
         expected=["uploaded", "parsing"],
     )
     results = await asyncio.gather(
-        *(parse_one(sha, group) for sha, group in misses.items()), return_exceptions=True
+        *(parse_one(key, group) for key, group in misses.items()), return_exceptions=True
     )
-    for (_sha, group), outcome in zip(misses.items(), results, strict=True):
+    for (_key, group), outcome in zip(misses.items(), results, strict=True):
         if isinstance(outcome, BaseException):
             fail(
                 group,

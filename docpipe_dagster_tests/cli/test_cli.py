@@ -126,3 +126,39 @@ def test_validate_fails_when_a_service_is_down(cli_env: dict[str, str]) -> None:
     out = docpipe(env, "validate")
     assert out.returncode == 1
     assert "FAIL" in out.stdout and "embedder" in out.stdout
+
+
+def test_ingest_sends_pdfs_to_the_v2_api_and_parses_text_in_process(
+    cli_env: dict[str, str], cli_mocks: dict, tmp_path: Path
+) -> None:
+    import httpx
+
+    from mocks.llamaparse.testdata import build_text_pdf
+
+    def counters() -> dict[str, int]:
+        return httpx.get(f"{cli_mocks['llamaparse'].base_url}/_mock/jobs").json()
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "manual.pdf").write_bytes(
+        build_text_pdf(["Winch maintenance", "Grease the drum every spring."])
+    )
+    (folder / "readme.txt").write_text("Plain text never needs a paid parser.\n")
+    (folder / "facts.json").write_text('{"knots": 4, "zone": "harbour"}\n')
+    before = counters()
+    out = docpipe(cli_env, "ingest", str(folder), "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3 completed, 0 failed" in out.stdout
+    after = counters()
+    # The PDF went through /api/v2/parse/*; the .txt and .json made no parser call.
+    assert after["v2_uploads"] - before["v2_uploads"] == 1
+    assert after["v1_uploads"] == before["v1_uploads"]
+    assert after["uploads"] - before["uploads"] == 1
+
+    # v1 stays selectable.
+    (folder / "second.pdf").write_bytes(build_text_pdf(["Anchor chain", "Check the shackle."]))
+    legacy = docpipe({**cli_env, "DOCPIPE_PARSER_API": "v1"}, "ingest", str(folder), "--wait")
+    assert legacy.returncode == 0, legacy.stdout + legacy.stderr
+    final = counters()
+    assert final["v1_uploads"] - after["v1_uploads"] == 1
+    assert final["v2_uploads"] == after["v2_uploads"]

@@ -1,4 +1,5 @@
-"""LlamaParseClient against the LlamaParse mock over real HTTP: parses, every fault, errors."""
+"""LlamaParseClient (v1, legacy) against the LlamaParse mock over real HTTP: parses, every
+fault, errors; and the real-service test (v2, the default client)."""
 
 from __future__ import annotations
 
@@ -266,16 +267,26 @@ def test_webhook_via_upload_options(llamaparse_mock: MockServer, receiver: _Rece
 @pytest.mark.real_services
 @pytest.mark.skipif(
     not (os.environ.get("LLAMA_CLOUD_API_KEY") and os.environ.get("DOCPIPE_REAL_LLAMAPARSE")),
-    reason="real LlamaParse: set LLAMA_CLOUD_API_KEY and DOCPIPE_REAL_LLAMAPARSE=1",
+    reason="real LlamaParse (v2 API): set LLAMA_CLOUD_API_KEY and DOCPIPE_REAL_LLAMAPARSE=1",
 )
 def test_real_llamaparse() -> None:
+    """The default client (v2) against the real service: a two-page PDF, pages in order."""
+    from docpipe_dagster.clients.llamaparse_v2 import LlamaParseV2Client
+
     base = os.environ.get("LLAMA_CLOUD_BASE_URL", "https://api.cloud.llamaindex.ai")
 
     async def run() -> ParsedDocument:
-        async with LlamaParseClient(
-            base, os.environ["LLAMA_CLOUD_API_KEY"], poll_interval_s=1.0, deadline_s=300
+        async with LlamaParseV2Client(
+            base,
+            os.environ["LLAMA_CLOUD_API_KEY"],
+            tier=os.environ.get("DOCPIPE_PARSE_TIER", "fast"),
+            poll_interval_s=1.0,
+            deadline_s=300,
         ) as client:
-            return await client.parse("hello.pdf", build_text_pdf(["Hello from docpipe"]))
+            return await client.parse(
+                "hello.pdf", build_text_pdf(["Hello from docpipe", "Second page here"])
+            )
 
     doc = asyncio.run(run())
-    assert "Hello from docpipe" in doc.markdown and doc.page_count == 1
+    assert "Hello from docpipe" in doc.pages[0] and "Second page" in doc.pages[1]
+    assert doc.page_numbers == [1, 2]

@@ -18,7 +18,9 @@ from docpipe_dagster.runner import BatchOutcome, ingest_pending
 from docpipe_dagster_tests.defs.conftest import Pipeline, batch_keys, tick
 from mocks.llamaparse.testdata import build_text_pdf
 
-UPLOAD_ROUTE = "POST /api/parsing/upload"
+UPLOAD_ROUTE = "POST /api/v2/parse/upload"
+# Parsed in-process by default (no parser call): the extensions LlamaParse does not list.
+LOCAL = (".txt", ".json")
 
 GUIDE = "\n\n".join(
     [
@@ -164,7 +166,10 @@ def test_a_batch_of_varied_documents_becomes_searchable(pipeline: Pipeline) -> N
     for values in meta.values():
         assert {"documents", "external_calls", "failures"} <= set(values)
     assert meta["raw_documents"]["documents"] == len(DOCUMENTS)
-    assert meta["parsed_documents"]["external_calls"] == len(DOCUMENTS)
+    local = [k for k in DOCUMENTS if k.endswith(LOCAL)]
+    assert meta["parsed_documents"]["external_calls"] == len(DOCUMENTS) - len(local)
+    assert meta["parsed_documents"]["local_parses"] == len(local) == 2
+    assert pipeline.parser.stats()["by_route"][UPLOAD_ROUTE] == len(DOCUMENTS) - len(local)
     assert meta["document_chunks"]["chunks"] == total_chunks
     assert meta["chunk_embeddings"]["external_calls"] >= 1
     assert meta["searchable_chunks"]["chunks"] == total_chunks
@@ -314,8 +319,8 @@ def test_bad_documents_fail_alone_with_a_reason(pipeline: Pipeline) -> None:
         assert chunk_versions(pipeline, key) == {}
     checks = pipeline.check_results(outcome.run_id)
     assert checks["batch_settled"] is True and all(checks.values()), checks
-    # Nothing unusable was sent to the parser: only the good files and the empty one.
-    assert pipeline.parser.stats()["by_route"][UPLOAD_ROUTE] <= len(good) + 1
+    # Nothing unusable was sent to the parser: only table.csv (the rest is parsed locally).
+    assert pipeline.parser.stats()["by_route"][UPLOAD_ROUTE] == 1
 
 
 def test_the_same_content_is_parsed_and_embedded_once(pipeline: Pipeline) -> None:
@@ -324,7 +329,8 @@ def test_the_same_content_is_parsed_and_embedded_once(pipeline: Pipeline) -> Non
     pipeline.write("notes.txt", NOTES)
     (outcome,) = ingest_pending(resources=pipeline.resources, instance=pipeline.instance)
     assert outcome.success
-    assert pipeline.parser.stats()["by_route"][UPLOAD_ROUTE] == 2  # two distinct contents
+    # One upload for the two copies; notes.txt is parsed locally.
+    assert pipeline.parser.stats()["by_route"][UPLOAD_ROUTE] == 1
     jobs = pipeline.jobs()
     assert {k: j["state"] for k, j in jobs.items()} == dict.fromkeys(jobs, "completed")
     assert jobs["copy-a.md"]["chunk_count"] == jobs["copy-b.md"]["chunk_count"]
@@ -346,8 +352,8 @@ def test_the_same_content_is_parsed_and_embedded_once(pipeline: Pipeline) -> Non
 
 
 def test_a_file_deleted_while_it_is_parsed_stays_deleted(pipeline: Pipeline) -> None:
-    pipeline.write("notes.txt", NOTES)
-    pipeline.write("stays.txt", "Kept: the tide tables for the harbour mouth.")
+    pipeline.write("notes.md", NOTES)
+    pipeline.write("stays.md", "Kept: the tide tables for the harbour mouth.")
     (batch,) = batch_keys(tick(pipeline, None))
     # Parse jobs stay PENDING for a while: time to delete the file mid-parse.
     httpx.post(f"{pipeline.parser.base_url}/_mock/pending", json={"pending_seconds": 1.5})
@@ -359,9 +365,9 @@ def test_a_file_deleted_while_it_is_parsed_stays_deleted(pipeline: Pipeline) -> 
         while pipeline.parser.stats()["by_route"].get(UPLOAD_ROUTE, 0) < 2:
             assert time.monotonic() < deadline, "the parser never received the uploads"
             time.sleep(0.02)
-        pipeline.delete("notes.txt")
+        pipeline.delete("notes.md")
         tick(pipeline, None)  # the intake sensor syncs the deletion
-        assert pipeline.jobs()["notes.txt"]["state"] == "deleted"
+        assert pipeline.jobs()["notes.md"]["state"] == "deleted"
     finally:
         runner.join(timeout=30)
     _assert_deleted_stays_deleted(pipeline, outcome)
@@ -372,14 +378,14 @@ def _assert_deleted_stays_deleted(pipeline: Pipeline, outcome: list[BatchOutcome
     assert outcome and outcome[0].success
     checks = pipeline.check_results(outcome[0].run_id)
     assert checks and all(checks.values()), checks
-    assert pipeline.jobs()["notes.txt"]["state"] == "deleted"
-    assert chunk_versions(pipeline, "notes.txt") == {}
-    assert pipeline.jobs()["stays.txt"]["state"] == "completed"
+    assert pipeline.jobs()["notes.md"]["state"] == "deleted"
+    assert chunk_versions(pipeline, "notes.md") == {}
+    assert pipeline.jobs()["stays.md"]["state"] == "completed"
 
 
 def test_a_file_deleted_while_it_is_embedded_stays_deleted(pipeline: Pipeline) -> None:
-    pipeline.write("notes.txt", NOTES)
-    pipeline.write("stays.txt", "Kept: the tide tables for the harbour mouth.")
+    pipeline.write("notes.md", NOTES)
+    pipeline.write("stays.md", "Kept: the tide tables for the harbour mouth.")
     (batch,) = batch_keys(tick(pipeline, None))
     pipeline.embedder.set_latency(1500.0)  # time to delete the file mid-embedding
     outcome: list[BatchOutcome] = []
@@ -390,9 +396,9 @@ def test_a_file_deleted_while_it_is_embedded_stays_deleted(pipeline: Pipeline) -
         while {j["state"] for j in pipeline.jobs().values()} != {"chunked"}:
             assert time.monotonic() < deadline, "the documents were never chunked"
             time.sleep(0.02)
-        pipeline.delete("notes.txt")
+        pipeline.delete("notes.md")
         tick(pipeline, None)
-        assert pipeline.jobs()["notes.txt"]["state"] == "deleted"
+        assert pipeline.jobs()["notes.md"]["state"] == "deleted"
     finally:
         runner.join(timeout=30)
     _assert_deleted_stays_deleted(pipeline, outcome)

@@ -33,6 +33,7 @@ from docpipe_dagster_tests.defs.conftest import Pipeline
 from docpipe_dagster_tests.support import MockServer
 from docpipe_dagster_tests.support.env import apply_env, pipeline_env
 from mocks.llamaparse.app import job_id_for
+from mocks.llamaparse.v2 import v2_job_id
 
 # Client-side retries per HTTP request in these tests (the production default is 5-6).
 FAULT_CLIENT_ATTEMPTS = 3
@@ -115,9 +116,15 @@ class FaultRig(Pipeline):
     # --- the mock parser's job ids ------------------------------------------------------
     def parse_job_path(self, key: str) -> str:
         """The mock's status path of the parse job for the file at `key` (a path filter
-        for faults that hit one document only: its upload path is shared, this is not)."""
+        for faults that hit one document only: its upload path is shared, this is not),
+        for the API the rig's parser resource speaks."""
         content = (self.storage_dir / key).read_bytes()
-        return f"/api/parsing/job/{job_id_for(content, key.rsplit('/', 1)[-1], {})}"
+        name = key.rsplit("/", 1)[-1]
+        parser = self.resources["parser"]
+        if parser.api == "v1":
+            return f"/api/parsing/job/{job_id_for(content, name, {})}"
+        configuration = {"tier": parser.tier, "version": parser.version}
+        return f"/api/v2/parse/{v2_job_id(content, name, configuration)}"
 
     # --- checks --------------------------------------------------------------------------
     def invariants(self, live_batches: set[str] | None = None) -> InvariantReport:

@@ -54,7 +54,7 @@ from docpipe_dagster_tests.support.mock_servers import REPO_ROOT
 # A fault that makes the pipeline hang must fail the test, not stall the suite.
 pytestmark = pytest.mark.timeout(120)
 
-UPLOAD_ROUTE = "POST /api/parsing/upload"
+UPLOAD_ROUTE = "POST /api/v2/parse/upload"
 IN_FLIGHT = {"uploaded", "parsing", "parsed", "chunked", "embedded"}
 T = TypeVar("T")
 

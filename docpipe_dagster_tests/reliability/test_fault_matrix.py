@@ -25,8 +25,9 @@ from docpipe_dagster_tests.reliability.conftest import FAULT_CLIENT_ATTEMPTS, Fa
 # A fault that makes the pipeline hang must fail the test, not stall the suite.
 pytestmark = pytest.mark.timeout(60)
 
-UPLOAD = "/api/parsing/upload"
-UPLOAD_ROUTE = "POST /api/parsing/upload"
+# The parser speaks LlamaParse v2 (the default); .txt files are parsed in-process.
+UPLOAD = "/api/v2/parse/upload"
+UPLOAD_ROUTE = "POST /api/v2/parse/upload"
 EMBED_ROUTE = "POST /v1/embeddings"
 
 DOCS = {
@@ -52,6 +53,11 @@ def write_batch(rig: FaultRig) -> set[str]:
     for key, text in {**DOCS, TARGET: TARGET_TEXT}.items():
         rig.write(key, text)
     return {*DOCS, TARGET}
+
+
+def remote(keys: set[str]) -> set[str]:
+    """The documents that go to the parser (the rest are parsed locally)."""
+    return {k for k in keys if not k.endswith(".txt")}
 
 
 def assert_only_failed(
@@ -110,7 +116,7 @@ def test_parser_5xx(fault_rig: FaultRig) -> None:
 
     stats = fault_rig.parser.stats()
     assert stats["faults"] == {"http_500": 2, "http_503": FAULT_CLIENT_ATTEMPTS}
-    assert stats["by_route"][UPLOAD_ROUTE] == len(keys) + 2
+    assert stats["by_route"][UPLOAD_ROUTE] == len(remote(keys)) + 2
     assert_only_failed(fault_rig, {TARGET}, "parse", "HTTP 503: Service Unavailable")
     recover(fault_rig, keys)
 
@@ -133,7 +139,7 @@ def test_parser_429_honours_retry_after(
     assert time.monotonic() - started >= 0.4
     stats = fault_rig.parser.stats()
     assert stats["faults"] == {"http_429": 2 + FAULT_CLIENT_ATTEMPTS}
-    assert stats["by_route"][UPLOAD_ROUTE] == len(keys) + 2
+    assert stats["by_route"][UPLOAD_ROUTE] == len(remote(keys)) + 2
     # The client waited what the server asked (retry-after-ms), not its own 10 ms backoff.
     assert client_retry_delays(caplog, "docpipe_dagster.clients.llamaparse") == [
         *[0.05] * (FAULT_CLIENT_ATTEMPTS - 1),
@@ -178,7 +184,8 @@ def test_parser_malformed_json(fault_rig: FaultRig) -> None:
     fault_rig.parser.set_faults(
         [
             {"kind": "malformed_json", "count": 2, "path": UPLOAD},
-            {"kind": "malformed_json", "path": fault_rig.parse_job_path(TARGET) + "/result"},
+            # v2 fetches the result from the job's own path: its polls see the fault too
+            {"kind": "malformed_json", "path": fault_rig.parse_job_path(TARGET)},
         ]
     )
 
@@ -186,12 +193,12 @@ def test_parser_malformed_json(fault_rig: FaultRig) -> None:
 
     stats = fault_rig.parser.stats()
     assert stats["faults"] == {"malformed_json": 2 + FAULT_CLIENT_ATTEMPTS}
-    assert stats["by_route"][UPLOAD_ROUTE] == len(keys) + 2
+    assert stats["by_route"][UPLOAD_ROUTE] == len(remote(keys)) + 2
     assert_only_failed(
         fault_rig,
         {TARGET},
         "parse",
-        re.compile(r"result of parse job \S+: malformed response \(not the expected JSON\)"),
+        re.compile(r"status of parse job \S+: malformed response \(not the expected JSON\)"),
     )
     recover(fault_rig, keys)
 
@@ -211,6 +218,8 @@ def test_parse_job_stuck_pending(fault_rig: FaultRig) -> None:
         fault_rig, {stuck}, "parse", re.compile(r"stuck.*still PENDING after 1 s")
     )
     assert jobs[stuck]["failure_code"] == "PARSE_STUCK"
+    # The client cancelled the stuck job on the service instead of leaving it to run.
+    assert fault_rig.parser.stats()["by_route"]["POST /api/v2/parse/{job_id}/cancel"] == 1
     recover(fault_rig, keys, resources)
 
 
@@ -226,7 +235,7 @@ def test_parse_job_error(fault_rig: FaultRig) -> None:
         fault_rig,
         {errored},
         "parse",
-        re.compile(r"parse job \S+ ended ERROR: INTERNAL_ERROR: An internal error occurred"),
+        re.compile(r"parse job \S+ ended FAILED: INTERNAL_ERROR: An internal error occurred"),
     )
     assert jobs[errored]["failure_code"] == "INTERNAL_ERROR"
     recover(fault_rig, keys)

@@ -242,7 +242,8 @@ def test_secrets_never_leak(
             store.write(key, data)
         outcomes = _ingest(monkeypatch, instance, **env)
         # A wrong parser key, then a wrong embedder key: each new document fails with a 401.
-        store.write("wrong-parser-key.txt", b"Parsed with a key the parser does not know.\n")
+        # (.md: a .txt file would be parsed in-process, never meeting the parser)
+        store.write("wrong-parser-key.md", b"Parsed with a key the parser does not know.\n")
         outcomes += _ingest(monkeypatch, instance, LLAMA_CLOUD_API_KEY=WRONG_PARSER_KEY)
         store.write("wrong-embedder-key.txt", b"Embedded with a key the embedder refuses.\n")
         outcomes += _ingest(
@@ -281,7 +282,7 @@ def test_secrets_never_leak(
     assert report.ok, report.render()
 
     # The run really went through failures of every kind, with readable reasons.
-    assert set(jobs) == {*documents, "wrong-parser-key.txt", "wrong-embedder-key.txt"}
+    assert set(jobs) == {*documents, "wrong-parser-key.md", "wrong-embedder-key.txt"}
     for key in ("good/notes.md", SQL_NAME, UNICODE_NAME, "it's; fine.txt"):
         assert jobs[key][0] == "completed", (key, jobs[key])
     failed = {key: job for key, job in jobs.items() if job[0] == "failed"}
@@ -291,11 +292,11 @@ def test_secrets_never_leak(
         "tool.exe",
         "locked.pdf",
         "truncated.pdf",
-        "wrong-parser-key.txt",
+        "wrong-parser-key.md",
         "wrong-embedder-key.txt",
     }
-    assert failed["wrong-parser-key.txt"][1] == "parse"
-    assert "401" in failed["wrong-parser-key.txt"][2]
+    assert failed["wrong-parser-key.md"][1] == "parse"
+    assert "401" in failed["wrong-parser-key.md"][2]
     assert failed["wrong-embedder-key.txt"][1] == "embed"
     assert "401" in failed["wrong-embedder-key.txt"][2]
     assert "Incorrect API key" in failed["wrong-embedder-key.txt"][2]

@@ -1,4 +1,4 @@
-"""LlamaParse v1 mock: the upload / job status / result routes the official SDK calls.
+"""LlamaParse mock: the v1 routes (this module) and the v2 routes (v2.py) beside them.
 
 Routes (also served under /api/v1/parsing, the newer prefix some clients use):
   POST /api/parsing/upload                     multipart `file` + option fields -> {"id","status"}
@@ -47,6 +47,7 @@ from mocks.llamaparse.extract import (
     extract,
     file_extension,
 )
+from mocks.llamaparse.v2 import V2Context, add_v2_routes
 from mocks.llamaparse.webhook import SIGNATURE_HEADER, sign, verify_signature
 
 __all__ = ["SIGNATURE_HEADER", "create_app", "sign", "verify_signature"]
@@ -81,8 +82,18 @@ class Job:
     running: bool = False  # extraction under way (it runs in a thread)
     cache_hit: bool = False
     runs: int = 0
+    # v2 only (see v2.py): which API created it, its config, wall-clock times, page faults.
+    api: str = "v1"
+    tier: str | None = None
+    cancelled: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    failed_pages: frozenset[int] = frozenset()
+    configuration: dict[str, Any] = field(default_factory=dict)
 
     def status(self, now: float) -> str:
+        if self.cancelled:
+            return "CANCELED"
         if self.stuck or self.running or now < self.ready_at:
             return "PENDING"
         return "ERROR" if self.error_code else "SUCCESS"
@@ -190,7 +201,15 @@ def _detail(status: int, message: str) -> JSONResponse:
 def create_app(settings: MockSettings) -> FastAPI:
     app = create_mock_app("llamaparse", settings, auth="llamaparse")
     jobs: dict[str, Job] = {}
-    counters = {"uploads": 0, "parses": 0, "cache_hits": 0}
+    # uploads/parses/cache_hits count both APIs; v1_uploads and v2_uploads tell them apart.
+    counters = {
+        "uploads": 0,
+        "parses": 0,
+        "cache_hits": 0,
+        "v1_uploads": 0,
+        "v2_uploads": 0,
+        "cancels": 0,
+    }
     webhook_log: list[dict[str, Any]] = []
     tasks: set[asyncio.Task] = set()
 
@@ -281,9 +300,13 @@ def create_app(settings: MockSettings) -> FastAPI:
         job.runs += 1
         job.cache_hit = False
         job.pages, job.error_code, job.error_message = [], None, None
+        job.cancelled, job.failed_pages = False, frozenset()
+        job.created_at = job.updated_at = time.time()
         job.started = time.monotonic()
         job.ready_at = job.started + max(0.0, settings.pending_seconds)
         job.stuck = app.state.faults.take("parse_stuck", path) is not None
+        if app.state.faults.take("page_error", path) is not None:
+            job.failed_pages = frozenset({1})  # v2 reports page 1 with success: false
         if app.state.faults.take("parse_error", path) is not None:
             job.error_code = INTERNAL_ERROR
             job.error_message = "An internal error occurred while parsing the document."
@@ -305,6 +328,7 @@ def create_app(settings: MockSettings) -> FastAPI:
         if webhook_url and (problem := _webhook_url_problem(webhook_url)):
             return _detail(400, problem)
         counters["uploads"] += 1
+        counters["v1_uploads"] += 1
         job_id = job_id_for(content, filename, options)
         job = jobs.get(job_id)
         now = time.monotonic()
@@ -369,6 +393,19 @@ def create_app(settings: MockSettings) -> FastAPI:
         app.add_api_route(
             f"{prefix}/supported_file_extensions", supported_file_extensions, methods=["GET"]
         )
+
+    add_v2_routes(
+        app,
+        V2Context(
+            settings=settings,
+            jobs=jobs,
+            counters=counters,
+            webhook_log=webhook_log,
+            run=run,
+            track=track,
+            evict=evict_old_jobs,
+        ),
+    )
 
     @app.get("/_mock/jobs", include_in_schema=False)
     async def job_counters() -> dict[str, Any]:

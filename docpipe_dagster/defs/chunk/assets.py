@@ -27,5 +27,7 @@ def document_chunks(
         context.partition_key,
         profile=parser.profile,
         config=pipeline_settings.chunking(),
+        local_extensions=parser.local_extensions,
+        result_type=parser.result_type,
     )
     return dg.MaterializeResult(metadata=report_metadata(report))

@@ -13,7 +13,7 @@ SERVICES = {
         "postgres",
         "Postgres with pgvector: reachable, extension present, migrations current.",
     ),
-    "parser": ("llamaparse", "The LlamaParse v1 API (or its local mock)."),
+    "parser": ("llamaparse", "The LlamaParse API, v2 by default (or its local mock)."),
     "embedder": ("openai", "The OpenAI embeddings API (or its local mock)."),
     "storage": ("storage", "Where files land: a folder or the Supabase Storage API."),
 }

@@ -19,7 +19,7 @@ from docpipe_dagster.pipeline.parse import parse_documents
     group_name="ingestion",
     kinds={"llamaparse"},
     description=(
-        "Markdown of each document (LlamaParse v1 API). Cached by content hash: the same "
+        "Markdown of each document (LlamaParse v2 API; plain text and JSON parsed in-process). Cached by content hash: the same "
         "bytes are never parsed twice."
     ),
 )
@@ -40,6 +40,8 @@ def parsed_documents(
                 profile=parser.profile,
                 max_attempts=pipeline_settings.max_attempts,
                 retry_base_seconds=pipeline_settings.retry_base_seconds,
+                local_extensions=parser.local_extensions,
+                result_type=parser.result_type,
             )
 
     report = asyncio.run(run())
