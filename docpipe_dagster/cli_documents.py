@@ -31,6 +31,22 @@ def _collect(paths: tuple[str, ...], prefix: str) -> list[tuple[str, Path]]:
 
 
 def run_ingest(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
+    """Exit status: 0 all completed, 1 any failed or rejected, 2 a service is unusable."""
+    if not wait:
+        return _upload(paths, wait=False, prefix=prefix)
+    from docpipe_dagster.services import ServiceProblem, services_for_command
+
+    try:
+        # Before anything is uploaded or registered: a dead or unauthorised service stops the
+        # command here, in seconds, and costs no document an attempt.
+        with services_for_command(lambda line: click.echo(line, err=True)):
+            return _upload(paths, wait=True, prefix=prefix)
+    except ServiceProblem as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+
+
+def _upload(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
     from docpipe_dagster.clients.factory import open_storage
     from docpipe_dagster.clients.storage import StorageError
 
