@@ -205,12 +205,36 @@ def search_command(query: str, k: int, as_json: bool) -> None:
 
 
 @main.command("status")
+@click.argument("storage_key", required=False)
+@click.option("--failed", is_flag=True, help="Only the failed documents (the dead-letter list).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (shape in README).")
-def status_command(as_json: bool) -> None:
-    """Documents by state, chunk and vector totals, failures with reasons."""
+def status_command(storage_key: str | None, failed: bool, as_json: bool) -> None:
+    """Documents by state and failures; with STORAGE_KEY, that document's versions and events."""
+    if storage_key:
+        from docpipe_dagster.cli_retry import run_story
+
+        sys.exit(run_story(storage_key, as_json))
+    if failed:
+        from docpipe_dagster.cli_retry import run_failed
+
+        sys.exit(run_failed(as_json))
     from docpipe_dagster.cli_documents import run_status
 
     sys.exit(run_status(as_json))
+
+
+@main.command("retry")
+@click.argument("storage_keys", nargs=-1)
+@click.option("--all-failed", is_flag=True, help="Every failed document.")
+@click.option("--stage", default=None, help="Only those that failed at this stage (parse, embed…).")
+@click.option("--wait", is_flag=True, help="Process them now, in this process.")
+def retry_command(
+    storage_keys: tuple[str, ...], all_failed: bool, stage: str | None, wait: bool
+) -> None:
+    """Re-queue failed documents (dead-lettered ones too) whose content did not change."""
+    from docpipe_dagster.cli_retry import run_retry
+
+    sys.exit(run_retry(storage_keys, all_failed, stage, wait))
 
 
 @main.command("verify")

@@ -72,10 +72,11 @@ def _upload(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
     if not wait:
         click.echo("not waiting: a running `docpipe dev` picks them up (or rerun with --wait)")
         return 1 if rejected else 0
-    return _process(uploaded, rejected)
+    return process_and_report(uploaded, rejected)
 
 
-def _process(keys: list[str], rejected: list[tuple[str, str]]) -> int:
+def process_and_report(keys: list[str], rejected: list[tuple[str, str]]) -> int:
+    """Process every open batch in-process, then report on `keys` (exit status 0 or 1)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -101,6 +102,9 @@ def _process(keys: list[str], rejected: list[tuple[str, str]]) -> int:
             progress.update(task, advance=done, note=f"batch {outcome.batch_key}")
 
         with Store.open(target.url, max_size=2) as store:
+            requeued = _requeue_transient_now(store)
+            if requeued:
+                progress.update(task, note=f"retrying {requeued} transient failures now")
             ingest_pending(on_batch=on_batch, log_level="ERROR")
             progress.update(task, completed=len(keys), note="done")
             current = store.current_versions()
@@ -119,6 +123,24 @@ def _process(keys: list[str], rejected: list[tuple[str, str]]) -> int:
     for key, state in other:
         click.echo(f"  {state.upper()} {key}")
     return 0 if not failed and not other and not rejected else 1
+
+
+def _requeue_transient_now(store: Any) -> int:
+    """The user asked to ingest now: transient failures are retried now, not after backoff.
+    Dead-lettered documents (attempts used up) stay failed: `docpipe retry` revives them."""
+    from datetime import datetime, timezone
+
+    from docpipe_dagster.core.ids import batch_key as make_batch_key
+    from docpipe_dagster.defs.resources import build_resources
+    from docpipe_dagster.store.documents import REQUEUE_PREFIX, failed_versions, requeue_failed
+
+    max_attempts = build_resources()["pipeline_settings"].max_attempts
+    jobs = failed_versions(store, transient_only=True, max_attempts=max_attempts)
+    if not jobs:
+        return 0
+    batch = REQUEUE_PREFIX + make_batch_key(datetime.now(timezone.utc), [j.job_id for j in jobs])
+    reason = "transient failure retried at once by docpipe ingest --wait"
+    return len(requeue_failed(store, jobs, batch, reason, reset_attempts=False))
 
 
 def run_search(query: str, k: int, as_json: bool) -> int:

@@ -14,6 +14,7 @@ from docpipe_dagster.core.ids import batch_key as make_batch_key
 from docpipe_dagster.defs.partitions import INGEST_JOB, batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, PipelineSettings, StorageResource
 from docpipe_dagster.pipeline.intake import scan_storage
+from docpipe_dagster.store.documents import requested_batches
 
 INTAKE_INTERVAL_SECONDS = env_int("DOCPIPE_SENSOR_INTERVAL_SECONDS", 2)
 RETRY_INTERVAL_SECONDS = env_int("DOCPIPE_RETRY_INTERVAL_SECONDS", 30)
@@ -109,10 +110,21 @@ def retry_sensor(
         if store.move_to_batch([j.job_id for j in stale], key, "in flight with no live run"):
             batches.append(key)
 
+    # A person's retry request (`docpipe retry`, the retry_failed_documents job): at once.
+    requested = [b for b in requested_batches(store) if not _batch_ever_ran(context.instance, b)]
+    batches += requested
+
     if not batches:
         return dg.SensorResult(skip_reason="no failures due for retry, nothing stuck")
-    context.log.info(f"retry: {len(due)} due, {len(stale)} stale -> {batches}")
+    context.log.info(
+        f"retry: {len(due)} due, {len(stale)} stale, {len(requested)} requested -> {batches}"
+    )
     return dg.SensorResult(**batch_run_requests(batches, "retry"))
+
+
+def _batch_ever_ran(instance: dg.DagsterInstance, batch_key: str) -> bool:
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch_key}), limit=1)
+    return bool(runs)
 
 
 def _batch_has_live_run(instance: dg.DagsterInstance, batch_key: str | None) -> bool:
