@@ -182,3 +182,43 @@ def requested_batches(store: Store) -> list[str]:
             (REQUEUE_PREFIX + "%",),
         ).fetchall()
     return [r[0] for r in rows]
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    storage_key: str
+    state: str
+    stage: str | None
+    reason: str | None
+    attempts: int
+    chunks: int | None
+    batch_key: str | None
+    updated_at: datetime
+
+
+_DOCUMENT_ROW = """storage_key, state, failed_stage AS stage, failure_reason AS reason,
+    attempts, chunk_count AS chunks, batch_key, updated_at"""
+
+
+def batch_documents(store: Store, batch_key: str) -> list[DocumentRow]:
+    """Every version registered in one batch, by storage key."""
+    with store.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"SELECT {_DOCUMENT_ROW} FROM {S}.upload_jobs WHERE batch_key = %s"
+            " ORDER BY storage_key",
+            (batch_key,),
+        )
+        return [DocumentRow(**r) for r in cur]
+
+
+def recent_documents(store: Store, limit: int = 500) -> list[DocumentRow]:
+    """The newest version of each document, most recently changed first."""
+    with store.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""SELECT {_DOCUMENT_ROW}
+                FROM (SELECT DISTINCT ON (document_id) * FROM {S}.upload_jobs
+                      ORDER BY document_id, registered_at DESC) latest
+                ORDER BY updated_at DESC, storage_key LIMIT %s""",
+            (limit,),
+        )
+        return [DocumentRow(**r) for r in cur]
