@@ -84,9 +84,10 @@ def document_status_sensor(
     counts = {state: 0 for state in STATES}
     for r in rows:
         counts[r.state] = counts.get(r.state, 0) + 1
-    metadata = {f"documents_{state}": n for state, n in counts.items()}
+    # The table first: the asset page lists metadata in this order.
+    metadata: dict = {"documents": document_table(rows[:TABLE_LIMIT])}
+    metadata |= {f"documents_{state}": n for state, n in counts.items()}
     metadata["documents_shown"] = min(len(rows), TABLE_LIMIT)
-    metadata["documents"] = document_table(rows[:TABLE_LIMIT])
     return dg.SensorResult(
         asset_events=[dg.AssetObservation(asset_key=DOCUMENTS_KEY, metadata=metadata)],
         cursor=digest,
