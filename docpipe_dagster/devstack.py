@@ -31,6 +31,8 @@ load_from:
       module_name: docpipe_dagster.definitions
       location_name: docpipe_dagster
 """
+LOCATION_NAME = "docpipe_dagster"
+DAGSTER_CHILDREN = ("code server", "webserver", "daemon")
 MOCK_PORTS = {"storage": 8000, "llamaparse": 8001, "openai": 8002}
 
 
@@ -79,6 +81,33 @@ def seed_samples(write: Callable[[str, bytes], object], home: Path | None = None
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("samples were copied into storage once; delete this file to copy again\n")
     return count
+
+
+def write_grpc_workspace(dagster_home: Path, code_port: int) -> Path:
+    """A workspace.yaml for the webserver and the daemon: the code server on `code_port`."""
+    path = dagster_home / "workspace-grpc.yaml"
+    path.write_text(
+        "# Written by docpipe dev: the webserver and the daemon load code from one code server.\n"
+        "load_from:\n"
+        "  - grpc_server:\n"
+        "      host: 127.0.0.1\n"
+        f"      port: {code_port}\n"
+        f"      location_name: {LOCATION_NAME}\n"
+    )
+    return path
+
+
+def wait_for_port(port: int, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> bool:
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            return False
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1.0):
+            return True
+        time.sleep(0.25)
+    return False
 
 
 def wait_for_http(url: str, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> bool:
@@ -139,9 +168,28 @@ class DevStack:
         self.children.append(child)
         return child
 
+    def required_ports(self) -> list[tuple[str, int, str]]:
+        """Every port this stack binds, with the setting that moves it."""
+        wanted = [("Dagster UI", self.port, "pass --port")]
+        if self.start_mocks:
+            variables = {
+                "storage": "SUPABASE_URL",
+                "llamaparse": "LLAMAPARSE_BASE_URL",
+                "openai": "OPENAI_BASE_URL",
+            }
+            for name, port in mock_ports().items():
+                wanted.append(
+                    (f"{name} mock", port, f"set {variables[name]} to a URL with another port")
+                )
+        return wanted
+
     def start(self) -> None:
         from docpipe_dagster.clients.factory import open_storage
+        from docpipe_dagster.services import require_free_ports
         from docpipe_dagster.store.server import pgdata_dir, ready_database
+
+        # Before anything starts: a taken port (often a second `docpipe dev`) is one line.
+        require_free_ports(self.required_ports(), self.host)
 
         was_running = (pgdata_dir() / "postmaster.pid").exists()
         target = ready_database()
@@ -183,22 +231,48 @@ class DevStack:
                 "DOCPIPE_HOME": str(docpipe_home()),
             }
         )
-        web = self._spawn(
-            "dagster",
+        # Dagster's production topology on one machine (not the superseded `dagster dev`):
+        # one code server, and the webserver and the daemon both talking to it over gRPC.
+        from docpipe_dagster.services import free_port
+
+        code_port = free_port()
+        workspace = write_grpc_workspace(dagster_home, code_port)
+        bin_dir = Path(sys.executable).parent
+        code = self._spawn(
+            "code server",
             [
                 sys.executable,
                 "-m",
                 "dagster",
-                "dev",
-                "-w",
-                str(dagster_home / "workspace.yaml"),
+                "code-server",
+                "start",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(code_port),
+                "-m",
+                "docpipe_dagster.definitions",
+                "--location-name",
+                LOCATION_NAME,
+            ],
+            env,
+        )
+        if not wait_for_port(code_port, 120, code.alive):
+            raise RuntimeError("the Dagster code server did not come up (see its output above)")
+        web = self._spawn(
+            "webserver",
+            [
+                str(bin_dir / "dagster-webserver"),
                 "-h",
                 self.host,
                 "-p",
                 str(self.port),
+                "-w",
+                str(workspace),
             ],
             env,
         )
+        self._spawn("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)], env)
         if not wait_for_http(f"http://{self.host}:{self.port}/server_info", 180, web.alive):
             raise RuntimeError("the Dagster webserver did not come up (see its output above)")
         self.echo(f"Dagster UI: http://{self.host}:{self.port}  (Ctrl-C stops everything)")
@@ -214,7 +288,7 @@ class DevStack:
 
     def stop(self) -> None:
         for child in reversed(self.children):
-            child.stop(grace_s=10.0 if child.name == "dagster" else 3.0)
+            child.stop(grace_s=10.0 if child.name in DAGSTER_CHILDREN else 3.0)
         self.children.clear()
         if self.started_database:
             from docpipe_dagster.store.server import stop_embedded
@@ -225,6 +299,7 @@ class DevStack:
 
 def run_dev(host: str, port: int, echo: Callable[[str], None]) -> int:
     from docpipe_dagster.config import service_settings
+    from docpipe_dagster.services import PortInUse
 
     stack = DevStack(
         host=host, port=port, start_mocks=service_settings().uses_local_mocks, echo=echo
@@ -243,6 +318,9 @@ def run_dev(host: str, port: int, echo: Callable[[str], None]) -> int:
         code = stack.wait()
     except KeyboardInterrupt:
         echo("stopping…")
+    except PortInUse as exc:
+        echo(f"error: {exc}")
+        code = 2
     except RuntimeError as exc:
         echo(f"error: {exc}")
         code = 1

@@ -1,7 +1,8 @@
 """The `docpipe` command: database, mocks, the dev stack, ingest, search, status.
 
 One module per command group: database.py (db, env), stack.py (dev, mocks, validate),
-documents.py (ingest, search, status, verify). Imports inside the commands keep `--help`
+documents.py (ingest, search, status, verify), retry.py (retry, and the story behind
+`status KEY` / `status --failed`). Imports inside the commands keep `--help`
 fast.
 """
 
@@ -32,9 +33,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from docpipe_dagster.cli import database, documents, stack
+    from docpipe_dagster.cli import database, documents, retry, stack
 
-    for module in (database, stack, documents):
+    for module in (database, stack, documents, retry):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -40,9 +40,17 @@ def search_command(query: str, k: int, as_json: bool) -> None:
 
 
 @click.command("status")
+@click.argument("storage_key", required=False)
+@click.option("--failed", is_flag=True, help="Only the failed documents (the dead-letter list).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (shape in README).")
-def status_command(as_json: bool) -> None:
-    """Documents by state, chunk and vector totals, failures with reasons."""
+def status_command(storage_key: str | None, failed: bool, as_json: bool) -> None:
+    """Documents by state and failures; with STORAGE_KEY, that document's versions and events."""
+    from docpipe_dagster.cli.retry import run_failed, run_story
+
+    if storage_key:
+        sys.exit(run_story(storage_key, as_json))
+    if failed:
+        sys.exit(run_failed(as_json))
     sys.exit(run_status(as_json))
 
 
@@ -96,6 +104,22 @@ def _collect(paths: tuple[str, ...], prefix: str) -> list[tuple[str, Path]]:
 
 
 def run_ingest(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
+    """Exit status: 0 all completed, 1 any failed or rejected, 2 a service is unusable."""
+    if not wait:
+        return _upload(paths, wait=False, prefix=prefix)
+    from docpipe_dagster.services import ServiceProblem, services_for_command
+
+    try:
+        # Before anything is uploaded or registered: a dead or unauthorised service stops the
+        # command here, in seconds, and costs no document an attempt.
+        with services_for_command(lambda line: click.echo(line, err=True)):
+            return _upload(paths, wait=True, prefix=prefix)
+    except ServiceProblem as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+
+
+def _upload(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
     from docpipe_dagster.clients.factory import open_storage
     from docpipe_dagster.clients.storage import StorageError
 
@@ -121,10 +145,11 @@ def run_ingest(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
     if not wait:
         click.echo("not waiting: a running `docpipe dev` picks them up (or rerun with --wait)")
         return 1 if rejected else 0
-    return _process(uploaded, rejected)
+    return process_and_report(uploaded, rejected)
 
 
-def _process(keys: list[str], rejected: list[tuple[str, str]]) -> int:
+def process_and_report(keys: list[str], rejected: list[tuple[str, str]]) -> int:
+    """Process every open batch in-process, then report on `keys` (exit status 0 or 1)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -150,6 +175,9 @@ def _process(keys: list[str], rejected: list[tuple[str, str]]) -> int:
             progress.update(task, advance=done, note=f"batch {outcome.batch_key}")
 
         with Store.open(target.url, max_size=2) as store:
+            requeued = _requeue_transient_now(store)
+            if requeued:
+                progress.update(task, note=f"retrying {requeued} transient failures now")
             ingest_pending(on_batch=on_batch, log_level="ERROR")
             progress.update(task, completed=len(keys), note="done")
             current = store.current_versions()
@@ -172,6 +200,24 @@ def _process(keys: list[str], rejected: list[tuple[str, str]]) -> int:
     for key, state in other:
         click.echo(f"  {state.upper()} {key}")
     return 0 if not failed and not other and not rejected else 1
+
+
+def _requeue_transient_now(store: Any) -> int:
+    """The user asked to ingest now: transient failures are retried now, not after backoff.
+    Dead-lettered documents (attempts used up) stay failed: `docpipe retry` revives them."""
+    from datetime import datetime, timezone
+
+    from docpipe_dagster.config import settings
+    from docpipe_dagster.core.ids import batch_key as make_batch_key
+    from docpipe_dagster.store.documents import REQUEUE_PREFIX
+
+    max_attempts = settings().max_attempts
+    jobs = store.failed_versions(transient_only=True, max_attempts=max_attempts)
+    if not jobs:
+        return 0
+    batch = REQUEUE_PREFIX + make_batch_key(datetime.now(timezone.utc), [j.job_id for j in jobs])
+    reason = "transient failure retried at once by docpipe ingest --wait"
+    return len(store.requeue_failed(jobs, batch, reason, reset_attempts=False))
 
 
 def run_search(query: str, k: int, as_json: bool) -> int:

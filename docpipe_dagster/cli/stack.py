@@ -62,7 +62,7 @@ def mocks_command(
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where the UI listens.")
 @click.option("--port", default=3000, show_default=True, type=int)
 def dev_command(host: str, port: int) -> None:
-    """Database, migrations, mocks, sample documents and `dagster dev` (UI on :3000)."""
+    """Database, migrations, mocks, samples, and Dagster (code server, webserver on :3000, daemon)."""
     from docpipe_dagster.devstack import run_dev
 
     sys.exit(run_dev(host, port, click.echo))

@@ -16,6 +16,7 @@ transaction so search never sees half a document or two versions at once.
 from __future__ import annotations
 
 from docpipe_dagster.store.commit import CommitStore
+from docpipe_dagster.store.documents import DocumentStore
 from docpipe_dagster.store.jobs import JobStore
 from docpipe_dagster.store.reports import ReportStore
 from docpipe_dagster.store.schema import (
@@ -66,5 +67,5 @@ __all__ = [
 ]
 
 
-class Store(JobStore, StagingStore, CommitStore, VectorIndexStore, ReportStore):
+class Store(JobStore, StagingStore, CommitStore, VectorIndexStore, ReportStore, DocumentStore):
     """The pipeline's database access over a psycopg connection pool."""

@@ -206,3 +206,34 @@ def test_documents_stuck_in_flight_resume_in_a_new_batch(
     with pipeline.store() as store:
         assert store.move_to_batch([jobs["alpha.md"]["job_id"]], "resume-late", "test") == 0
     assert len(pipeline.rows("SELECT 1 FROM {S}.events WHERE event_type = 'rebatched'")) == 2
+
+
+def test_a_dead_letter_retried_from_the_ui_is_launched_by_the_retry_sensor(
+    pipeline: Pipeline, resources: dict[str, Any]
+) -> None:
+    from docpipe_dagster.defs.intake.retry_job import retry_failed_documents
+
+    pipeline.write("alpha.md", GOOD["alpha.md"])
+    pipeline.embedder.set_faults({"kind": "insufficient_quota"})  # permanent: dead letter
+    ingest_pending(resources=resources, instance=pipeline.instance)
+    assert pipeline.jobs()["alpha.md"]["state"] == "failed"
+    assert not retry_tick(pipeline, resources).run_requests  # nothing automatic revives it
+    pipeline.embedder.clear_faults()
+
+    result = retry_failed_documents.execute_in_process(
+        run_config={
+            "ops": {"requeue_failed_documents": {"config": {"storage_keys": ["alpha.md"]}}}
+        },
+        resources={"database": resources["database"]},
+        instance=pipeline.instance,
+    )
+    assert result.success and result.output_for_node("requeue_failed_documents") == 1
+    job = pipeline.jobs()["alpha.md"]
+    assert (job["state"], job["attempts"]) == ("uploaded", 0)
+
+    batch = requeued_batch(retry_tick(pipeline, resources), prefix="requeue-")
+    assert batch == job["batch_key"]
+    assert pipeline.run(batch, resources).success
+    assert pipeline.jobs()["alpha.md"]["state"] == "completed"
+    # Once its run exists the sensor does not launch it again.
+    assert not retry_tick(pipeline, resources).run_requests

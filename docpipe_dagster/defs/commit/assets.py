@@ -2,6 +2,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from docpipe_dagster.defs.documents.views import batch_document_table
 from docpipe_dagster.defs.metadata import failures_markdown, report_metadata
 from docpipe_dagster.defs.partitions import batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, EmbedderResource, PipelineSettings
@@ -57,6 +58,7 @@ def searchable_chunks(
             batch_completed=batch.by_state.get("completed", 0),
             batch_failed=batch.by_state.get("failed", 0),
             batch_failures=dg.MetadataValue.md(failures_markdown(batch.failures)),
+            documents=batch_document_table(store, context.partition_key),
         )
     )
     settled = set(batch.by_state) <= set(FINAL_STATES)

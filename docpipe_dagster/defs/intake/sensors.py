@@ -112,10 +112,21 @@ def retry_sensor(
         if store.move_to_batch([j.job_id for j in stale], key, "in flight with no live run"):
             batches.append(key)
 
+    # A person's retry request (`docpipe retry`, the retry_failed_documents job): at once.
+    requested = [b for b in store.requested_batches() if not _batch_ever_ran(context.instance, b)]
+    batches += requested
+
     if not batches:
         return dg.SensorResult(skip_reason="no failures due for retry, nothing stuck")
-    context.log.info(f"retry: {len(due)} due, {len(stale)} stale -> {batches}")
+    context.log.info(
+        f"retry: {len(due)} due, {len(stale)} stale, {len(requested)} requested -> {batches}"
+    )
     return dg.SensorResult(**batch_run_requests(batches, "retry"))
+
+
+def _batch_ever_ran(instance: dg.DagsterInstance, batch_key: str) -> bool:
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch_key}), limit=1)
+    return bool(runs)
 
 
 def _batch_has_live_run(instance: dg.DagsterInstance, batch_key: str | None) -> bool:

@@ -1,0 +1,211 @@
+"""One document's story, and putting failed documents back in the queue on request.
+
+`docpipe status KEY` reads a document's versions and its events as a timeline;
+`docpipe retry` and `ingest --wait` re-queue failed versions whose content is unchanged
+(a changed file is registered as a new version by intake anyway).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from docpipe_dagster.store.base import StoreBase
+from docpipe_dagster.store.schema import JobRow, S
+
+
+@dataclass(frozen=True)
+class Event:
+    stage: str
+    event_type: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Version:
+    job_id: uuid.UUID
+    content_sha256: str
+    size_bytes: int
+    state: str
+    batch_key: str | None
+    attempts: int
+    failed_stage: str | None
+    failure_reason: str | None
+    failure_code: str | None
+    retryable: bool | None
+    next_attempt_at: datetime | None
+    chunk_count: int | None
+    registered_at: datetime
+    updated_at: datetime
+    events: list[Event] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "events"}
+        out["job_id"] = str(self.job_id)
+        for key in ("next_attempt_at", "registered_at", "updated_at"):
+            out[key] = out[key].isoformat() if out[key] else None
+        out["events"] = [
+            {
+                "stage": e.stage,
+                "type": e.event_type,
+                "payload": e.payload,
+                "at": e.created_at.isoformat(),
+            }
+            for e in self.events
+        ]
+        return out
+
+
+@dataclass(frozen=True)
+class DocumentStory:
+    storage_key: str
+    versions: list[Version]  # newest first
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"storage_key": self.storage_key, "versions": [v.as_dict() for v in self.versions]}
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    storage_key: str
+    state: str
+    stage: str | None
+    reason: str | None
+    attempts: int
+    chunks: int | None
+    batch_key: str | None
+    updated_at: datetime
+
+
+REQUEUE_PREFIX = "requeue-"
+
+_VERSION_COLUMNS = ", ".join(f for f in Version.__dataclass_fields__ if f != "events")
+
+_DOCUMENT_ROW = """storage_key, state, failed_stage AS stage, failure_reason AS reason,
+    attempts, chunk_count AS chunks, batch_key, updated_at"""
+
+
+class DocumentStore(StoreBase):
+    """One document's story; failed documents re-queued on request; document listings."""
+
+    def document_story(self, storage_key: str) -> DocumentStory | None:
+        """Every registered version of `storage_key`, newest first, each with its events in order."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM {S}.upload_jobs WHERE storage_key = %s"
+                " ORDER BY registered_at DESC",
+                (storage_key,),
+            )
+            rows = cur.fetchall()
+            if not rows:
+                return None
+            cur.execute(
+                f"SELECT job_id, stage, event_type, payload, created_at FROM {S}.events"
+                " WHERE job_id = ANY(%s) ORDER BY event_id",
+                ([r["job_id"] for r in rows],),
+            )
+            events: dict[uuid.UUID, list[Event]] = {}
+            for e in cur:
+                events.setdefault(e["job_id"], []).append(
+                    Event(e["stage"], e["event_type"], e["payload"], e["created_at"])
+                )
+        versions = [Version(**row, events=events.get(row["job_id"], [])) for row in rows]
+        return DocumentStory(storage_key, versions)
+
+    def failed_versions(
+        self,
+        storage_keys: Sequence[str] = (),
+        *,
+        stage: str | None = None,
+        transient_only: bool = False,
+        max_attempts: int | None = None,
+    ) -> list[JobRow]:
+        """The newest version of each document, where it is `failed` (optionally filtered)."""
+        clauses = ["state = 'failed'"]
+        params: list[Any] = []
+        if storage_keys:
+            clauses.append("storage_key = ANY(%s)")
+            params.append(list(storage_keys))
+        if stage:
+            clauses.append("failed_stage = %s")
+            params.append(stage)
+        if transient_only:
+            clauses.append("retryable")
+        if max_attempts is not None:
+            clauses.append("attempts < %s")
+            params.append(max_attempts)
+        where = " AND ".join(clauses)
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"""SELECT * FROM (
+                        SELECT DISTINCT ON (storage_key) * FROM {S}.upload_jobs
+                        WHERE state NOT IN ('deleted', 'superseded')
+                        ORDER BY storage_key, registered_at DESC) newest
+                    WHERE {where} ORDER BY storage_key""",
+                params,
+            )
+            return [JobRow.from_row(r) for r in cur]
+
+    def requeue_failed(
+        self, jobs: Sequence[JobRow], batch_key: str, reason: str, *, reset_attempts: bool
+    ) -> list[uuid.UUID]:
+        """Put failed versions into `batch_key` for another attempt, with a `retry` event each.
+
+        reset_attempts: a person asked for it (`docpipe retry`), so the dead-letter count starts
+        over; an automatic retry keeps counting.
+        """
+        ids = [job.job_id for job in jobs]
+        if not ids:
+            return []
+        with self.transaction() as conn:
+            moved = [
+                row[0]
+                for row in conn.execute(
+                    f"""UPDATE {S}.upload_jobs SET state = 'uploaded', batch_key = %s,
+                        next_attempt_at = NULL,
+                        attempts = CASE WHEN %s THEN 0 ELSE attempts END, updated_at = now()
+                        WHERE job_id = ANY(%s) AND state = 'failed' RETURNING job_id""",
+                    (batch_key, reset_attempts, ids),
+                )
+            ]
+            payload = {"batch": batch_key, "reason": reason, "attempts_reset": reset_attempts}
+            self._events(conn, [(job_id, "intake", "retry", payload) for job_id in moved])
+        return moved
+
+    def requested_batches(self) -> list[str]:
+        """Batches made by a person's retry request (`docpipe retry`, the UI job) still open."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT DISTINCT batch_key FROM {S}.upload_jobs WHERE state = 'uploaded'"
+                " AND batch_key LIKE %s ORDER BY batch_key",
+                (REQUEUE_PREFIX + "%",),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def batch_documents(self, batch_key: str) -> list[DocumentRow]:
+        """Every version registered in one batch, by storage key."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"SELECT {_DOCUMENT_ROW} FROM {S}.upload_jobs WHERE batch_key = %s"
+                " ORDER BY storage_key",
+                (batch_key,),
+            )
+            return [DocumentRow(**r) for r in cur]
+
+    def recent_documents(self, limit: int = 500) -> list[DocumentRow]:
+        """The newest version of each document, most recently changed first."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"""SELECT {_DOCUMENT_ROW}
+                    FROM (SELECT DISTINCT ON (document_id) * FROM {S}.upload_jobs
+                          ORDER BY document_id, registered_at DESC) latest
+                    ORDER BY updated_at DESC, storage_key LIMIT %s""",
+                (limit,),
+            )
+            return [DocumentRow(**r) for r in cur]

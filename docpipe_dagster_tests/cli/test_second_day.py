@@ -1,0 +1,89 @@
+"""A user's second day: where is my file, what failed, try it again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from docpipe_dagster_tests.cli.test_cli import docpipe
+from docpipe_dagster_tests.support.mock_servers import MockServer
+
+
+def _docs(root: Path) -> Path:
+    folder = root / "notes"
+    folder.mkdir()
+    (folder / "owls.md").write_text("# Owls\n\nOwls hunt at night and see well in the dark.\n")
+    (folder / "figs.txt").write_text("Fig trees are pollinated by tiny wasps.\n")
+    return folder
+
+
+def test_dead_lettered_documents_are_listed_explained_and_retried(
+    cli_env: dict[str, str], cli_mocks: dict[str, MockServer], tmp_path: Path
+) -> None:
+    embedder = cli_mocks["openai"]
+    embedder.reset()
+    # Not retryable: the document is dead-lettered at once (no attempt would help).
+    embedder.set_faults({"kind": "insufficient_quota", "count": 100, "path": "/v1/embeddings"})
+    first = docpipe(cli_env, "ingest", str(_docs(tmp_path)), "--wait")
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "0 completed, 2 failed" in first.stdout
+
+    failed = json.loads(docpipe(cli_env, "status", "--failed", "--json").stdout)["failed"]
+    assert sorted(f["storage_key"] for f in failed) == ["notes/figs.txt", "notes/owls.md"]
+    assert all("quota" in f["reason"].lower() for f in failed), failed
+
+    # Running ingest again does not revive a dead letter: the fault is gone, still failed.
+    embedder.clear_faults()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "moss.md").write_text("# Moss\n\nMoss grows on the north side of trees.\n")
+    again = docpipe(cli_env, "ingest", str(other), "--wait")
+    assert "1 completed, 0 failed" in again.stdout, again.stdout + again.stderr
+    assert len(json.loads(docpipe(cli_env, "status", "--failed", "--json").stdout)["failed"]) == 2
+
+    retried = docpipe(cli_env, "retry", "notes/owls.md", "notes/figs.txt", "--wait")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert "re-queued 2 document(s)" in retried.stdout
+    assert "2 completed, 0 failed" in retried.stdout
+    assert json.loads(docpipe(cli_env, "status", "--failed", "--json").stdout)["failed"] == []
+
+    story = json.loads(docpipe(cli_env, "status", "notes/owls.md", "--json").stdout)
+    (version,) = story["versions"]
+    assert version["state"] == "completed" and version["attempts"] == 0
+    kinds = [(e["stage"], e["type"]) for e in version["events"]]
+    assert ("embed", "failed") in kinds and ("intake", "retry") in kinds
+    assert kinds.index(("embed", "failed")) < kinds.index(("intake", "retry"))
+    assert kinds[-1][1] == "completed", kinds
+    text = docpipe(cli_env, "status", "notes/owls.md")
+    assert text.returncode == 0 and "COMPLETED" in text.stdout and "retry" in text.stdout
+
+
+def test_retry_needs_a_target_and_names_what_it_could_not_retry(cli_env: dict[str, str]) -> None:
+    bare = docpipe(cli_env, "retry")
+    assert bare.returncode == 2 and "--all-failed" in bare.stderr
+    unknown = docpipe(cli_env, "retry", "no/such.md")
+    assert unknown.returncode == 1 and "not retried no/such.md" in unknown.stderr
+    missing = docpipe(cli_env, "status", "no/such.md")
+    assert missing.returncode == 1 and "no document" in missing.stderr
+
+
+def test_ingest_again_retries_transient_failures_at_once(
+    cli_env: dict[str, str], cli_mocks: dict[str, MockServer], tmp_path: Path
+) -> None:
+    parser = cli_mocks["llamaparse"]
+    parser.reset()
+    parser.set_faults({"kind": "parse_error", "count": 1})
+    docs = tmp_path / "one"
+    docs.mkdir()
+    (docs / "report.md").write_text("# Report\n\nQuarterly numbers went up.\n")
+    env = dict(cli_env)  # .md goes to the parser (only .txt, .markdown, .json are local)
+    first = docpipe(env, "ingest", str(docs), "--wait")
+    story = json.loads(docpipe(env, "status", "one/report.md", "--json").stdout)
+    version = story["versions"][0]
+    assert version["state"] == "failed", first.stdout
+    assert version["retryable"] is True, version  # a failed parse job may succeed next time
+    assert version["next_attempt_at"] is not None  # backoff scheduled for the daemon
+
+    second = docpipe(env, "ingest", str(docs), "--wait")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "1 completed, 0 failed" in second.stdout
