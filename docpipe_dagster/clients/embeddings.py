@@ -28,6 +28,7 @@ import httpx
 
 from docpipe_dagster.clients._http import AsyncApiClient
 from docpipe_dagster.core.batching import pack
+from docpipe_dagster.core.breaker import CircuitBreaker
 from docpipe_dagster.core.retry import (
     Retrier,
     RetryPolicy,
@@ -134,6 +135,7 @@ class EmbeddingsClient(AsyncApiClient):
         self.timeout_s = timeout_s
         self.encoding_format = encoding_format
         self.retry_policy = retry_policy or RetryPolicy(max_attempts=max_attempts)
+        self.breaker = CircuitBreaker("embedder", self.base_url)
         self._rng = rng or random.Random()
         self._api_key = api_key
         self._transport = transport
@@ -266,7 +268,12 @@ class EmbeddingsClient(AsyncApiClient):
             counters.retries += 1
 
         retrier = Retrier(
-            self.retry_policy, service="embeddings", logger=log, rng=self._rng, on_retry=count_retry
+            self.retry_policy,
+            service="embeddings",
+            logger=log,
+            rng=self._rng,
+            on_retry=count_retry,
+            breaker=self.breaker,
         )
         return await retrier.call_async(attempt)
 

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 
 from docpipe_dagster.clients._http import AsyncApiClient
+from docpipe_dagster.core.breaker import CircuitBreaker
 from docpipe_dagster.core.retry import RetryPolicy, is_retryable_status
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,7 @@ class LlamaParseClient(AsyncApiClient):
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
         self.retry_policy = retry_policy or RetryPolicy(max_attempts=max_attempts)
+        self.breaker = CircuitBreaker("parser", self.base_url)
         self.upload_options = dict(upload_options or {})
         self._api_key = api_key
         self._transport = transport
@@ -224,6 +226,7 @@ class LlamaParseClient(AsyncApiClient):
         while True:
             attempt += 1
             headers: httpx.Headers | None = None
+            self.breaker.check()
             try:
                 resp = await client.request(method, path, **kwargs)
             except httpx.TimeoutException:
@@ -251,6 +254,7 @@ class LlamaParseClient(AsyncApiClient):
                     else:
                         ok = validate(body) if validate else True
                     if ok:
+                        self.breaker.success()
                         return body
                     problem = ParseError(
                         f"{what}: malformed response (not the expected JSON)",
@@ -260,6 +264,8 @@ class LlamaParseClient(AsyncApiClient):
                         status=resp.status_code,
                     )
                 headers = resp.headers
+            self.breaker.record(problem)
+            self.breaker.check()  # the failure that opened it ends this call's retries too
             if not problem.retryable or not self.retry_policy.should_retry(attempt):
                 raise problem
             delay = self.retry_policy.delay(attempt, headers, rng=self._rng)

@@ -14,14 +14,22 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-DEFAULT_THRESHOLD = 8
+from docpipe_dagster.core.retry import ServiceError
+
+# A handful: as many consecutive failures as one request may spend on its own retries (the
+# clients make 5-6 attempts), so even a batch that needs a single request stops on an outage.
+DEFAULT_THRESHOLD = 5
 
 
-class ServiceUnavailable(Exception):
-    """The service failed `threshold` times in a row; nothing more is sent this run."""
+class ServiceUnavailable(ServiceError):
+    """The service failed `threshold` times in a row; nothing more is sent this run.
+
+    Not retryable within the run; not the document's fault either: the stage leaves the
+    documents it had not finished where they were, with no attempt counted.
+    """
 
     def __init__(self, service: str, reason: str) -> None:
-        super().__init__(reason)
+        super().__init__(reason, retryable=False, code="SERVICE_UNAVAILABLE")
         self.service = service
         self.reason = reason
 
@@ -60,6 +68,15 @@ class CircuitBreaker:
             self.consecutive = 0
             self.kinds.clear()
             self.first_failure_at = None
+
+    def record(self, error: BaseException) -> None:
+        """Count a failed request: only what says the service is down (retryable errors:
+        connection, timeout, 429, 5xx); a 400 or a bad input is the request's fault."""
+        if isinstance(error, ServiceError) and error.retryable:
+            self.failure(str(error.status) if error.status else type(error).__name__)
+        elif getattr(error, "retryable", False):
+            status = getattr(error, "status", None)
+            self.failure(str(status) if status else getattr(error, "kind", type(error).__name__))
 
     def failure(self, kind: str) -> None:
         """kind: what went wrong, as a person reads it ('503', '429', 'ConnectError')."""

@@ -173,8 +173,12 @@ class Retrier:
         logger: logging.Logger,
         rng: random.Random | None = None,
         on_retry: Callable[[ServiceError], None] | None = None,
+        breaker: Any | None = None,
     ) -> None:
         self.policy = policy
+        # A core.breaker.CircuitBreaker shared by the client's calls: checked before each
+        # try, told of each outcome; once open, calls raise ServiceUnavailable at once.
+        self.breaker = breaker
         self.service = service
         self.logger = logger
         self.rng = rng
@@ -224,7 +228,20 @@ class Retrier:
 
     async def call_async(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
         retrying = tenacity.AsyncRetrying(sleep=asyncio.sleep, **self._options())
+        breaker = self.breaker
+
+        async def guarded() -> _T:
+            breaker.check()
+            try:
+                result = await attempt()
+            except BaseException as error:
+                breaker.record(error)
+                breaker.check()  # the failure that opened it ends the retries too
+                raise
+            breaker.success()
+            return result
+
         try:
-            return await retrying(attempt)
+            return await retrying(guarded if breaker is not None else attempt)
         except ServiceError as error:
             raise self._gave_up(error, retrying.statistics.get("attempt_number", 1)) from None

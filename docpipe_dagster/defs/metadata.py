@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import dagster as dg
 
+from docpipe_dagster.core.breaker import ServiceUnavailable
 from docpipe_dagster.pipeline.report import StageReport
+
+_R = TypeVar("_R")
 
 MAX_FAILURE_ROWS = 50
 
@@ -34,3 +39,19 @@ def report_metadata(report: StageReport, **extra: Any) -> dict[str, Any]:
     metadata["failures"] = dg.MetadataValue.md(failures_markdown(report.failures))
     metadata.update(extra)
     return metadata
+
+
+def run_or_fail_fast(stage: Callable[[], Coroutine[Any, Any, _R]]) -> _R:
+    """Run an async stage; a service that is down fails the step with its one reason.
+
+    The stage has already left the documents it could not try queued with no attempt used,
+    so the run failing is the whole story: no traceback, the reason on the run page.
+    """
+    try:
+        return asyncio.run(stage())
+    except ServiceUnavailable as exc:
+        raise dg.Failure(
+            description=str(exc),
+            metadata={"service": exc.service, "code": "SERVICE_UNAVAILABLE"},
+            allow_retries=False,
+        ) from None

@@ -12,6 +12,7 @@ import asyncio
 import uuid
 
 from docpipe_dagster.clients.embeddings import EmbeddingBatch, EmbeddingError, EmbeddingsClient
+from docpipe_dagster.core.breaker import ServiceUnavailable
 from docpipe_dagster.pipeline.report import RetrySchedule, StageReport, batch_jobs, fail_job
 from docpipe_dagster.store.queries import Store, VectorSpace
 
@@ -44,6 +45,8 @@ async def embed_chunks(
     report.count("texts_sent", len(texts))
 
     failed: dict[uuid.UUID, tuple[str, str | None, bool]] = {}
+    untouched: set[uuid.UUID] = set()  # left queued because the service is down
+    outage: ServiceUnavailable | None = None
     available = set(cached)
     if texts:
         shas = list(texts)
@@ -60,6 +63,11 @@ async def embed_chunks(
         for part, task in zip(parts, tasks, strict=True):
             try:
                 batch = await task
+            except ServiceUnavailable as exc:
+                outage = outage or exc
+                for t in tasks:
+                    t.cancel()
+                continue
             except EmbeddingError as exc:
                 # The service refused (auth, quota, outage after retries): stop asking, and
                 # every document still waiting for a new vector fails with this reason.
@@ -68,7 +76,7 @@ async def embed_chunks(
                     t.cancel()
                 continue
             except asyncio.CancelledError:
-                if service_error is None:
+                if service_error is None and outage is None:
                     raise
                 continue
             except BaseException:
@@ -85,7 +93,11 @@ async def embed_chunks(
                 if c.text_sha256 in bad_texts and c.job_id not in failed:
                     err = bad_texts[c.text_sha256]
                     failed[c.job_id] = (f"chunk could not be embedded: {err}", err.code, False)
-        if service_error is not None:
+        if outage is not None:
+            # The service is down, not these documents: they stay `chunked`, no attempt used.
+            waiting = {c.job_id for c in pending if c.text_sha256 not in available}
+            untouched.update(j for j in waiting if j not in failed)
+        elif service_error is not None:
             for c in pending:
                 if c.text_sha256 not in available and c.job_id not in failed:
                     failed[c.job_id] = (
@@ -104,10 +116,12 @@ async def embed_chunks(
         space,
     )
     embedded = store.mark_embedded(
-        [job_id for job_id in jobs if job_id not in failed],
+        [job_id for job_id in jobs if job_id not in failed and job_id not in untouched],
         {"model": space.model, "dims": space.dims},
     )
     for job_id, job in jobs.items():
+        if job_id in untouched:
+            continue
         if job_id in failed:
             reason, code, retryable = failed[job_id]
             fail_job(store, report, job, reason, code=code, retryable=retryable, retry=retry)
@@ -119,4 +133,11 @@ async def embed_chunks(
                 store, report, job, reason, code="MISSING_VECTORS", retryable=True, retry=retry
             )
     report.count("vectors_staged", staged)
+    if outage is not None:
+        report.count("not_attempted", len(untouched))
+        report.finish()
+        raise ServiceUnavailable(
+            outage.service,
+            f"{outage.reason}; {len(untouched)} documents left queued, no attempt used",
+        )
     return report.finish()

@@ -13,6 +13,7 @@ import time
 
 from docpipe_dagster.clients.llamaparse import LlamaParseClient, ParseError
 from docpipe_dagster.clients.storage import StorageBackend, StorageError
+from docpipe_dagster.core.breaker import ServiceUnavailable
 from docpipe_dagster.core.hashing import sha256_bytes
 from docpipe_dagster.core.media import unsupported_reason
 from docpipe_dagster.pipeline.local_parse import is_local, local_profile, parse_locally
@@ -137,6 +138,10 @@ async def parse_documents(
                 report.external_calls += 1
                 parsed = await client.parse(filename, data, first.media_type)
         except ParseError as exc:
+            breaker = getattr(client, "breaker", None)
+            if exc.retryable and breaker is not None and breaker.is_open:
+                # The service is down, not this document: no attempt is counted.
+                raise ServiceUnavailable(breaker.service, breaker.reason) from None
             if exc.kind == "stuck":  # say so, and which deadline gave up on it
                 reason = f"parser stuck: {exc.reason} (DOCPIPE_PARSE_DEADLINE_SECONDS)"
                 fail(same_content, reason, "PARSE_STUCK", exc.retryable)
@@ -178,12 +183,35 @@ async def parse_documents(
     results = await asyncio.gather(
         *(parse_one(key, group) for key, group in misses.items()), return_exceptions=True
     )
+    unavailable: list[JobRow] = []
+    outage: ServiceUnavailable | None = None
     for (_key, group), outcome in zip(misses.items(), results, strict=True):
-        if isinstance(outcome, BaseException):
+        if isinstance(outcome, ServiceUnavailable):
+            unavailable += group
+            outage = outcome
+        elif isinstance(outcome, BaseException):
             fail(
                 group,
                 f"unexpected parser error: {outcome.__class__.__name__}: {outcome}",
                 "INTERNAL",
                 True,
             )
+    if outage is not None:
+        # Back in the queue with no attempt used; the run fails with the one reason, and the
+        # next run (or `docpipe ingest --wait` again) picks them up.
+        store.set_states(
+            [job.job_id for job in unavailable],
+            "uploaded",
+            "parse",
+            "service_unavailable",
+            {"reason": outage.reason},
+            expected=["parsing"],
+            durable=True,
+        )
+        report.count("not_attempted", len(unavailable))
+        report.finish()
+        raise ServiceUnavailable(
+            outage.service,
+            f"{outage.reason}; {len(unavailable)} documents left queued, no attempt used",
+        )
     return report.finish()

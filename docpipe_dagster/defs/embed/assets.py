@@ -1,9 +1,8 @@
-import asyncio
 from collections.abc import Iterator
 
 import dagster as dg
 
-from docpipe_dagster.defs.metadata import report_metadata
+from docpipe_dagster.defs.metadata import report_metadata, run_or_fail_fast
 from docpipe_dagster.defs.partitions import batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, EmbedderResource, PipelineSettings
 from docpipe_dagster.pipeline.embed import embed_chunks
@@ -57,7 +56,7 @@ def chunk_embeddings(
                 retry_base_seconds=pipeline_settings.retry_base_seconds,
             )
 
-    report = asyncio.run(run())
+    report = run_or_fail_fast(run)
     yield dg.MaterializeResult(
         metadata=report_metadata(report, model=embedder.model, dimensions=space.dims)
     )

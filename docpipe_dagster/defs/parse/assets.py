@@ -1,8 +1,6 @@
-import asyncio
-
 import dagster as dg
 
-from docpipe_dagster.defs.metadata import report_metadata
+from docpipe_dagster.defs.metadata import report_metadata, run_or_fail_fast
 from docpipe_dagster.defs.partitions import batch_partitions
 from docpipe_dagster.defs.resources import (
     DatabaseResource,
@@ -44,5 +42,5 @@ def parsed_documents(
                 result_type=parser.result_type,
             )
 
-    report = asyncio.run(run())
+    report = run_or_fail_fast(run)
     return dg.MaterializeResult(metadata=report_metadata(report))
