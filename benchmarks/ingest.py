@@ -35,6 +35,7 @@ from benchmarks import corpus as corpus_mod
 from benchmarks.infra import REPO_ROOT, Infra
 from benchmarks.report import evaluate_targets, report, table_rows
 from benchmarks.scenarios import SCENARIOS, TARGETS, Bench, _machine
+from docpipe_dagster.cli import run_command
 from docpipe_dagster.config import settings
 
 __all__ = ["SCENARIOS", "TARGETS", "main"]
@@ -163,18 +164,7 @@ def cli(ctx: click.Context, **options: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m benchmarks.ingest`; the exit status is 1 when a scenario failed."""
-    try:
-        cli.main(
-            args=argv, prog_name="python -m benchmarks.ingest", obj=argv, standalone_mode=False
-        )
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        return 1
-    return 0
+    return run_command(cli, argv, "python -m benchmarks.ingest", obj=argv)
 
 
 def run(args: SimpleNamespace, argv: list[str] | None) -> int:

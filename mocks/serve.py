@@ -18,6 +18,7 @@ import click
 import uvicorn
 from fastapi import FastAPI
 
+from docpipe_dagster.cli import run_command
 from mocks._common import MockSettings, parse_faults, settings_from_env
 
 SERVICES: tuple[str, ...] = ("storage", "llamaparse", "openai")
@@ -152,13 +153,4 @@ def _command(service: str, port: int | None, **args: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m mocks ...`; 0 after a clean stop, 2 for a usage error."""
-    try:
-        _command.main(args=list(argv) if argv is not None else None, standalone_mode=False)
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        return 1
-    return 0
+    return run_command(_command, argv)
