@@ -14,7 +14,6 @@ reduced size: docpipe_dagster_tests/reliability/test_load.py (DOCPIPE_LOAD_DOCS)
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -27,11 +26,15 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import click
 import psutil
 import psycopg
 from psycopg import sql
+
+from docpipe_dagster.cli import run_command
 
 TOPICS = ("lighthouse", "orchard", "glacier", "foundry", "monastery", "harbour", "observatory")
 WORDS = ("north", "amber", "copper", "willow", "basalt", "saffron", "granite", "heron")
@@ -76,7 +79,7 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: SimpleNamespace) -> int:
     # Imported here so `--help` is fast and the environment is set before anything reads it.
     import dagster as dg
 
@@ -222,14 +225,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"kept {workdir}")
 
 
+@click.command(
+    name="python -m benchmarks.load_10k",
+    help=__doc__,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option("--docs", type=int, default=10_000, show_default=True)
+@click.option("--dims", type=int, default=1536, show_default=True, help="embedding dimensions")
+@click.option("--batch-max-files", type=int, default=200, show_default=True)
+@click.option("--database-url", default=None, help="a server to create a DB on")
+@click.option("--keep", is_flag=True, help="keep the temp folder")
+def _command(**options: Any) -> None:
+    raise click.exceptions.Exit(run(SimpleNamespace(**options)))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.load_10k", description=__doc__)
-    parser.add_argument("--docs", type=int, default=10_000)
-    parser.add_argument("--dims", type=int, default=1536, help="embedding dimensions")
-    parser.add_argument("--batch-max-files", type=int, default=200)
-    parser.add_argument("--database-url", default=None, help="a server to create a DB on")
-    parser.add_argument("--keep", action="store_true", help="keep the temp folder")
-    return run(parser.parse_args(argv))
+    return run_command(_command, argv)
 
 
 if __name__ == "__main__":

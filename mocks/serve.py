@@ -7,18 +7,18 @@ stop the others from being served individually.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import importlib
 import signal
-import sys
 from collections.abc import Generator, Sequence
 from typing import Any
 
+import click
 import uvicorn
 from fastapi import FastAPI
 
+from docpipe_dagster.cli import run_command
 from mocks._common import MockSettings, parse_faults, settings_from_env
 
 SERVICES: tuple[str, ...] = ("storage", "llamaparse", "openai")
@@ -93,55 +93,64 @@ def serve(
     asyncio.run(_run(servers))
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mocks", description="Run docpipe mock services.")
-    p.add_argument("service", nargs="?", default="all", choices=["all", *SERVICES])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, help="port for a single service (not with 'all')")
+def _port_options(command: Any) -> Any:
     for service in SERVICES:
-        p.add_argument(f"--{service}-port", type=int, default=None, dest=f"{service}_port")
-    p.add_argument("--api-key", default=None, help="'none' disables auth")
-    p.add_argument("--latency-ms", type=float, default=None)
-    p.add_argument("--jitter-ms", type=float, default=None)
-    p.add_argument("--faults", default=None, help="JSON fault spec or list of specs")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--webhook-secret", default=None)
-    p.add_argument("--pending-seconds", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--log-level", default="warning")
-    p.add_argument("--access-log", action="store_true")
-    return p
+        command = click.option(f"--{service}-port", f"{service}_port", type=int, default=None)(
+            command
+        )
+    return command
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    services = list(SERVICES) if args.service == "all" else [args.service]
-    if args.port is not None and len(services) > 1:
-        print("--port needs a single service; use --<service>-port with 'all'", file=sys.stderr)
-        return 2
+@click.command(
+    name="python -m mocks",
+    help="Run docpipe mock services.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.argument("service", default="all", type=click.Choice(["all", *SERVICES]))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="port for a single service (not with 'all')")
+@_port_options
+@click.option("--api-key", default=None, help="'none' disables auth")
+@click.option("--latency-ms", type=float, default=None)
+@click.option("--jitter-ms", type=float, default=None)
+@click.option("--faults", default=None, help="JSON fault spec or list of specs")
+@click.option("--data-dir", default=None)
+@click.option("--webhook-secret", default=None)
+@click.option("--pending-seconds", type=float, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--log-level", default="warning", show_default=True)
+@click.option("--access-log", is_flag=True)
+def _command(service: str, port: int | None, **args: Any) -> None:
+    services = list(SERVICES) if service == "all" else [service]
+    if port is not None and len(services) > 1:
+        raise click.UsageError("--port needs a single service; use --<service>-port with 'all'")
     ports: dict[str, int] = {}
-    for service in services:
-        port = args.port if args.port is not None else getattr(args, f"{service}_port")
-        if port is not None:
-            ports[service] = port
+    for name in services:
+        chosen = port if port is not None else args[f"{name}_port"]
+        if chosen is not None:
+            ports[name] = chosen
     overrides: dict[str, Any] = {
-        "latency_ms": args.latency_ms,
-        "jitter_ms": args.jitter_ms,
-        "faults": parse_faults(args.faults) if args.faults else None,
-        "data_dir": args.data_dir,
-        "webhook_secret": args.webhook_secret,
-        "pending_seconds": args.pending_seconds,
-        "seed": args.seed,
+        "latency_ms": args["latency_ms"],
+        "jitter_ms": args["jitter_ms"],
+        "faults": parse_faults(args["faults"]) if args["faults"] else None,
+        "data_dir": args["data_dir"],
+        "webhook_secret": args["webhook_secret"],
+        "pending_seconds": args["pending_seconds"],
+        "seed": args["seed"],
     }
-    if args.api_key is not None:
-        key = args.api_key.strip()
+    if args["api_key"] is not None:
+        key = args["api_key"].strip()
         overrides["api_key"] = None if key.lower() in ("", "none") else key
     serve(
         services,
-        args.host,
+        args["host"],
         ports,
-        log_level=args.log_level,
-        access_log=args.access_log,
+        log_level=args["log_level"],
+        access_log=args["access_log"],
         **overrides,
     )
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m mocks ...`; 0 after a clean stop, 2 for a usage error."""
+    return run_command(_command, argv)

@@ -9,6 +9,8 @@ fast.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -30,6 +32,32 @@ def main() -> None:
       docpipe status                   documents by state, failures with reasons
     """
     _quiet_warnings()
+
+
+def run_command(
+    command: click.Command,
+    argv: Sequence[str] | None = None,
+    prog_name: str | None = None,
+    obj: Any = None,
+) -> int:
+    """Run a click command as a function: its exit status (2 for a usage error, printed)
+    instead of a SystemExit. For `python -m` entry points that return their status; `obj`
+    becomes the context's `obj`."""
+    try:
+        command.main(
+            args=list(argv) if argv is not None else None,
+            prog_name=prog_name,
+            obj=obj,
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 1
+    return 0
 
 
 def _register() -> None:

@@ -1,0 +1,204 @@
+"""The ingest benchmark's report: targets met or not, the runs table, printed with rich."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.scenarios import TARGETS
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, value: Any, goal: str, met: bool | None, detail: str = "") -> None:
+        rows.append(
+            {
+                "scenario": name,
+                "target": TARGETS[name],
+                "value": value,
+                "goal": goal,
+                "met": met,
+                "detail": detail,
+            }
+        )
+
+    s = results
+    if "overhead" in s:
+        v = s["overhead"]["docpipe_vs_baseline"]
+        add("overhead", v, ">= 0.8", v is not None and v >= 0.8, "docpipe/baseline vectors/s")
+    for name in ("bulk", "trickle"):
+        if name in s:
+            v = s[name]["docpipe_vs_limit"]
+            add(
+                name,
+                v,
+                ">= 0.85",
+                v is not None and v >= 0.85,
+                f"end to end; commit stage alone: {s[name].get('commit_stage_vs_limit')} x limit",
+            )
+    if "rerun" in s:
+        r = s["rerun"]
+        ok = r["external_calls"] == 0 and (r["fraction_of_first_run"] or 1) <= 0.03
+        add(
+            "rerun",
+            {"external_calls": r["external_calls"], "fraction": r["fraction_of_first_run"]},
+            "0 calls, <= 0.03",
+            ok,
+            f"forced re-materialization: {r['rematerialize_external_calls']} calls, "
+            f"{r['rematerialize_fraction_of_first_run']} of the first run; rows unchanged: "
+            f"{r['rows_unchanged']}",
+        )
+    if "memory" in s:
+        v = s["memory"]["rss_ratio"]
+        add(
+            "memory",
+            v,
+            "<= 1.3",
+            v is not None and v <= 1.3,
+            f"{s['memory']['small']['docpipe']['peak_rss_mb']} MB vs "
+            f"{s['memory']['large']['docpipe']['peak_rss_mb']} MB",
+        )
+    if "dev" in s and "p50_seconds" in s["dev"]:
+        d = s["dev"]
+        v = d["p50_seconds"]
+        detail = f"defaults; median parts: {d.get('median_parts_seconds')}"
+        if "tuned" in d:
+            t = d["tuned"]
+            detail += (
+                f"; settle 0.5 s + sensor 1 s: p50 {t['p50_seconds']}, p95 {t['p95_seconds']}, "
+                f"parts {t.get('median_parts_seconds')}"
+            )
+        add("dev", {"p50": v, "p95": d["p95_seconds"]}, "p50 <= 10 s", v <= 10, detail)
+    return rows
+
+
+def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+
+    def add(scenario: str, run: dict[str, Any] | None, vs_base=None, vs_limit=None) -> None:
+        if not run:
+            return
+        rows.append(
+            {
+                "scenario": scenario,
+                "system": run.get("system", "docpipe"),
+                "docs": run.get("documents"),
+                "chunks": run.get("chunks"),
+                "seconds": run.get("seconds"),
+                "docs_per_s": run.get("docs_per_s"),
+                "chunks_per_s": run.get("chunks_per_s"),
+                "vectors_per_s": run.get("vectors_per_s"),
+                "peak_rss_mb": run.get("peak_rss_mb"),
+                "parser_calls": run.get("parser_requests"),
+                "embedder_calls": run.get("embedder_requests"),
+                "vs_baseline": vs_base,
+                "vs_limit": vs_limit,
+            }
+        )
+
+    for name in ("overhead", "realistic", "bulk", "trickle"):
+        if name in results:
+            r = results[name]
+            add(name, r.get("baseline"))
+            add(name, r.get("docpipe"), r.get("docpipe_vs_baseline"), r.get("docpipe_vs_limit"))
+    for name, r in results.get("options", {}).items():
+        if isinstance(r, dict) and "docpipe" in r:
+            add(f"bulk/{name}", r["docpipe"], None, r.get("docpipe_vs_limit"))
+    if "rerun" in results:
+        r = results["rerun"]
+        add("rerun (ingest)", r["docpipe"], None, None)
+        add("rerun (materialize)", r["rematerialize"], None, None)
+    if "memory" in results:
+        for label in ("small", "large"):
+            add(f"memory/{label}", results["memory"][label]["docpipe"], None, None)
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_fmt(x)}" for k, x in v.items())
+    return str(v)
+
+
+def render_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    table = Table()
+    for _, header in columns:
+        table.add_column(header, overflow="fold")
+    for r in rows:
+        table.add_row(*(_fmt(r.get(key)) for key, _ in columns))
+    # Wide enough that no header is cut when stdout is a pipe (rich assumes 80 columns).
+    out = io.StringIO()
+    Console(file=out, width=240, color_system=None).print(table)
+    return out.getvalue().rstrip()
+
+
+RUN_COLUMNS = [
+    ("scenario", "scenario"),
+    ("system", "system"),
+    ("docs", "docs"),
+    ("chunks", "chunks"),
+    ("seconds", "s"),
+    ("docs_per_s", "docs/s"),
+    ("chunks_per_s", "chunks/s"),
+    ("vectors_per_s", "vectors/s"),
+    ("peak_rss_mb", "peak RSS MB"),
+    ("parser_calls", "parser calls"),
+    ("embedder_calls", "embedder calls"),
+    ("vs_baseline", "docpipe/baseline"),
+    ("vs_limit", "docpipe/limit"),
+]
+TARGET_COLUMNS = [
+    ("scenario", "scenario"),
+    ("value", "value"),
+    ("goal", "goal"),
+    ("met", "met"),
+    ("detail", "detail"),
+]
+LIMIT_COLUMNS = [
+    ("variant", "variant"),
+    ("load_rows", "rows"),
+    ("copy_rows_per_s", "COPY rows/s"),
+    ("build_rows_per_s", "HNSW build rows/s"),
+    ("load_build_rows_per_s", "load+build rows/s"),
+    ("insert_rows_per_s", "HNSW insert rows/s"),
+    ("insert_rows_per_s_2_clients", "insert, 2 clients"),
+    ("index_mb", "index MB"),
+]
+
+
+def report(doc: dict[str, Any]) -> str:
+    out = []
+    if doc["limits"]:
+        out.append("pgvector limits (this machine, the corpus's vectors):")
+        out.append(
+            render_table([{"variant": k, **v} for k, v in doc["limits"].items()], LIMIT_COLUMNS)
+        )
+        out.append("")
+    out.append("runs:")
+    out.append(render_table(doc["table"], RUN_COLUMNS))
+    out.append("")
+    if "dev" in doc["scenarios"] and "p50_seconds" in doc["scenarios"]["dev"]:
+        d = doc["scenarios"]["dev"]
+        out.append(
+            f"upload -> searchable under docpipe dev ({d['files']} files): p50 {d['p50_seconds']} s, "
+            f"p95 {d['p95_seconds']} s; median parts {d.get('median_parts_seconds')}"
+        )
+        if "tuned" in d:
+            t = d["tuned"]
+            out.append(
+                "  with DOCPIPE_SETTLE_SECONDS=0.5 DOCPIPE_SENSOR_INTERVAL_SECONDS=1: "
+                f"p50 {t['p50_seconds']} s, p95 {t['p95_seconds']} s; "
+                f"median parts {t.get('median_parts_seconds')}"
+            )
+        out.append("")
+    out.append("targets:")
+    out.append(render_table(doc["targets"], TARGET_COLUMNS))
+    return "\n".join(out)
