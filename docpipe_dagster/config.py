@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     sensor_interval_seconds: int = var("DOCPIPE_SENSOR_INTERVAL_SECONDS", 2, "intake sensor")
     retry_interval_seconds: int = var("DOCPIPE_RETRY_INTERVAL_SECONDS", 30, "retry sensor")
     health_interval_seconds: int = var("DOCPIPE_HEALTH_INTERVAL_SECONDS", 30, "health sensor")
+    # --- logs
+    log_format: str = var(
+        "DOCPIPE_LOG_FORMAT", "console", "console | json (one JSON object per line, for containers)"
+    )
     # --- local mocks
     mock_api_key: str = var(
         "DOCPIPE_MOCK_API_KEY", LOCAL_MOCK_API_KEY, "the key the mocks accept; empty or none: any"

@@ -10,10 +10,13 @@ import dagster as dg
 
 import docpipe_dagster.defs
 from docpipe_dagster.bundled import PACKAGE_DIR
+from docpipe_dagster.logs import configure as configure_logging
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    # The code server and every run worker load the code through here; the CLI sets its own.
+    configure_logging(keep_existing=True)
     # From the module, not by searching for pyproject.toml: an installed wheel has none.
     tree = dg.ComponentTree.from_module(docpipe_dagster.defs, project_root=PACKAGE_DIR.parent)
     return dg.Definitions.merge(tree.build_defs(), dg.Definitions(executor=dg.in_process_executor))

@@ -8,6 +8,7 @@ fast.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +33,12 @@ def main() -> None:
       docpipe status                   documents by state, failures with reasons
     """
     _quiet_warnings()
+    from docpipe_dagster.logs import configure as configure_logging
+
+    try:
+        configure_logging(level=logging.WARNING)
+    except ValueError:  # a bad DOCPIPE_LOG_FORMAT must not hide `--help`; commands report it
+        configure_logging("console", level=logging.WARNING)
 
 
 def run_command(

@@ -269,7 +269,13 @@ class LlamaParseClient(AsyncApiClient):
             if not problem.retryable or not self.retry_policy.should_retry(attempt):
                 raise problem
             delay = self.retry_policy.delay(attempt, headers, rng=self._rng)
-            log.info("llamaparse: %s; retry %d in %.2f s", problem.reason, attempt, delay)
+            # Worded and levelled as core.retry.Retrier words every other client's retries.
+            log.warning(
+                "llamaparse: attempt %d failed (%s); retrying in %.3fs",
+                attempt,
+                problem.reason,
+                delay,
+            )
             await asyncio.sleep(delay)
 
     def _problem(

@@ -16,6 +16,7 @@ from docpipe_dagster.clients.storage import StorageBackend, StorageError
 from docpipe_dagster.core.breaker import ServiceUnavailable
 from docpipe_dagster.core.hashing import sha256_bytes
 from docpipe_dagster.core.media import unsupported_reason
+from docpipe_dagster.logs import bound
 from docpipe_dagster.pipeline.local_parse import is_local, local_profile, parse_locally
 from docpipe_dagster.pipeline.report import RetrySchedule, StageReport, batch_jobs, fail_job
 from docpipe_dagster.store.queries import JobRow, Store
@@ -136,7 +137,8 @@ async def parse_documents(
                 parsed = await asyncio.to_thread(parse_locally, filename, data, result_type)
             else:
                 report.external_calls += 1
-                parsed = await client.parse(filename, data, first.media_type)
+                with bound(job_id=first.job_id, storage_key=first.storage_key):
+                    parsed = await client.parse(filename, data, first.media_type)
         except ParseError as exc:
             breaker = getattr(client, "breaker", None)
             if exc.retryable and breaker is not None and breaker.is_open:

@@ -1,5 +1,6 @@
 import dagster as dg
 
+from docpipe_dagster.defs.correlation import correlated
 from docpipe_dagster.defs.metadata import report_metadata
 from docpipe_dagster.defs.partitions import batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, ParserResource, PipelineSettings
@@ -16,6 +17,7 @@ from docpipe_dagster.pipeline.chunk import chunk_documents
         "with ids UUIDv5(document, content hash, index)."
     ),
 )
+@correlated
 def document_chunks(
     context: dg.AssetExecutionContext,
     database: DatabaseResource,

@@ -2,6 +2,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from docpipe_dagster.defs.correlation import correlated
 from docpipe_dagster.defs.documents.views import batch_document_table
 from docpipe_dagster.defs.metadata import failures_markdown, report_metadata
 from docpipe_dagster.defs.partitions import batch_partitions
@@ -36,6 +37,7 @@ CHECKS = {
         for name, text in CHECKS.items()
     ],
 )
+@correlated
 def searchable_chunks(
     context: dg.AssetExecutionContext,
     database: DatabaseResource,

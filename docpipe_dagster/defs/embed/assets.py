@@ -2,6 +2,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from docpipe_dagster.defs.correlation import correlated
 from docpipe_dagster.defs.metadata import report_metadata, run_or_fail_fast
 from docpipe_dagster.defs.partitions import batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, EmbedderResource, PipelineSettings
@@ -36,6 +37,7 @@ DIMENSIONS_MATCH_MODEL = "dimensions_match_model"
         ),
     ],
 )
+@correlated
 def chunk_embeddings(
     context: dg.AssetExecutionContext,
     database: DatabaseResource,

@@ -1,5 +1,6 @@
 import dagster as dg
 
+from docpipe_dagster.defs.correlation import correlated
 from docpipe_dagster.defs.metadata import report_metadata
 from docpipe_dagster.defs.partitions import batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, PipelineSettings, StorageResource
@@ -15,6 +16,7 @@ from docpipe_dagster.pipeline.parse import check_raw_documents
         "unsupported or too large are settled here, before anything is paid for."
     ),
 )
+@correlated
 def raw_documents(
     context: dg.AssetExecutionContext,
     database: DatabaseResource,

@@ -1,5 +1,6 @@
 import dagster as dg
 
+from docpipe_dagster.defs.correlation import correlated
 from docpipe_dagster.defs.metadata import report_metadata, run_or_fail_fast
 from docpipe_dagster.defs.partitions import batch_partitions
 from docpipe_dagster.defs.resources import (
@@ -21,6 +22,7 @@ from docpipe_dagster.pipeline.parse import parse_documents
         "bytes are never parsed twice."
     ),
 )
+@correlated
 def parsed_documents(
     context: dg.AssetExecutionContext,
     database: DatabaseResource,
