@@ -18,6 +18,7 @@ from docpipe_dagster.pipeline.parse import parse_documents
     deps=["raw_documents"],
     group_name="ingestion",
     kinds={"llamaparse"},
+    pool="parser",  # one provider limit shared by all concurrent batch runs
     description=(
         "Markdown of each document (LlamaParse v1 API). Cached by content hash: the same "
         "bytes are never parsed twice."
