@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-# The checkout root (the folder holding pyproject.toml) when running from source.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from docpipe_dagster.bundled import CHECKOUT_ROOT, is_checkout
+
+# The checkout root when running from source (kept for the tests and benchmarks).
+PROJECT_ROOT = CHECKOUT_ROOT
 
 ENV_HOME = "DOCPIPE_HOME"
 ENV_DATABASE_URL = "DOCPIPE_DATABASE_URL"
@@ -20,9 +22,16 @@ ENV_DAGSTER_DATABASE_URL = "DOCPIPE_DAGSTER_DATABASE_URL"
 
 
 def docpipe_home() -> Path:
-    """Where local state lives: the embedded database, storage folder, DAGSTER_HOME."""
+    """Where local state lives: the embedded database, storage folder, DAGSTER_HOME.
+
+    `DOCPIPE_HOME`, else `.docpipe/` in the checkout when running from source, else
+    `./.docpipe` under the working directory (never inside site-packages).
+    """
     raw = os.environ.get(ENV_HOME)
-    home = Path(raw).expanduser() if raw else PROJECT_ROOT / ".docpipe"
+    if raw:
+        home = Path(raw).expanduser()
+    else:
+        home = (CHECKOUT_ROOT if is_checkout() else Path.cwd()) / ".docpipe"
     return home.resolve()
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from docpipe_dagster.config import PROJECT_ROOT
+import docpipe_dagster.defs
+from docpipe_dagster.bundled import PACKAGE_DIR
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions.merge(
-        dg.load_from_defs_folder(path_within_project=PROJECT_ROOT / "docpipe_dagster" / "defs"),
-        dg.Definitions(executor=dg.in_process_executor),
-    )
+    # From the module, not by searching for pyproject.toml: an installed wheel has none.
+    tree = dg.ComponentTree.from_module(docpipe_dagster.defs, project_root=PACKAGE_DIR.parent)
+    return dg.Definitions.merge(tree.build_defs(), dg.Definitions(executor=dg.in_process_executor))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,10 +19,18 @@ from pathlib import Path
 
 import httpx
 
-from docpipe_dagster.config import ENV_DAGSTER_DATABASE_URL, PROJECT_ROOT, docpipe_home
+from docpipe_dagster.bundled import bundled_path
+from docpipe_dagster.config import ENV_DAGSTER_DATABASE_URL, docpipe_home
 
-SAMPLES_DIR = PROJECT_ROOT / "samples"
+SAMPLES_DIR = bundled_path("samples")
 SAMPLES_PREFIX = "samples"
+WORKSPACE_YAML = """\
+# Written by docpipe dev: load the installed docpipe_dagster module.
+load_from:
+  - python_module:
+      module_name: docpipe_dagster.definitions
+      location_name: docpipe_dagster
+"""
 MOCK_PORTS = {"storage": 8000, "llamaparse": 8001, "openai": 8002}
 
 
@@ -43,13 +50,19 @@ def mock_ports() -> dict[str, int]:
 
 
 def prepare_dagster_home(home: Path | None = None) -> Path:
-    """$DOCPIPE_HOME/dagster_home holding the Postgres-backed dagster.yaml from the checkout."""
+    """$DOCPIPE_HOME/dagster_home: the shipped Postgres-backed dagster.yaml and a workspace.yaml.
+
+    The workspace loads the installed module, so it works from a checkout and from a wheel.
+    """
     dagster_home = (home or docpipe_home()) / "dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
-    source = PROJECT_ROOT / "dagster.yaml"
-    target = dagster_home / "dagster.yaml"
-    if not target.exists() or target.read_bytes() != source.read_bytes():
-        shutil.copyfile(source, target)
+    for name, content in (
+        ("dagster.yaml", bundled_path("dagster.yaml").read_bytes()),
+        ("workspace.yaml", WORKSPACE_YAML.encode()),
+    ):
+        target = dagster_home / name
+        if not target.exists() or target.read_bytes() != content:
+            target.write_bytes(content)
     return dagster_home
 
 
@@ -178,7 +191,7 @@ class DevStack:
                 "dagster",
                 "dev",
                 "-w",
-                str(PROJECT_ROOT / "workspace.yaml"),
+                str(dagster_home / "workspace.yaml"),
                 "-h",
                 self.host,
                 "-p",

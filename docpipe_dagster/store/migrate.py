@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from docpipe_dagster.config import PROJECT_ROOT
+from docpipe_dagster.bundled import bundled_path
 
 SCHEMA = "upload_pipeline"
 # Arbitrary but fixed: every docpipe process migrating the same database takes this lock.
@@ -44,11 +44,19 @@ class Migration:
 
 
 def sql_dir() -> Path:
-    return Path(os.environ.get("DOCPIPE_SQL_DIR", PROJECT_ROOT / "sql"))
+    """The migrations: `DOCPIPE_SQL_DIR`, else those shipped with the package."""
+    raw = os.environ.get("DOCPIPE_SQL_DIR", "").strip()
+    return Path(raw) if raw else bundled_path("sql")
 
 
 def discover(directory: Path | None = None) -> list[Migration]:
     directory = directory or sql_dir()
+    # Applying nothing and saying nothing would leave a database without its schema, and
+    # the first query would fail far from the cause: refuse instead.
+    if not directory.is_dir():
+        raise MigrationError(f"no migrations: {directory} is not a folder (DOCPIPE_SQL_DIR)")
+    if not any(directory.glob("*.sql")):
+        raise MigrationError(f"no migration files (NNNN_name.sql) in {directory}")
     migrations = []
     for path in sorted(directory.glob("*.sql")):
         match = _FILE_PATTERN.match(path.name)
