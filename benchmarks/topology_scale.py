@@ -4,7 +4,7 @@
     python -m benchmarks.topology_scale --docs 400 --runs 1,2,4,8
 
 For each run cap N: a fresh docpipe database and Dagster database on one embedded Postgres,
-`DAGSTER_HOME` with deploy/dagster.yaml (max_concurrent_runs = N, pools' default limit = N so
+`DAGSTER_HOME` with deploy/dagster.yaml (max_concurrent_runs = N, the pools' limits set to N so
 they do not bind), `dagster code-server start` and `dagster-daemon run` as separate processes
 (the production topology; the webserver is left out, it does no work here). The corpus is
 moved into the storage folder at once, cut into 4 batches (DOCPIPE_BATCH_MAX_FILES = docs / 4),
@@ -114,9 +114,14 @@ def measure(infra: Infra, runs: int, docs: int, workdir: Path) -> dict[str, Any]
         DOCPIPE_BATCH_MAX_FILES=str(max(1, docs // 4)),
         DOCPIPE_SETTLE_SECONDS="1",
     )
-    subprocess.run(
-        [str(BIN / "dagster"), "instance", "migrate"], env=env, check=True, capture_output=True
-    )
+    # Pools' limits set explicitly, as the init step does (concurrent first claims on a
+    # default limit race and fail runs); = N so they do not bind.
+    for step in (
+        ["instance", "migrate"],
+        ["instance", "concurrency", "set", "parser", str(runs)],
+        ["instance", "concurrency", "set", "embedder", str(runs)],
+    ):
+        subprocess.run([str(BIN / "dagster"), *step], env=env, check=True, capture_output=True)
     code_server = _spawn(
         [
             str(BIN / "dagster"),

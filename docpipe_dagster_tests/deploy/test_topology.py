@@ -15,6 +15,7 @@ within 10 s. Every process runs in its own process group, killed in teardown.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -252,12 +253,9 @@ def stack(
     )
     s = Stack(venv, root, env, database_url, dagster_home, ports)
     try:
-        # the init step, as compose's `migrate` service and the Helm job run it
-        for step in topology.MIGRATIONS:
+        # the init step, as compose's `migrate` service runs it
+        for step in topology.init_steps(POOL_LIMIT, POOL_LIMIT):
             out = s.run(step)
-            assert out.returncode == 0, out.stdout + out.stderr
-        for pool in ("parser", "embedder"):
-            out = s.run(["dagster", "instance", "concurrency", "set", pool, str(POOL_LIMIT)])
             assert out.returncode == 0, out.stdout + out.stderr
 
         for name, service in topology.MOCK_SERVICES.items():
@@ -353,6 +351,16 @@ def test_fifty_files_flow_two_runs_at_once_within_pool_limits(stack: Stack) -> N
     assert max(s["parser_claimed"] for s in samples) == POOL_LIMIT
     assert max(s["embedder_claimed"] for s in samples) <= POOL_LIMIT
     assert any(s["parser_pending"] > 0 for s in samples), "no parse step ever waited"
+    # and from Dagster's own step records: no two parse steps (nor embed steps) overlapped
+    for step in ("parsed_documents", "chunk_embeddings"):
+        spans = sorted(
+            (stat.start_time, stat.end_time)
+            for run in runs
+            for stat in stack.instance.get_run_step_stats(run.run_id, step_keys=[step])
+        )
+        assert len(spans) == len(runs), (step, spans)
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert start >= end - 0.05, f"{step} steps overlapped under a pool limit of 1"
     # every slot was released once the runs ended
     info = stack.instance.event_log_storage.get_concurrency_info("parser")
     assert info.claimed_slots == [] and info.limit == POOL_LIMIT

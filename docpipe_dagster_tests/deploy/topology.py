@@ -50,8 +50,23 @@ def code_server_health(port: int) -> list[str]:
     return ["dagster", "api", "grpc-health-check", "-p", str(port)]
 
 
-# The init (and upgrade) step, in this order.
-MIGRATIONS = (["docpipe", "db", "migrate"], ["dagster", "instance", "migrate"])
+def init_steps(parser_limit: int | str, embedder_limit: int | str) -> list[list[str]]:
+    """The init (and upgrade) step, in this order: both schemas, then the pools' limits.
+
+    The limits are set explicitly: with only `pools.default_limit`, the first runs to claim a
+    slot at the same moment race to create the pool's row and fail (UniqueViolation on
+    concurrency_limits, seen with 4 runs starting together).
+    """
+    return [
+        ["docpipe", "db", "migrate"],
+        ["dagster", "instance", "migrate"],
+        ["dagster", "instance", "concurrency", "set", "parser", str(parser_limit)],
+        ["dagster", "instance", "concurrency", "set", "embedder", str(embedder_limit)],
+    ]
+
+
+# What compose's init service passes (interpolated from .env).
+COMPOSE_POOL_LIMITS = ("${DOCPIPE_PARSER_POOL_LIMIT:-2}", "${DOCPIPE_EMBEDDER_POOL_LIMIT:-2}")
 
 
 def workspace_yaml(host: str, port: int) -> str:
