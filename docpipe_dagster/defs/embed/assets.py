@@ -17,6 +17,7 @@ DIMENSIONS_MATCH_MODEL = "dimensions_match_model"
     deps=["document_chunks"],
     group_name="ingestion",
     kinds={"openai"},
+    pool="embedder",  # one provider limit shared by all concurrent batch runs
     description=(
         "One vector per staged chunk (OpenAI embeddings API), staged in "
         "document_vector_buffer. The embedding cache is looked up first: the same text is "

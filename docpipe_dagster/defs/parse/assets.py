@@ -17,6 +17,7 @@ from docpipe_dagster.pipeline.parse import parse_documents
     deps=["raw_documents"],
     group_name="ingestion",
     kinds={"llamaparse"},
+    pool="parser",  # one provider limit shared by all concurrent batch runs
     description=(
         "Markdown of each document (LlamaParse v2 API; plain text and JSON parsed in-process). Cached by content hash: the same "
         "bytes are never parsed twice."
