@@ -17,8 +17,21 @@ ENV_LINE = re.compile(r"^#?\s*([A-Z][A-Z0-9_]+)=", re.MULTILINE)
 NOT_SETTINGS = {"DOCPIPE_NAMESPACE", "DOCPIPE_MOCK_"}
 
 
+# The last section holds what docker compose reads (deploy/docker-compose.yml), not docpipe;
+# docpipe_dagster_tests/deploy checks those against the compose file.
+COMPOSE_SECTION = "# --- docker compose"
+
+
 def documented() -> list[str]:
-    return ENV_LINE.findall((PROJECT_ROOT / ".env.example").read_text())
+    text = (PROJECT_ROOT / ".env.example").read_text()
+    return ENV_LINE.findall(text.split(COMPOSE_SECTION, 1)[0])
+
+
+def test_compose_variables_are_not_settings() -> None:
+    text = (PROJECT_ROOT / ".env.example").read_text()
+    assert COMPOSE_SECTION in text
+    compose_only = set(ENV_LINE.findall(text.split(COMPOSE_SECTION, 1)[1]))
+    assert compose_only and not compose_only & set(Settings.env_names())
 
 
 def test_env_example_documents_exactly_the_declared_variables() -> None:
