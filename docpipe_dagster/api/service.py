@@ -1,0 +1,93 @@
+"""Query side shared by `docpipe search` and the API: embed the query with the model of the
+space being searched, then call the SQL search function."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from docpipe_dagster.clients.embeddings import MODEL_DIMENSIONS, EmbeddingsClient
+from docpipe_dagster.config import api_key_value, service_settings
+from docpipe_dagster.store.search import (
+    SearchFilters,
+    SearchResult,
+    SpaceRef,
+    search,
+    search_space,
+)
+
+
+class QueryError(ValueError):
+    """The query could not be answered (empty, not embeddable, bad parameters)."""
+
+
+async def embed_query(text: str, space: SpaceRef) -> list[float]:
+    """The query embedded exactly as the space's chunks were (same model and dimensions)."""
+    settings = service_settings()
+    native = MODEL_DIMENSIONS.get(space.model)
+    async with EmbeddingsClient(
+        settings.embedder_base_url,
+        api_key_value(settings.embedder_api_key_env, settings.embedder_base_url),
+        space.model,
+        space.dims if native != space.dims else None,
+        max_attempts=3,
+    ) as client:
+        batch = await client.embed([text])
+    vector = batch.vectors[0]
+    if vector is None:
+        raise QueryError(f"the query could not be embedded: {batch.errors[0]}")
+    return vector
+
+
+def resolve_space(conn: psycopg.Connection, model: str | None, dims: int | None) -> SpaceRef | None:
+    """The named space (explicitly asked: it may be incomplete), else the active one."""
+    if model is None:
+        return search_space(conn)
+    row = conn.execute(
+        "SELECT embedding_model, dims, vector_type, is_active FROM upload_pipeline.vector_spaces"
+        " WHERE embedding_model = %s AND (%s::int IS NULL OR dims = %s)"
+        " ORDER BY is_active DESC, created_at LIMIT 1",
+        (model, dims, dims),
+    ).fetchone()
+    if row is None:
+        raise QueryError(f"no vector space {model}:{dims or '*'} (see `docpipe spaces`)")
+    return SpaceRef(row[0], int(row[1]), row[2], bool(row[3]))
+
+
+async def answer(
+    conn: psycopg.Connection,
+    query: str,
+    *,
+    k: int,
+    mode: str,
+    filters: SearchFilters,
+    ef_search: int | None = None,
+    space_model: str | None = None,
+    space_dims: int | None = None,
+) -> dict[str, Any]:
+    """The search payload: {"query", "mode", "model", "dimensions", "results": [...]}."""
+    if not query.strip():
+        raise QueryError("the query is empty")
+    space = resolve_space(conn, space_model, space_dims)
+    results: list[SearchResult] = []
+    if space is not None:
+        vector = await embed_query(query, space) if mode in ("vector", "hybrid") else None
+        explicit = space if space_model is not None else None
+        results = search(
+            conn,
+            query,
+            vector,
+            k=k,
+            mode=mode,
+            filters=filters,
+            ef_search=ef_search,
+            space=explicit or space,
+        )
+    return {
+        "query": query,
+        "mode": mode,
+        "model": space.model if space else None,
+        "dimensions": space.dims if space else None,
+        "results": [r.as_dict() for r in results],
+    }
