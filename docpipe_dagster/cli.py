@@ -10,6 +10,8 @@ import warnings
 
 import click
 
+from docpipe_dagster.api.cli import register as register_api
+from docpipe_dagster.api.cli import search_options
 from docpipe_dagster.config import ENV_DAGSTER_DATABASE_URL, ENV_DATABASE_URL, docpipe_home
 
 
@@ -197,11 +199,12 @@ def ingest_command(paths: tuple[str, ...], wait: bool, prefix: str) -> None:
 @click.argument("query")
 @click.option("-k", "--top-k", "k", default=5, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (shape in README).")
-def search_command(query: str, k: int, as_json: bool) -> None:
-    """Top-k chunks for QUERY, with document key, score and text."""
-    from docpipe_dagster.cli_documents import run_search
+@search_options
+def search_command(query: str, k: int, as_json: bool, **options: object) -> None:
+    """Top-k chunks for QUERY (hybrid, vector or text), with provenance and score."""
+    from docpipe_dagster.api.cli import run_search
 
-    sys.exit(run_search(query, k, as_json))
+    sys.exit(run_search(query, k, as_json, **options))
 
 
 @main.command("status")
@@ -243,6 +246,8 @@ def verify_command(as_json: bool, stale_minutes: int) -> None:
         click.echo(report.render())
     sys.exit(0 if report.ok else 1)
 
+
+register_api(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,8 +1,7 @@
-"""`docpipe ingest`, `search` and `status`: the pipeline without the UI."""
+"""`docpipe ingest` and `status`: the pipeline without the UI (search: docpipe_dagster.api.cli)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -103,72 +102,6 @@ def _process(keys: list[str], rejected: list[tuple[str, str]]) -> int:
     for key, state in other:
         click.echo(f"  {state.upper()} {key}")
     return 0 if not failed and not other and not rejected else 1
-
-
-def run_search(query: str, k: int, as_json: bool) -> int:
-    import dagster as dg
-
-    from docpipe_dagster.clients.embeddings import EmbeddingError
-    from docpipe_dagster.defs.resources import EmbedderResource, build_resources
-    from docpipe_dagster.store.queries import Store
-    from docpipe_dagster.store.server import ready_database
-
-    if not query.strip():
-        raise click.UsageError("the query is empty")
-    # The pipeline's own embedder resource (its EnvVar key resolved), so a query is embedded
-    # exactly as the chunks were.
-    with dg.build_resources({"embedder": build_resources()["embedder"]}) as built:
-        embedder: EmbedderResource = built.embedder
-
-    async def embed() -> list[float]:
-        async with embedder.client() as client:
-            batch = await client.embed([query])
-        if batch.vectors[0] is None:
-            raise click.ClickException(f"the query could not be embedded: {batch.errors[0]}")
-        return batch.vectors[0]
-
-    try:
-        vector = asyncio.run(embed())
-    except EmbeddingError as exc:
-        raise click.ClickException(f"embedding service error: {exc}") from exc
-    with Store.open(ready_database().url, max_size=1) as store:
-        hits = store.search(vector, embedder.space(), k)
-    results = [
-        {
-            "rank": rank,
-            "score": round(hit.score, 6),
-            "storage_key": hit.storage_key,
-            "chunk_index": hit.chunk_index,
-            "heading_path": hit.heading_path,
-            "text": hit.content,
-            "document_id": hit.document_id,
-            "chunk_id": hit.chunk_id,
-        }
-        for rank, hit in enumerate(hits, start=1)
-    ]
-    if as_json:
-        payload = {
-            "query": query,
-            "model": embedder.model,
-            "dimensions": embedder.dimensions,
-            "results": results,
-        }
-        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
-        return 0
-    if not results:
-        click.echo("no results (nothing searchable yet? see `docpipe status`)")
-        return 0
-    for r in results:
-        heading = " > ".join(r["heading_path"])
-        click.secho(
-            f"{r['rank']}. {r['storage_key']} #{r['chunk_index']}  score {r['score']:.3f}",
-            bold=True,
-        )
-        if heading:
-            click.echo(f"   {heading}")
-        text = " ".join(str(r["text"]).split())
-        click.echo(f"   {text[:400]}{'…' if len(text) > 400 else ''}\n")
-    return 0
 
 
 def run_status(as_json: bool) -> int:
