@@ -53,7 +53,7 @@ def _graphql(base: str, query: str) -> dict:
 
 def test_docpipe_dev_end_to_end(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    ports = {name: free_port() for name in ("ui", "storage", "llamaparse", "openai")}
+    ports = {name: free_port() for name in ("ui", "storage", "llamaparse", "openai", "api")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCPIPE_", "DAGSTER_"))}
     env.update(
         {
@@ -63,6 +63,7 @@ def test_docpipe_dev_end_to_end(tmp_path: Path) -> None:
             "SUPABASE_URL": f"http://127.0.0.1:{ports['storage']}",
             "DOCPIPE_SETTLE_SECONDS": "1",
             "DOCPIPE_SENSOR_INTERVAL_SECONDS": "2",
+            "DOCPIPE_API_PORT": str(ports["api"]),
         }
     )
     for key in ("LLAMA_CLOUD_API_KEY", "OPENAI_API_KEY", "SUPABASE_SERVICE_KEY"):
