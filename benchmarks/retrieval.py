@@ -51,7 +51,65 @@ from docpipe_dagster.store.search import MODES, SpaceRef, search
 S = "upload_pipeline"
 MODEL = "text-embedding-3-small"
 STOP = set(
-    ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "if", "in", "into", "is", "it", "its", "of", "on", "or", "that", "the", "this", "to", "was", "were", "will", "with", "which", "who", "not", "no", "may", "any", "all", "such", "other", "than", "then", "these", "those", "you", "your", "their", "there", "can", "must", "shall", "under", "use", "used", "also", "each", "one", "two", "more"]
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "were",
+        "will",
+        "with",
+        "which",
+        "who",
+        "not",
+        "no",
+        "may",
+        "any",
+        "all",
+        "such",
+        "other",
+        "than",
+        "then",
+        "these",
+        "those",
+        "you",
+        "your",
+        "their",
+        "there",
+        "can",
+        "must",
+        "shall",
+        "under",
+        "use",
+        "used",
+        "also",
+        "each",
+        "one",
+        "two",
+        "more",
+    ]
 )
 
 
@@ -97,7 +155,9 @@ def load_corpus() -> Corpus:
             continue
         # The same licence with another copyright holder is the same text: kept once.
         body = "\n".join(
-            line for line in text.splitlines() if not line.strip().lower().startswith(("copyright", "(c)"))
+            line
+            for line in text.splitlines()
+            if not line.strip().lower().startswith(("copyright", "(c)"))
         )
         digest = hashlib.sha256(" ".join(body.split()).lower().encode()).hexdigest()
         if digest in seen:
