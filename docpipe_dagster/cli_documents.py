@@ -62,6 +62,7 @@ def _process(keys: list[str], rejected: list[tuple[str, str]]) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from docpipe_dagster.api.service import sync_configured_space
     from docpipe_dagster.runner import ingest_pending
     from docpipe_dagster.store.queries import Store
     from docpipe_dagster.store.server import ready_database
@@ -86,6 +87,7 @@ def _process(keys: list[str], rejected: list[tuple[str, str]]) -> int:
         with Store.open(target.url, max_size=2) as store:
             ingest_pending(on_batch=on_batch, log_level="ERROR")
             progress.update(task, completed=len(keys), note="done")
+            sync_configured_space(target.url, click.echo)
             current = store.current_versions()
 
     states = {key: current.get(key) for key in keys}

@@ -28,6 +28,12 @@ CREATE TRIGGER document_chunks_offsets
     BEFORE INSERT ON upload_pipeline.document_chunks
     FOR EACH ROW EXECUTE FUNCTION upload_pipeline.document_chunks_offsets();
 
+-- --- one chunk, several spaces ------------------------------------------------------------
+-- A chunk's id derives from its document, version and index, not from the model: the same
+-- chunk lives once per vector space (a backfill of a new space writes the same ids).
+ALTER TABLE upload_pipeline.document_chunks DROP CONSTRAINT document_chunks_pkey;
+ALTER TABLE upload_pipeline.document_chunks ADD PRIMARY KEY (chunk_id, embedding_model, dims);
+
 -- --- full text -----------------------------------------------------------------------------
 -- The text search configuration (language) is a setting: one row, changed with
 -- set_search_language(), which rebuilds the generated column and its GIN index. A name
@@ -303,7 +309,8 @@ BEGIN
            || ' f.s, f.vr, f.dist, f.tr, f.ts, c.chunk_id, c.document_id, c.job_id, c.storage_key,'
            || ' c.content_sha256, j.media_type, c.chunk_index, c.heading_path, c.char_start, c.char_end,'
            || ' c.content, c.committed_at, c.embedding_model, c.dims'
-           || ' FROM f JOIN upload_pipeline.document_chunks c ON c.chunk_id = f.chunk_id'
+           || ' FROM f JOIN upload_pipeline.document_chunks c ON c.chunk_id = f.chunk_id AND'
+           || format(' c.embedding_model = %L AND c.dims = %L', sp.embedding_model, sp.dims)
            || ' JOIN upload_pipeline.upload_jobs j ON j.job_id = c.job_id'
            || ' ORDER BY f.s DESC, f.vr NULLS LAST, f.tr NULLS LAST, f.chunk_id LIMIT ' || k;
     RETURN QUERY EXECUTE q USING query_vector, tsq, media_types, document_ids,

@@ -3,6 +3,7 @@ space being searched, then call the SQL search function."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -20,6 +21,63 @@ from docpipe_dagster.store.search import (
 
 class QueryError(ValueError):
     """The query could not be answered (empty, not embeddable, bad parameters)."""
+
+
+async def embed_texts(texts: list[str], space: SpaceRef) -> list[list[float]]:
+    """Texts embedded with the space's model and dimensions (for a backfill)."""
+    settings = service_settings()
+    native = MODEL_DIMENSIONS.get(space.model)
+    async with EmbeddingsClient(
+        settings.embedder_base_url,
+        api_key_value(settings.embedder_api_key_env, settings.embedder_base_url),
+        space.model,
+        space.dims if native != space.dims else None,
+    ) as client:
+        batch = await client.embed(texts)
+    missing = [i for i, v in enumerate(batch.vectors) if v is None]
+    if missing:
+        raise QueryError(f"{len(missing)} chunks could not be embedded: {batch.errors[missing[0]]}")
+    return [v for v in batch.vectors if v is not None]
+
+
+def configured_space() -> SpaceRef:
+    """The space the pipeline writes now (DOCPIPE_EMBEDDING_MODEL / _DIMENSIONS)."""
+    import os
+
+    settings = service_settings()
+    raw = os.environ.get("DOCPIPE_EMBEDDING_DIMENSIONS", "").strip()
+    dims = int(raw) if raw else MODEL_DIMENSIONS.get(settings.embedding_model)
+    if dims is None:
+        raise QueryError(f"set DOCPIPE_EMBEDDING_DIMENSIONS for model {settings.embedding_model!r}")
+    return SpaceRef(settings.embedding_model, dims)
+
+
+def sync_configured_space(url: str, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Backfill the configured space for every completed document it lacks, then activate
+    it if it covers them all (what `docpipe ingest --wait` and `docpipe spaces backfill` do)."""
+    import asyncio
+    import os
+
+    from docpipe_dagster.store.pool import connect
+    from docpipe_dagster.store.queries import Store, VectorSpace
+    from docpipe_dagster.store.spaces import activate_if_complete, backfill, coverage
+
+    target = configured_space()
+    vector_type = os.environ.get("DOCPIPE_VECTOR_TYPE", "").strip().lower() or None
+    with Store.open(url, max_size=1) as store:
+        store.ensure_vector_space(VectorSpace(target.model, target.dims, vector_type))
+    with connect(url, autocommit=True) as conn:
+        cov = coverage(conn, target.model, target.dims)
+        written = {"documents": 0, "chunks": 0}
+        if cov is not None and not cov.complete:
+            echo(f"backfilling {target.model}:{target.dims}: {cov.missing} documents")
+            written = asyncio.run(
+                backfill(conn, target, lambda texts: embed_texts(list(texts), target))
+            )
+        active = activate_if_complete(conn, target.model, target.dims)
+        if active and not (cov and cov.is_active):
+            echo(f"vector space {target.model}:{target.dims} is now active")
+    return {**written, "active": active}
 
 
 async def embed_query(text: str, space: SpaceRef) -> list[float]:

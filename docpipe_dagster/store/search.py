@@ -65,6 +65,8 @@ class SearchResult:
     page_start: int | None
     page_end: int | None
     committed_at: str
+    embedding_model: str
+    dims: int
     # why it ranked here
     vector_rank: int | None
     vector_distance: float | None
@@ -179,6 +181,8 @@ def search(
             page_start=pages.get(r["chunk_id"], (None, None))[0],
             page_end=pages.get(r["chunk_id"], (None, None))[1],
             committed_at=r["committed_at"].isoformat(),
+            embedding_model=r["embedding_model"],
+            dims=r["dims"],
             vector_rank=r["vector_rank"],
             vector_distance=r["vector_distance"],
             text_rank=r["text_rank"],
@@ -189,6 +193,7 @@ def search(
 
 
 def _pages(conn: psycopg.Connection, chunk_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple]:
+    # Pages do not depend on the space: any row of the chunk carries them.
     """Page ranges, when a migration gave chunks page columns (the parser knows pages)."""
     if not chunk_ids:
         return {}
