@@ -33,6 +33,7 @@ import hashlib
 import json
 import random
 import re
+import signal
 import site
 import statistics
 import sys
@@ -426,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/retrieval.json"))
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the embedded Postgres and the mocks are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from benchmarks.infra import Infra
 

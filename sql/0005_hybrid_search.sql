@@ -189,6 +189,7 @@ DECLARE
     cfg regconfig;
     tsq tsquery;
     lexemes text[];
+    coverage_sql text := '0';
     depth integer;
     vtype text;
     filters text := '';
@@ -269,6 +270,12 @@ BEGIN
         SELECT s.language INTO cfg FROM upload_pipeline.search_settings s;
         tsq := websearch_to_tsquery(coalesce(cfg, 'simple'::regconfig), query_text);
         lexemes := tsvector_to_array(to_tsvector(coalesce(cfg, 'simple'::regconfig), query_text));
+        -- How many distinct query terms a chunk holds: one tsvector lookup per term (at
+        -- most 32 terms), cheaper than intersecting lexeme arrays row by row.
+        IF cardinality(lexemes) > 0 THEN
+            SELECT string_agg(format('(c.search_tsv @@ ($7)[%s])::int', i), ' + ')
+            INTO coverage_sql FROM generate_series(1, least(cardinality(lexemes), 32)) i;
+        END IF;
         IF query_text !~* '"|(^|\s)-|\mor\M' AND tsq::text <> '' THEN
             tsq := replace(tsq::text, ' & ', ' | ')::tsquery;
         END IF;
@@ -279,10 +286,9 @@ BEGIN
         ' FROM upload_pipeline.document_chunks c WHERE %2$s'
         ' ORDER BY c.embedding::%1$s <=> $1::%1$s LIMIT %3$s', vtype, filters, depth);
     txt_sql := format(
-        'SELECT c.chunk_id, (cardinality(ARRAY(SELECT unnest($7) INTERSECT'
-        ' SELECT unnest(tsvector_to_array(c.search_tsv)))) + ts_rank_cd(c.search_tsv, $2, 32))::float8 AS trank'
+        'SELECT c.chunk_id, (%3$s + ts_rank_cd(c.search_tsv, $2, 32))::float8 AS trank'
         ' FROM upload_pipeline.document_chunks c WHERE c.search_tsv @@ $2 AND %1$s'
-        ' ORDER BY trank DESC, c.chunk_id LIMIT %2$s', filters, depth);
+        ' ORDER BY trank DESC, c.chunk_id LIMIT %2$s', filters, depth, coverage_sql);
 
     IF mode = 'vector' THEN
         q := 'WITH v0 AS MATERIALIZED (' || vec_sql || '),'
@@ -314,7 +320,9 @@ BEGIN
            || ' JOIN upload_pipeline.upload_jobs j ON j.job_id = c.job_id'
            || ' ORDER BY f.s DESC, f.vr NULLS LAST, f.tr NULLS LAST, f.chunk_id LIMIT ' || k;
     RETURN QUERY EXECUTE q USING query_vector, tsq, media_types, document_ids,
-        ingested_after, ingested_before, lexemes;
+        ingested_after, ingested_before,
+        ARRAY(SELECT ('''' || replace(replace(l, '\', '\\'), '''', '\''') || '''')::tsquery
+              FROM unnest(lexemes) l);
     IF ef_search IS NOT NULL THEN
         PERFORM set_config('hnsw.ef_search', coalesce(saved_ef, '40'), true);
     END IF;
