@@ -20,8 +20,8 @@ Vectors are the local mock embedder's (hashed bag of words, computed in-process 
 the mock serves them): "vector" measures that embedder, not a semantic model — real
 embeddings change the vector and hybrid figures, never the text ones.
 
-Latency: the corpus plus synthetic filler chunks (words drawn from the corpus vocabulary,
-embedded the same way) up to each size, the space's HNSW index built, then every query of
+Latency: the corpus plus synthetic filler chunks (windows of corpus text with a tenth of the
+words replaced, embedded the same way) up to each size, the space's HNSW index built, then every query of
 the set in each mode, timed around the SQL call alone (the query embedding excluded), after
 one warm-up pass. Runs on its own embedded Postgres (benchmarks.infra), stopped at the end.
 """
@@ -320,14 +320,25 @@ def chunk_corpus(corpus: Corpus, max_chars: int, overlap: int) -> list[tuple[Doc
 
 
 def filler(corpus: Corpus, n: int, seed: int, start: int) -> list[tuple[Doc, list[Any]]]:
-    """n synthetic chunks (one per filler document) of corpus words in random order."""
+    """n synthetic chunks (one per filler document): a window of 60-180 consecutive words of
+    a corpus document with a tenth of them replaced by random corpus words. Topic-clustered
+    like a real collection (random bags of words would make every vector equidistant, a
+    worst case for HNSW that no real corpus has)."""
     from docpipe_dagster.core.chunking import Chunk
 
     rng = random.Random(seed + start)
-    words = re.findall(r"[A-Za-z]{3,}", " ".join(d.text for d in corpus.docs))
+    texts = [re.findall(r"\S+", d.text) for d in corpus.docs]
+    texts = [t for t in texts if len(t) >= 200]
+    vocab = [w for t in texts for w in t]
     out = []
     for i in range(start, start + n):
-        text = " ".join(rng.choices(words, k=rng.randint(60, 180)))
+        words = rng.choice(texts)
+        size = rng.randint(60, 180)
+        at = rng.randrange(0, len(words) - size)
+        window = words[at : at + size]
+        for _ in range(size // 10):
+            window[rng.randrange(size)] = rng.choice(vocab)
+        text = " ".join(window)
         chunk = Chunk(0, text, 0, len(text), (), len(text) // 4)
         out.append((Doc(f"filler/{i:06d}.txt", text, "text/plain"), [chunk]))
     return out

@@ -190,6 +190,7 @@ DECLARE
     tsq tsquery;
     lexemes text[];
     coverage_sql text := '0';
+    n_all bigint;
     depth integer;
     vtype text;
     filters text := '';
@@ -276,8 +277,18 @@ BEGIN
             SELECT string_agg(format('(c.search_tsv @@ ($7)[%s])::int', i), ' + ')
             INTO coverage_sql FROM generate_series(1, least(cardinality(lexemes), 32)) i;
         END IF;
-        IF query_text !~* '"|(^|\s)-|\mor\M' AND tsq::text <> '' THEN
-            tsq := replace(tsq::text, ' & ', ' | ')::tsquery;
+        -- Plain words: when at least `depth` chunks hold every term, the any-term ranking
+        -- would put exactly those first (they have the most terms), so the cheap all-terms
+        -- match is used; otherwise any term, ranked by coverage. This keeps the common case
+        -- from ranking every chunk that holds one frequent word.
+        IF query_text !~* '"|(^|\s)-|\mor\M' AND tsq::text LIKE '%&%' THEN
+            EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM upload_pipeline.document_chunks c'
+                ' WHERE c.search_tsv @@ $1 AND %s LIMIT %s) x', filters, depth)
+                INTO n_all USING tsq, NULL::tsquery, media_types, document_ids, ingested_after,
+                ingested_before;  -- the filters refer to $3..$6
+            IF n_all < depth THEN
+                tsq := replace(tsq::text, ' & ', ' | ')::tsquery;
+            END IF;
         END IF;
     END IF;
 
