@@ -84,3 +84,46 @@ def test_model_change_switches_only_when_backfilled(
             left = [(s.dims, s.is_active, s.complete) for s in list_spaces(conn)]
             assert left == [(256, True, True)]
             assert check_invariants(conn).ok
+
+
+def test_daemon_sensor_requests_the_backfill_and_the_run_switches(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    database_url: str,
+    llamaparse_mock: MockServer,
+    openai_mock: MockServer,
+) -> None:
+    import dagster as dg
+
+    from docpipe_dagster.defs.spaces.sensors import vector_space_backfill, vector_space_sensor
+
+    storage = tmp_path / "storage"
+
+    def evaluate(p) -> dg.SensorResult | dg.SkipReason:
+        with dg.build_sensor_context(resources=p.resources, instance=p.instance) as context:
+            return vector_space_sensor(context)
+
+    with wired_pipeline(monkeypatch, storage, database_url, llamaparse_mock, openai_mock) as p:
+        p.write("a/otters.md", "# Otters\n\nSea otters hold hands while they sleep.\n")
+        assert all(o.success for o in ingest_pending(resources=p.resources, instance=p.instance))
+        first = evaluate(p)  # complete, not yet active: activated by the sensor itself
+        assert isinstance(first, dg.SkipReason) and "activated" in str(first.skip_message)
+
+    env = {"DOCPIPE_EMBEDDING_DIMENSIONS": "128"}
+    with wired_pipeline(
+        monkeypatch, storage, database_url, llamaparse_mock, openai_mock, **env
+    ) as p:
+        request = evaluate(p)
+        assert isinstance(request, dg.SensorResult)
+        (run,) = request.run_requests
+        assert run.run_key.startswith("text-embedding-3-small:128:")
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            assert search_space(conn).dims == 1536  # still the complete old space
+        result = vector_space_backfill.execute_in_process(
+            resources={"database": p.resources["database"]}, instance=p.instance
+        )
+        assert result.success
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            assert search_space(conn).dims == 128
+        done = evaluate(p)
+        assert isinstance(done, dg.SkipReason) and "covers every" in str(done.skip_message)
