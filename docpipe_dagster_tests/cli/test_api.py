@@ -120,6 +120,15 @@ def test_upload_ingest_state_search_delete(api: tuple[str, dict[str, str]], tmp_
     ingested = docpipe(env, "ingest", str(other), "--wait")
     assert ingested.returncode == 0, ingested.stdout + ingested.stderr
 
+    import json
+
+    spaces = json.loads(docpipe(env, "spaces", "--json").stdout)
+    assert [(s["dims"], s["active"], s["coverage"], s["documents"]) for s in spaces] == [
+        (1536, True, 1.0, 2)
+    ]
+    refused = docpipe(env, "spaces", "drop", "text-embedding-3-small:1536")
+    assert refused.returncode == 1 and "the space search reads" in refused.stderr
+
     doc = httpx.get(f"{base}/v1/documents/docs/lighthouse.md", headers=auth).json()
     assert doc["state"] == "completed"
     (version,) = doc["versions"]
@@ -138,7 +147,6 @@ def test_upload_ingest_state_search_delete(api: tuple[str, dict[str, str]], tmp_
     # the CLI answers from the same SQL function: identical results
     cli = docpipe(env, "search", params["q"], "-k", "3", "--prefix", "docs/", "--json")
     assert cli.returncode == 0, cli.stderr
-    import json
 
     cli_results = json.loads(cli.stdout)["results"]
     assert [(r["chunk_id"], r["score"]) for r in cli_results] == [
