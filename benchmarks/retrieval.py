@@ -357,10 +357,14 @@ def build_index(url: str, dims: int) -> float:
 
 
 def drop_index(url: str, dims: int) -> None:
-    from docpipe_dagster.store.queries import VectorSpace
-
+    """Drop the space's HNSW index (its registered name) so the next load is a bulk load."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"DROP INDEX IF EXISTS {S}.{VectorSpace(MODEL, dims).index_name}")
+        row = conn.execute(
+            f"SELECT index_name FROM {S}.vector_spaces WHERE embedding_model = %s AND dims = %s",
+            (MODEL, dims),
+        ).fetchone()
+        if row:
+            conn.execute(f"DROP INDEX IF EXISTS {S}.{row[0]}")
 
 
 # --- measuring ---------------------------------------------------------------------------------

@@ -182,7 +182,6 @@ CREATE FUNCTION upload_pipeline.search(
     dims            integer
 )
 LANGUAGE plpgsql
-SET hnsw.iterative_scan = 'relaxed_order'
 AS $fn$
 DECLARE
     sp record;
@@ -339,6 +338,19 @@ BEGIN
     END IF;
 END;
 $fn$;
+
+-- The iterative scan exists from pgvector 0.8 on (older versions refuse the setting): set
+-- for this function only, so callers' sessions keep their own hnsw.* settings.
+DO $$
+BEGIN
+    IF (SELECT string_to_array(split_part(extversion, '-', 1), '.')::int[] >= '{0,8}'
+        FROM pg_extension WHERE extname = 'vector') THEN
+        ALTER FUNCTION upload_pipeline.search(text, vector, integer, text, text, text[], uuid[],
+            timestamptz, timestamptz, integer, text, integer, integer, integer)
+            SET hnsw.iterative_scan = 'relaxed_order';
+    END IF;
+END;
+$$;
 
 COMMENT ON FUNCTION upload_pipeline.search IS
     'Top-k chunks of one vector space: mode vector | text | hybrid (RRF), filters by key prefix,'

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.rows import dict_row
@@ -36,6 +36,68 @@ S = "upload_pipeline"
 _READ_CHUNK = 1024 * 1024
 # Multipart framing around the file: boundaries, headers, the optional form fields.
 _MULTIPART_SLACK = 64 * 1024
+
+
+class BodyLimit:
+    """Refuse a request body over `limit` bytes: at once when Content-Length says so, else
+    while it streams in (a chunked upload is not spooled to disk beyond the limit)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await self._refuse(send)
+            return
+        received = 0
+        started = False
+        over = False
+
+        async def limited_receive() -> dict:
+            nonlocal received, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    # Look like a client that went away: the app stops reading (FastAPI
+                    # would turn an exception raised here into a 400).
+                    over = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if over and not started:
+                return  # the app's answer to a "disconnect": ours (413) goes out instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Callable) -> None:
+        response = JSONResponse(
+            {"detail": f"request body over the limit of {self.limit - _MULTIPART_SLACK} bytes"},
+            status_code=413,
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> dict:
+    return {"type": "http.disconnect"}
 
 
 class _Unauthorized(HTTPException):
@@ -92,18 +154,7 @@ def create_app(
         if not hmac.compare_digest(credentials.credentials.encode(), key.encode()):
             raise _Unauthorized("invalid API key")
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        # Refuse an oversized declared body before reading it; a chunked body without a
-        # length is counted while the upload is read.
-        length = request.headers.get("content-length")
-        limit = settings.max_upload_bytes + _MULTIPART_SLACK
-        if length and length.isdigit() and int(length) > limit:
-            return JSONResponse(
-                {"detail": f"request body over the limit of {settings.max_upload_bytes} bytes"},
-                status_code=413,
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + _MULTIPART_SLACK)
 
     def pool() -> ConnectionPool:
         return state["pool"]

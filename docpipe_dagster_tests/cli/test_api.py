@@ -92,6 +92,18 @@ def test_auth_limits_and_traversal(api: tuple[str, dict[str, str]]) -> None:
     assert httpx.get(f"{base}/v1/documents/a/%2e%2e/%2e%2e/x.md", headers=auth).status_code == 400
     big = upload("big.md", b"x" * 200_000)
     assert big.status_code == 413 and "limit" in big.json()["detail"]
+    # a chunked body (no Content-Length) is cut off at the limit too
+    head = (
+        b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="s.md"\r\n'
+        b"Content-Type: text/markdown\r\n\r\n"
+    )
+    chunks = iter([head] + [b"y" * 50_000] * 10 + [b"\r\n--xyz--\r\n"])
+    streamed = httpx.post(
+        f"{base}/v1/documents",
+        headers={**auth, "Content-Type": "multipart/form-data; boundary=xyz"},
+        content=chunks,
+    )
+    assert streamed.status_code == 413, streamed.text
     assert upload("empty.md", b"").status_code == 400
     assert (
         httpx.get(f"{base}/v1/search", params={"q": "x", "mode": "fuzzy"}, headers=auth).status_code
