@@ -139,8 +139,8 @@ $$;
 -- filtered top-k still returns k rows when k matching rows exist; the relaxed order is
 -- re-sorted by exact distance. ef_search NULL keeps pgvector's default (40).
 --
--- Text queries use websearch syntax ("quoted phrase", -excluded, or). A query of plain
--- words matches chunks containing ANY of them, ranked first by how many distinct query
+-- Text queries with operators use websearch syntax ("quoted phrase", -excluded, or). A
+-- query of plain words matches chunks containing ANY of its terms, ranked first by how many distinct query
 -- terms a chunk contains, then by cover density (ts_rank_cd, scaled into [0, 1)): a long
 -- query does not need every word in one chunk, and a chunk repeating one common term
 -- ("license" x 20) does not outrank one containing all the rare ones.
@@ -190,6 +190,8 @@ DECLARE
     lexemes text[];
     coverage_sql text := '0';
     n_all bigint;
+    lits text[];
+    nlex integer;
     depth integer;
     vtype text;
     filters text := '';
@@ -269,24 +271,44 @@ BEGIN
     IF mode IN ('text', 'hybrid') THEN
         SELECT s.language INTO cfg FROM upload_pipeline.search_settings s;
         tsq := websearch_to_tsquery(coalesce(cfg, 'simple'::regconfig), query_text);
-        lexemes := tsvector_to_array(to_tsvector(coalesce(cfg, 'simple'::regconfig), query_text));
+        lexemes := (tsvector_to_array(to_tsvector(coalesce(cfg, 'simple'::regconfig), query_text)))[1:32];
+        lits := ARRAY(SELECT '''' || replace(replace(l, '\', '\\'), '''', '\''') || ''''
+                      FROM unnest(lexemes) l);
+        nlex := coalesce(cardinality(lexemes), 0);
         -- How many distinct query terms a chunk holds: one tsvector lookup per term (at
         -- most 32 terms), cheaper than intersecting lexeme arrays row by row.
-        IF cardinality(lexemes) > 0 THEN
+        IF nlex > 0 THEN
             SELECT string_agg(format('(c.search_tsv @@ ($7)[%s])::int', i), ' + ')
-            INTO coverage_sql FROM generate_series(1, least(cardinality(lexemes), 32)) i;
+            INTO coverage_sql FROM generate_series(1, nlex) i;
         END IF;
-        -- Plain words: when at least `depth` chunks hold every term, the any-term ranking
-        -- would put exactly those first (they have the most terms), so the cheap all-terms
-        -- match is used; otherwise any term, ranked by coverage. This keeps the common case
-        -- from ranking every chunk that holds one frequent word.
-        IF query_text !~* '"|(^|\s)-|\mor\M' AND tsq::text LIKE '%&%' THEN
-            EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM upload_pipeline.document_chunks c'
-                ' WHERE c.search_tsv @@ $1 AND %s LIMIT %s) x', filters, depth)
-                INTO n_all USING tsq, NULL::tsquery, media_types, document_ids, ingested_after,
-                ingested_before;  -- the filters refer to $3..$6
-            IF n_all < depth THEN
-                tsq := replace(tsq::text, ' & ', ' | ')::tsquery;
+        -- Plain words rank by how many of the terms a chunk holds. Ranking every chunk that
+        -- holds any term is costly when a term is frequent, so first try "at least m of the
+        -- n terms" for m = n, n-1, n-2: when that already matches `depth` chunks, those are
+        -- exactly the top of the any-term ranking (nothing else holds as many terms).
+        IF query_text !~* '"|(^|\s)-|\mor\M' AND nlex > 0 THEN
+            tsq := NULL;
+            FOR m IN REVERSE nlex .. greatest(nlex - 2, 2) LOOP
+                WITH RECURSIVE combo(idx) AS (
+                    SELECT ARRAY[i] FROM generate_series(1, nlex) i
+                    UNION ALL
+                    SELECT combo.idx || j FROM combo, generate_series(1, nlex) j
+                    WHERE j > combo.idx[cardinality(combo.idx)] AND cardinality(combo.idx) < m)
+                SELECT string_agg('(' || array_to_string(
+                           ARRAY(SELECT lits[x] FROM unnest(combo.idx) x), ' & ') || ')', ' | '),
+                       count(*)
+                INTO q, n_all FROM combo WHERE cardinality(combo.idx) = m;
+                EXIT WHEN n_all > 64;  -- too many combinations: rank the any-term match
+                EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM upload_pipeline.document_chunks c'
+                    ' WHERE c.search_tsv @@ $1 AND %s LIMIT %s) x', filters, depth)
+                    INTO n_all USING q::tsquery, NULL::tsquery, media_types, document_ids,
+                    ingested_after, ingested_before;  -- the filters refer to $3..$6
+                IF n_all >= depth THEN
+                    tsq := q::tsquery;
+                    EXIT;
+                END IF;
+            END LOOP;
+            IF tsq IS NULL THEN
+                tsq := array_to_string(lits, ' | ')::tsquery;
             END IF;
         END IF;
     END IF;
@@ -330,9 +352,7 @@ BEGIN
            || ' JOIN upload_pipeline.upload_jobs j ON j.job_id = c.job_id'
            || ' ORDER BY f.s DESC, f.vr NULLS LAST, f.tr NULLS LAST, f.chunk_id LIMIT ' || k;
     RETURN QUERY EXECUTE q USING query_vector, tsq, media_types, document_ids,
-        ingested_after, ingested_before,
-        ARRAY(SELECT ('''' || replace(replace(l, '\', '\\'), '''', '\''') || '''')::tsquery
-              FROM unnest(lexemes) l);
+        ingested_after, ingested_before, lits::tsquery[];
     IF ef_search IS NOT NULL THEN
         PERFORM set_config('hnsw.ef_search', coalesce(saved_ef, '40'), true);
     END IF;
