@@ -146,6 +146,23 @@ class Settings(BaseSettings):
     sensor_interval_seconds: int = var("DOCPIPE_SENSOR_INTERVAL_SECONDS", 2, "intake sensor")
     retry_interval_seconds: int = var("DOCPIPE_RETRY_INTERVAL_SECONDS", 30, "retry sensor")
     health_interval_seconds: int = var("DOCPIPE_HEALTH_INTERVAL_SECONDS", 30, "health sensor")
+    # --- search and the HTTP API
+    search_language: str = var(
+        "DOCPIPE_SEARCH_LANGUAGE", "english", "full-text configuration (unknown names: simple)"
+    )
+    search_mode: str = var("DOCPIPE_SEARCH_MODE", "hybrid", "default mode: hybrid | vector | text")
+    search_ef_search: int | None = var(
+        "DOCPIPE_SEARCH_EF_SEARCH", None, "HNSW ef_search per query (default: pgvector's 40)"
+    )
+    spaces_interval_seconds: int = var(
+        "DOCPIPE_SPACES_INTERVAL_SECONDS", 30, "vector space sensor: backfill, then activate"
+    )
+    api_key: str = var("DOCPIPE_API_KEY", "", "bearer key of the HTTP API", secret=True)
+    api_host: str = var("DOCPIPE_API_HOST", "127.0.0.1", "where the HTTP API listens")
+    api_port: int = var("DOCPIPE_API_PORT", 8003, "the HTTP API's port")
+    api_max_upload_bytes: int | None = var(
+        "DOCPIPE_API_MAX_UPLOAD_BYTES", None, "largest upload (default: DOCPIPE_MAX_FILE_BYTES)"
+    )
     # --- logs
     log_format: str = var(
         "DOCPIPE_LOG_FORMAT", "console", "console | json (one JSON object per line, for containers)"

@@ -275,6 +275,7 @@ class DevStack:
         self._spawn("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)], env)
         if not wait_for_http(f"http://{self.host}:{self.port}/server_info", 180, web.alive):
             raise RuntimeError("the Dagster webserver did not come up (see its output above)")
+        start_api(self, env)
         self.echo(f"Dagster UI: http://{self.host}:{self.port}  (Ctrl-C stops everything)")
 
     def wait(self) -> int:
@@ -295,6 +296,44 @@ class DevStack:
 
             stop_embedded()
             self.echo("database: stopped")
+
+
+def dev_api_key(home: Path | None = None) -> str:
+    """DOCPIPE_API_KEY, else a random key kept in $DOCPIPE_HOME/api-key (mode 0600) so that
+    the dev API is never open and the key is never printed."""
+    import secrets
+
+    from docpipe_dagster.api.settings import api_key
+
+    key = api_key()
+    if key:
+        return key
+    path = (home or docpipe_home()) / "api-key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
+
+
+def start_api(stack: DevStack, env: dict[str, str]) -> None:
+    """The HTTP API beside the UI (DOCPIPE_API_PORT, default 8003; same host as the UI)."""
+    from docpipe_dagster.api.settings import ENV_API_KEY, ApiSettings
+
+    port = ApiSettings.from_env().port
+    api_env = {**env, ENV_API_KEY: dev_api_key()}
+    api = stack._spawn(
+        "api",
+        [sys.executable, "-m", "docpipe_dagster.api", "--host", stack.host, "--port", str(port)],
+        api_env,
+    )
+    if not wait_for_http(f"http://{stack.host}:{port}/openapi.json", 60, api.alive):
+        raise RuntimeError(f"the API did not start on port {port} (see its output above)")
+    where = "DOCPIPE_API_KEY" if os.environ.get(ENV_API_KEY) else docpipe_home() / "api-key"
+    stack.echo(f"API: http://{stack.host}:{port}/docs  (bearer key: {where})")
 
 
 def run_dev(host: str, port: int, echo: Callable[[str], None]) -> int:

@@ -68,11 +68,13 @@ def run_command(
 
 
 def _register() -> None:
+    from docpipe_dagster.api.cli import register as register_api
     from docpipe_dagster.cli import database, documents, retry, stack
 
     for module in (database, stack, documents, retry):
         for command in module.COMMANDS:
             main.add_command(command)
+    register_api(main)  # `docpipe api` and `docpipe spaces`
 
 
 _register()

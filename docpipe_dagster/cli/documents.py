@@ -1,8 +1,8 @@
-"""The document commands: `docpipe ingest`, `search`, `status`, `verify`, and what they run."""
+"""The document commands: `docpipe ingest`, `search`, `status`, `verify`, and what they run
+(search itself: docpipe_dagster.api.cli, shared with the HTTP API)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from docpipe_dagster.api.cli import search_options
 from docpipe_dagster.config import settings
 from docpipe_dagster.core.media import is_ignored_key
 from docpipe_dagster.store.schema import JobState
@@ -34,9 +35,12 @@ def ingest_command(paths: tuple[str, ...], wait: bool, prefix: str) -> None:
 @click.argument("query")
 @click.option("-k", "--top-k", "k", default=5, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (shape in README).")
-def search_command(query: str, k: int, as_json: bool) -> None:
-    """Top-k chunks for QUERY, with document key, score and text."""
-    sys.exit(run_search(query, k, as_json))
+@search_options
+def search_command(query: str, k: int, as_json: bool, **options: object) -> None:
+    """Top-k chunks for QUERY (hybrid, vector or text), with provenance and score."""
+    from docpipe_dagster.api.cli import run_search
+
+    sys.exit(run_search(query, k, as_json, **options))
 
 
 @click.command("status")
@@ -153,6 +157,7 @@ def process_and_report(keys: list[str], rejected: list[tuple[str, str]]) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from docpipe_dagster.api.service import sync_configured_space
     from docpipe_dagster.runner import ingest_pending
     from docpipe_dagster.store.queries import Store
     from docpipe_dagster.store.server import ready_database
@@ -180,6 +185,7 @@ def process_and_report(keys: list[str], rejected: list[tuple[str, str]]) -> int:
                 progress.update(task, note=f"retrying {requeued} transient failures now")
             ingest_pending(on_batch=on_batch, log_level="ERROR")
             progress.update(task, completed=len(keys), note="done")
+            sync_configured_space(target.url, click.echo)
             current = store.current_versions()
 
     states = {key: current.get(key) for key in keys}
@@ -218,72 +224,6 @@ def _requeue_transient_now(store: Any) -> int:
     batch = REQUEUE_PREFIX + make_batch_key(datetime.now(timezone.utc), [j.job_id for j in jobs])
     reason = "transient failure retried at once by docpipe ingest --wait"
     return len(store.requeue_failed(jobs, batch, reason, reset_attempts=False))
-
-
-def run_search(query: str, k: int, as_json: bool) -> int:
-    import dagster as dg
-
-    from docpipe_dagster.clients.embeddings import EmbeddingError
-    from docpipe_dagster.defs.resources import EmbedderResource, build_resources
-    from docpipe_dagster.store.queries import Store
-    from docpipe_dagster.store.server import ready_database
-
-    if not query.strip():
-        raise click.UsageError("the query is empty")
-    # The pipeline's own embedder resource (its EnvVar key resolved), so a query is embedded
-    # exactly as the chunks were.
-    with dg.build_resources({"embedder": build_resources()["embedder"]}) as built:
-        embedder: EmbedderResource = built.embedder
-
-    async def embed() -> list[float]:
-        async with embedder.client() as client:
-            batch = await client.embed([query])
-        if batch.vectors[0] is None:
-            raise click.ClickException(f"the query could not be embedded: {batch.errors[0]}")
-        return batch.vectors[0]
-
-    try:
-        vector = asyncio.run(embed())
-    except EmbeddingError as exc:
-        raise click.ClickException(f"embedding service error: {exc}") from exc
-    with Store.open(ready_database().url, max_size=1) as store:
-        hits = store.search(vector, embedder.space(), k)
-    results = [
-        {
-            "rank": rank,
-            "score": round(hit.score, 6),
-            "storage_key": hit.storage_key,
-            "chunk_index": hit.chunk_index,
-            "heading_path": hit.heading_path,
-            "text": hit.content,
-            "document_id": hit.document_id,
-            "chunk_id": hit.chunk_id,
-        }
-        for rank, hit in enumerate(hits, start=1)
-    ]
-    if as_json:
-        payload = {
-            "query": query,
-            "model": embedder.model,
-            "dimensions": embedder.dimensions,
-            "results": results,
-        }
-        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
-        return 0
-    if not results:
-        click.echo("no results (nothing searchable yet? see `docpipe status`)")
-        return 0
-    for r in results:
-        heading = " > ".join(r["heading_path"])
-        click.secho(
-            f"{r['rank']}. {r['storage_key']} #{r['chunk_index']}  score {r['score']:.3f}",
-            bold=True,
-        )
-        if heading:
-            click.echo(f"   {heading}")
-        text = " ".join(str(r["text"]).split())
-        click.echo(f"   {text[:400]}{'…' if len(text) > 400 else ''}\n")
-    return 0
 
 
 def run_status(as_json: bool) -> int:

@@ -147,10 +147,11 @@ def check_invariants(
 
         # 4. vectors = chunks for every completed job
         cur.execute(
+            # per vector space holding the job: a backfilled space holds every chunk again
             f"""SELECT j.storage_key, j.chunk_count, count(c.chunk_id)
                 FROM {S}.upload_jobs j LEFT JOIN {S}.document_chunks c ON c.job_id = j.job_id
                 WHERE {in_jobs} AND j.state = 'completed'
-                GROUP BY j.job_id, j.storage_key, j.chunk_count
+                GROUP BY j.job_id, j.storage_key, j.chunk_count, c.embedding_model, c.dims
                 HAVING j.chunk_count IS DISTINCT FROM count(c.chunk_id)""",
             params,
         )

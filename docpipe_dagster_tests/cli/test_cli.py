@@ -16,6 +16,21 @@ SEARCH_RESULT_KEYS = {
     "text",
     "document_id",
     "chunk_id",
+    # provenance and why it ranked there (added with hybrid search; the keys above kept)
+    "job_id",
+    "content_sha256",
+    "media_type",
+    "char_start",
+    "char_end",
+    "page_start",
+    "page_end",
+    "committed_at",
+    "embedding_model",
+    "dims",
+    "vector_rank",
+    "vector_distance",
+    "text_rank",
+    "text_score",
 }
 
 
@@ -64,6 +79,7 @@ def test_ingest_wait_then_search_and_status(cli_env: dict[str, str], tmp_path: P
     payload = json.loads(found.stdout)
     assert payload["query"] == "nightly backups restored as a drill"
     assert payload["model"] == "text-embedding-3-small" and payload["dimensions"] == 1536
+    assert payload["mode"] == "hybrid"
     assert len(payload["results"]) == 2
     assert set(payload["results"][0]) == SEARCH_RESULT_KEYS
     assert payload["results"][0]["storage_key"] == "handbook/ops/backups.txt"

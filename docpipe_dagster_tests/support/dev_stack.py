@@ -77,6 +77,7 @@ class DevStack:
     home: Path
     proc: subprocess.Popen
     log_path: Path
+    ports: dict[str, int]
 
     def docpipe(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -102,7 +103,7 @@ def docpipe_dev(tmp_path: Path, **extra_env: str) -> Iterator[DevStack]:
     After the block: the exit status was 0 and no process mentioning the home is left.
     """
     home = tmp_path / "home"
-    ports = {name: free_port() for name in ("ui", "storage", "llamaparse", "openai")}
+    ports = {name: free_port() for name in ("ui", "storage", "llamaparse", "openai", "api")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCPIPE_", "DAGSTER_"))}
     env.update(
         {
@@ -112,6 +113,7 @@ def docpipe_dev(tmp_path: Path, **extra_env: str) -> Iterator[DevStack]:
             "SUPABASE_URL": f"http://127.0.0.1:{ports['storage']}",
             "DOCPIPE_SETTLE_SECONDS": "1",
             "DOCPIPE_SENSOR_INTERVAL_SECONDS": "2",
+            "DOCPIPE_API_PORT": str(ports["api"]),
             **extra_env,
         }
     )
@@ -127,7 +129,7 @@ def docpipe_dev(tmp_path: Path, **extra_env: str) -> Iterator[DevStack]:
         start_new_session=True,  # its own process group, as a terminal would give it
     )
     base = f"http://127.0.0.1:{ports['ui']}"
-    stack = DevStack(base, env, home, proc, log_path)
+    stack = DevStack(base, env, home, proc, log_path, ports)
     try:
 
         def webserver_up_or_exited() -> bool:

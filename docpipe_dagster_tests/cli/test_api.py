@@ -1,0 +1,176 @@
+"""The HTTP API as a real server process (`docpipe api`) over real HTTP, against the mocks
+and this test's database: auth, limits, traversal, upload -> ingest -> state -> search."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from docpipe_dagster_tests.cli.test_cli import docpipe
+from docpipe_dagster_tests.support.mock_servers import free_port
+
+KEY = "test-api-key-not-a-secret"
+DOC = (
+    "# Lighthouses\n\n## Lamps\n\nThe keeper trims the wick of the paraffin lamp every evening; "
+    "the Fresnel lens throws the beam twenty nautical miles across the strait.\n"
+)
+
+
+@pytest.fixture
+def api(cli_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    port = free_port()
+    env = {**cli_env, "DOCPIPE_API_KEY": KEY, "DOCPIPE_API_MAX_UPLOAD_BYTES": "100000"}
+    log = (tmp_path / "api.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "docpipe_dagster.cli", "api", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "api.log").read_text()
+            try:
+                if httpx.get(f"{base}/openapi.json", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the API did not come up")
+        yield base, env
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+        log.close()
+
+
+def test_api_refuses_to_start_without_a_key(cli_env: dict[str, str]) -> None:
+    out = docpipe(cli_env, "api", "--port", str(free_port()), timeout=60)
+    assert out.returncode == 2
+    assert "set DOCPIPE_API_KEY" in out.stdout + out.stderr
+
+
+def test_auth_limits_and_traversal(api: tuple[str, dict[str, str]]) -> None:
+    base, _ = api
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert httpx.get(f"{base}/v1/search", params={"q": "x"}).status_code == 401
+    wrong = httpx.get(
+        f"{base}/v1/search", params={"q": "x"}, headers={"Authorization": "Bearer no"}
+    )
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert httpx.delete(f"{base}/v1/documents/a.md").status_code == 401
+    # docs and health need no key
+    assert "/v1/search" in httpx.get(f"{base}/openapi.json").json()["paths"]
+    assert httpx.get(f"{base}/docs").status_code == 200
+    health = httpx.get(f"{base}/health", timeout=30)
+    assert health.status_code == 200, health.text
+    names = {s["name"]: s for s in health.json()["services"]}
+    assert set(names) == {"database", "parser", "embedder", "storage"}
+    assert all(s["latency_ms"] >= 0 for s in names.values())
+
+    def upload(key: str, data: bytes) -> httpx.Response:
+        return httpx.post(
+            f"{base}/v1/documents", headers=auth, files={"file": ("f.md", data)}, data={"key": key}
+        )
+
+    for bad in ("../outside.md", "/etc/passwd", "a/../../b.md", "dir\\x.md", ".hidden.md"):
+        response = upload(bad, b"# x\n")
+        assert response.status_code == 400, (bad, response.text)
+    # percent-encoded traversal in the path
+    assert httpx.get(f"{base}/v1/documents/%2e%2e/x.md", headers=auth).status_code in (400, 404)
+    assert httpx.get(f"{base}/v1/documents/a/%2e%2e/%2e%2e/x.md", headers=auth).status_code == 400
+    big = upload("big.md", b"x" * 200_000)
+    assert big.status_code == 413 and "limit" in big.json()["detail"]
+    # a chunked body (no Content-Length) is cut off at the limit too
+    head = (
+        b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="s.md"\r\n'
+        b"Content-Type: text/markdown\r\n\r\n"
+    )
+    chunks = iter([head] + [b"y" * 50_000] * 10 + [b"\r\n--xyz--\r\n"])
+    streamed = httpx.post(
+        f"{base}/v1/documents",
+        headers={**auth, "Content-Type": "multipart/form-data; boundary=xyz"},
+        content=chunks,
+    )
+    assert streamed.status_code == 413, streamed.text
+    assert upload("empty.md", b"").status_code == 400
+    assert (
+        httpx.get(f"{base}/v1/search", params={"q": "x", "mode": "fuzzy"}, headers=auth).status_code
+        == 422
+    )
+    assert httpx.get(f"{base}/v1/documents/nothing.md", headers=auth).status_code == 404
+
+
+def test_upload_ingest_state_search_delete(api: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    base, env = api
+    auth = {"Authorization": f"Bearer {KEY}"}
+    up = httpx.post(
+        f"{base}/v1/documents",
+        headers=auth,
+        files={"file": ("lighthouse.md", DOC.encode())},
+        data={"prefix": "docs"},
+    )
+    assert up.status_code == 202, up.text
+    body = up.json()
+    assert body["storage_key"] == "docs/lighthouse.md" and body["registered"] is False
+    pending = httpx.get(f"{base}/v1/documents/docs/lighthouse.md", headers=auth).json()
+    assert pending["in_storage"] is True and pending["versions"] == []
+
+    other = tmp_path / "other.md"
+    other.write_text("# Tea\n\nGreen tea is steeped at a lower temperature than black tea.\n")
+    ingested = docpipe(env, "ingest", str(other), "--wait")
+    assert ingested.returncode == 0, ingested.stdout + ingested.stderr
+
+    import json
+
+    spaces = json.loads(docpipe(env, "spaces", "--json").stdout)
+    assert [(s["dims"], s["active"], s["coverage"], s["documents"]) for s in spaces] == [
+        (1536, True, 1.0, 2)
+    ]
+    refused = docpipe(env, "spaces", "drop", "text-embedding-3-small:1536")
+    assert refused.returncode == 1 and "the space search reads" in refused.stderr
+
+    doc = httpx.get(f"{base}/v1/documents/docs/lighthouse.md", headers=auth).json()
+    assert doc["state"] == "completed"
+    (version,) = doc["versions"]
+    assert version["job_id"] == body["job_id"]
+    assert [e["event_type"] for e in version["events"]][-1] == "completed"
+
+    params = {"q": "paraffin lamp wick Fresnel lens", "k": 3, "prefix": "docs/"}
+    found = httpx.get(f"{base}/v1/search", params=params, headers=auth)
+    assert found.status_code == 200, found.text
+    results = found.json()["results"]
+    assert results and all(r["storage_key"] == "docs/lighthouse.md" for r in results)
+    top = results[0]
+    assert top["job_id"] == body["job_id"] and top["content_sha256"] == body["content_sha256"]
+    assert top["heading_path"] == ["Lighthouses", "Lamps"]
+    assert top["char_start"] is not None and top["char_end"] > top["char_start"]
+    # the CLI answers from the same SQL function: identical results
+    cli = docpipe(env, "search", params["q"], "-k", "3", "--prefix", "docs/", "--json")
+    assert cli.returncode == 0, cli.stderr
+
+    cli_results = json.loads(cli.stdout)["results"]
+    assert [(r["chunk_id"], r["score"]) for r in cli_results] == [
+        (r["chunk_id"], r["score"]) for r in results
+    ]
+    text_only = httpx.get(
+        f"{base}/v1/search", params={**params, "mode": "text", "prefix": "other"}, headers=auth
+    ).json()
+    assert {r["storage_key"] for r in text_only["results"]} <= {"other.md"}
+
+    gone = httpx.delete(f"{base}/v1/documents/docs/lighthouse.md", headers=auth)
+    assert gone.status_code == 202
+    after = httpx.get(f"{base}/v1/documents/docs/lighthouse.md", headers=auth).json()
+    assert after["in_storage"] is False
+    assert httpx.delete(f"{base}/v1/documents/docs/lighthouse.md", headers=auth).status_code == 404
