@@ -425,7 +425,8 @@ def test_everything_binds_loopback_by_default(
     from mocks import serve as mock_serve
 
     # The defaults: the mocks (`python -m mocks`, serve()), `docpipe dev` and `docpipe mocks`.
-    assert mock_serve._parser().parse_args([]).host == "127.0.0.1"
+    (mock_host,) = [p for p in mock_serve._command.params if p.name == "host"]
+    assert mock_host.default == "127.0.0.1"
     assert inspect.signature(mock_serve.serve).parameters["host"].default == "127.0.0.1"
     from docpipe_dagster.devstack import DevStack
 
