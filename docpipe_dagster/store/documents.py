@@ -85,11 +85,6 @@ class DocumentRow:
 
 REQUEUE_PREFIX = "requeue-"
 
-_VERSION_COLUMNS = ", ".join(f for f in Version.__dataclass_fields__ if f != "events")
-
-_DOCUMENT_ROW = """storage_key, state, failed_stage AS stage, failure_reason AS reason,
-    attempts, chunk_count AS chunks, batch_key, updated_at"""
-
 
 class DocumentStore(StoreBase):
     """One document's story; failed documents re-queued on request; document listings."""
@@ -98,7 +93,10 @@ class DocumentStore(StoreBase):
         """Every registered version of `storage_key`, newest first, each with its events in order."""
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM {S}.upload_jobs WHERE storage_key = %s"
+                f"""SELECT job_id, content_sha256, size_bytes, state, batch_key, attempts,
+                    failed_stage, failure_reason, failure_code, retryable, next_attempt_at,
+                    chunk_count, registered_at, updated_at
+                FROM {S}.upload_jobs WHERE storage_key = %s"""
                 " ORDER BY registered_at DESC",
                 (storage_key,),
             )
@@ -127,27 +125,25 @@ class DocumentStore(StoreBase):
         max_attempts: int | None = None,
     ) -> list[JobRow]:
         """The newest version of each document, where it is `failed` (optionally filtered)."""
-        clauses = ["state = 'failed'"]
-        params: list[Any] = []
-        if storage_keys:
-            clauses.append("storage_key = ANY(%s)")
-            params.append(list(storage_keys))
-        if stage:
-            clauses.append("failed_stage = %s")
-            params.append(stage)
-        if transient_only:
-            clauses.append("retryable")
-        if max_attempts is not None:
-            clauses.append("attempts < %s")
-            params.append(max_attempts)
-        where = " AND ".join(clauses)
+        # One static statement: an unset filter is a NULL parameter that matches everything.
+        params = {
+            "keys": list(storage_keys) or None,
+            "stage": stage,
+            "transient_only": transient_only,
+            "max_attempts": max_attempts,
+        }
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 f"""SELECT * FROM (
                         SELECT DISTINCT ON (storage_key) * FROM {S}.upload_jobs
                         WHERE state NOT IN ('deleted', 'superseded')
                         ORDER BY storage_key, registered_at DESC) newest
-                    WHERE {where} ORDER BY storage_key""",
+                    WHERE state = 'failed'
+                      AND (%(keys)s::text[] IS NULL OR storage_key = ANY(%(keys)s::text[]))
+                      AND (%(stage)s::text IS NULL OR failed_stage = %(stage)s::text)
+                      AND (NOT %(transient_only)s OR retryable)
+                      AND (%(max_attempts)s::int IS NULL OR attempts < %(max_attempts)s::int)
+                    ORDER BY storage_key""",
                 params,
             )
             return [JobRow.from_row(r) for r in cur]
@@ -192,8 +188,9 @@ class DocumentStore(StoreBase):
         """Every version registered in one batch, by storage key."""
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                f"SELECT {_DOCUMENT_ROW} FROM {S}.upload_jobs WHERE batch_key = %s"
-                " ORDER BY storage_key",
+                f"""SELECT storage_key, state, failed_stage AS stage, failure_reason AS reason,
+                    attempts, chunk_count AS chunks, batch_key, updated_at
+                FROM {S}.upload_jobs WHERE batch_key = %s ORDER BY storage_key""",
                 (batch_key,),
             )
             return [DocumentRow(**r) for r in cur]
@@ -202,7 +199,8 @@ class DocumentStore(StoreBase):
         """The newest version of each document, most recently changed first."""
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                f"""SELECT {_DOCUMENT_ROW}
+                f"""SELECT storage_key, state, failed_stage AS stage, failure_reason AS reason,
+                    attempts, chunk_count AS chunks, batch_key, updated_at
                     FROM (SELECT DISTINCT ON (document_id) * FROM {S}.upload_jobs
                           ORDER BY document_id, registered_at DESC) latest
                     ORDER BY updated_at DESC, storage_key LIMIT %s""",
