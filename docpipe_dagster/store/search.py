@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from pgvector import Vector
+from psycopg import sql
 from psycopg.rows import dict_row
 
 S = "upload_pipeline"
@@ -200,8 +201,9 @@ def _pages(conn: psycopg.Connection, chunk_ids: list[uuid.UUID]) -> dict[uuid.UU
     cols = _page_columns(conn)
     if cols is None:
         return {}
+    query = sql.SQL("SELECT chunk_id, {}, {} FROM {}.document_chunks WHERE chunk_id = ANY(%s)")
     rows = conn.execute(
-        f"SELECT chunk_id, {cols[0]}, {cols[1]} FROM {S}.document_chunks WHERE chunk_id = ANY(%s)",
+        query.format(sql.Identifier(cols[0]), sql.Identifier(cols[1]), sql.Identifier(S)),
         (chunk_ids,),
     ).fetchall()
     return {r[0]: (r[1], r[2]) for r in rows}

@@ -176,13 +176,12 @@ async def backfill(
     """Embed into `target` the chunks of every completed document it lacks, copied from a
     space that holds them (the active one first). Each document is written in one
     transaction. Returns {"documents", "chunks"} written."""
-    source_order = "ORDER BY s.is_active DESC, s.created_at"
     jobs = conn.execute(
         f"""SELECT j.job_id,
                 (SELECT s.embedding_model || ':' || s.dims FROM {S}.vector_spaces s
                  WHERE EXISTS (SELECT 1 FROM {S}.document_chunks c WHERE c.job_id = j.job_id
                      AND c.embedding_model = s.embedding_model AND c.dims = s.dims)
-                 {source_order} LIMIT 1)
+                 ORDER BY s.is_active DESC, s.created_at LIMIT 1)
             FROM {S}.upload_jobs j
             WHERE j.state = 'completed' AND NOT EXISTS (
                 SELECT 1 FROM {S}.document_chunks c WHERE c.job_id = j.job_id
