@@ -59,6 +59,7 @@ def test_compose_has_the_seven_services_and_an_init_step(services: dict[str, Any
         "webserver",
         "daemon",
         "migrate",  # one-shot: docpipe db migrate, dagster instance migrate
+        "api",  # the HTTP API: the original stack's api-server
     }
     assert services["postgres"]["image"].startswith("pgvector/pgvector:pg")
     assert services["migrate"]["restart"] == "no"
@@ -158,8 +159,12 @@ def test_compose_ports_and_variables_agree_with_env_example(
         assert int(command[command.index("--port") + 1]) == port, name
         assert f"http://{name}:{port}" in urls[name], name
 
-    # the UI on the host's loopback, on the documented port
+    # the UI and the API on the host's loopback, on the documented ports; the API's key has
+    # no default: compose refuses to start it without one
     assert services["webserver"]["ports"] == ["127.0.0.1:${DAGSTER_WEBSERVER_PORT:-3000}:3000"]
+    assert services["api"]["ports"] == ["127.0.0.1:${DOCPIPE_API_HOST_PORT:-8003}:8003"]
+    assert services["api"]["command"] == ["docpipe", "api", "--host", "0.0.0.0", "--port", "8003"]
+    assert services["api"]["environment"]["DOCPIPE_API_KEY"].startswith("${DOCPIPE_API_KEY:?")
     assert example["DAGSTER_WEBSERVER_PORT"] == "3000"
     # the database password has no default anywhere: compose refuses to start without it
     assert "POSTGRES_PASSWORD:-" not in text
