@@ -23,16 +23,23 @@ class QueryError(ValueError):
     """The query could not be answered (empty, not embeddable, bad parameters)."""
 
 
-async def embed_texts(texts: list[str], space: SpaceRef) -> list[list[float]]:
-    """Texts embedded with the space's model and dimensions (for a backfill)."""
+def space_client(space: SpaceRef, **options: Any) -> EmbeddingsClient:
+    """An embeddings client for the space's model, asking for its dimensions when they are
+    not the model's native ones (exactly as the pipeline embedded its chunks)."""
     settings = service_settings()
     native = MODEL_DIMENSIONS.get(space.model)
-    async with EmbeddingsClient(
+    return EmbeddingsClient(
         settings.embedder_base_url,
         api_key_value(settings.embedder_api_key_env, settings.embedder_base_url),
         space.model,
         space.dims if native != space.dims else None,
-    ) as client:
+        **options,
+    )
+
+
+async def embed_texts(texts: list[str], space: SpaceRef) -> list[list[float]]:
+    """Texts embedded with the space's model and dimensions (for a backfill)."""
+    async with space_client(space) as client:
         batch = await client.embed(texts)
     missing = [i for i, v in enumerate(batch.vectors) if v is None]
     if missing:
@@ -81,15 +88,7 @@ def sync_configured_space(url: str, echo: Callable[[str], None] = print) -> dict
 
 async def embed_query(text: str, space: SpaceRef) -> list[float]:
     """The query embedded exactly as the space's chunks were (same model and dimensions)."""
-    settings = service_settings()
-    native = MODEL_DIMENSIONS.get(space.model)
-    async with EmbeddingsClient(
-        settings.embedder_base_url,
-        api_key_value(settings.embedder_api_key_env, settings.embedder_base_url),
-        space.model,
-        space.dims if native != space.dims else None,
-        max_attempts=3,
-    ) as client:
+    async with space_client(space, max_attempts=3) as client:
         batch = await client.embed([text])
     vector = batch.vectors[0]
     if vector is None:

@@ -182,12 +182,19 @@ class LlamaParseClient(AsyncApiClient):
     def __repr__(self) -> str:  # no key, ever
         return f"LlamaParseClient({self.base_url!r}, result_type={self.result_type!r})"
 
+    # One authenticated GET that any key may make; the v2 client lists its jobs instead.
+    HEALTH_REQUEST: ClassVar[tuple[str, dict[str, Any]]] = (
+        "/api/parsing/supported_file_extensions",
+        {},
+    )
+
     async def health(self) -> float:
         """Latency in ms of one authenticated GET (no retries); raises ParseError otherwise."""
         client = self._http()
+        path, params = self.HEALTH_REQUEST
         start = time.perf_counter()
         try:
-            resp = await client.get("/api/parsing/supported_file_extensions")
+            resp = await client.get(path, params=params)
         except httpx.TimeoutException:
             raise ParseError(
                 f"health: {self.base_url} timed out", kind="timeout", retryable=True
@@ -199,13 +206,9 @@ class LlamaParseClient(AsyncApiClient):
                 retryable=True,
             ) from None
         elapsed = (time.perf_counter() - start) * 1000
-        if resp.status_code != 200:
-            raise ParseError(
-                f"health: HTTP {resp.status_code}: {_detail(resp)}",
-                kind="http",
-                retryable=is_retryable_status(resp.status_code),
-                status=resp.status_code,
-            )
+        problem = self._problem(resp, "health", None, False)
+        if problem is not None:
+            raise problem
         return elapsed
 
     # --- requests --------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import mimetypes
 import re
 import time
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 
@@ -102,30 +102,10 @@ class LlamaParseV2Client(LlamaParseClient):
         self.version = version
         self.configuration = {**(configuration or {}), "tier": tier, "version": version}
 
+    HEALTH_REQUEST: ClassVar[tuple[str, dict[str, Any]]] = ("/api/v2/parse", {"page_size": 1})
+
     def __repr__(self) -> str:  # no key, ever
         return f"LlamaParseV2Client({self.base_url!r}, tier={self.tier!r})"
-
-    async def health(self) -> float:
-        """Latency in ms of one authenticated GET (no retries); raises ParseError otherwise."""
-        client = self._http()
-        start = time.perf_counter()
-        try:
-            resp = await client.get("/api/v2/parse", params={"page_size": 1})
-        except httpx.TimeoutException:
-            raise ParseError(
-                f"health: {self.base_url} timed out", kind="timeout", retryable=True
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ParseError(
-                f"health: cannot reach {self.base_url} ({type(exc).__name__})",
-                kind="http",
-                retryable=True,
-            ) from None
-        elapsed = (time.perf_counter() - start) * 1000
-        problem = self._problem(resp, "health", None, False)
-        if problem is not None:
-            raise problem
-        return elapsed
 
     async def _parse(self, filename: str, content: bytes, media_type: str | None) -> ParsedDocument:
         started = time.monotonic()

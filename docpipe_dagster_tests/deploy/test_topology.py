@@ -22,7 +22,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from docpipe_dagster.store.server import for_dagster
 from docpipe_dagster_tests.conftest import _create_database, _drop_database
 from docpipe_dagster_tests.deploy import topology
 from docpipe_dagster_tests.deploy.topology import DEPLOY
+from docpipe_dagster_tests.support.dev_stack import wait_for
 from docpipe_dagster_tests.support.mock_servers import free_port
 from docpipe_dagster_tests.support.wheel_venv import WheelVenv, wheel_venv
 
@@ -102,16 +103,6 @@ def _group_has_live_member(pgid: int) -> bool:
     return False
 
 
-def _wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, every: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
 @dataclass
 class Stack:
     venv: WheelVenv
@@ -164,11 +155,11 @@ class Stack:
         process = self.start(
             "code-server", topology.code_server("127.0.0.1", self.ports["code_server"])
         )
-        _wait_for(
+        wait_for(
             lambda: not process.alive() or self.code_server_healthy(),
             120,
             "the code server's gRPC health check",
-            every=1.0,
+            interval=1.0,
         )
         assert process.alive(), process.tail()
         return process
@@ -265,14 +256,14 @@ def stack(
             s.start(name, topology.mock(service, "127.0.0.1", ports[name], *extra, *latency))
         for name in topology.MOCK_SERVICES:
             url = f"http://127.0.0.1:{ports[name]}/health"
-            _wait_for(lambda url=url: _http_ok(url), 60, f"{name} /health")
+            wait_for(lambda url=url: _http_ok(url), 60, f"{name} /health")
 
         s.start_code_server()
         workspace = str(root / "workspace.yaml")
         web = s.start("webserver", topology.webserver("127.0.0.1", ports["webserver"], workspace))
         s.start("daemon", topology.daemon(workspace))
         server_info = f"http://127.0.0.1:{ports['webserver']}/server_info"
-        _wait_for(lambda: not web.alive() or _http_ok(server_info), 120, "the webserver")
+        wait_for(lambda: not web.alive() or _http_ok(server_info), 120, "the webserver")
         assert web.alive(), web.tail()
 
         os.environ["DOCPIPE_DAGSTER_DATABASE_URL_TOPOLOGY"] = env["DOCPIPE_DAGSTER_DATABASE_URL"]
@@ -335,7 +326,7 @@ def test_fifty_files_flow_two_runs_at_once_within_pool_limits(stack: Stack) -> N
         return states.get("completed", 0) == 50 and runs and not busy
 
     try:
-        _wait_for(settled, 150, "50 documents completed and every batch run finished", 0.25)
+        wait_for(settled, 150, "50 documents completed and every batch run finished", 0.25)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{stack.jobs_by_state('a')}\n{stack.tails()}") from exc
 
@@ -392,7 +383,7 @@ def test_sigkilled_run_worker_fails_its_run_and_the_batch_resumes(stack: Stack) 
                 return run, pid
         return None
 
-    victim, pid = _wait_for(in_flight_run, 90, "the batch run to be parsing", 0.2)
+    victim, pid = wait_for(in_flight_run, 90, "the batch run to be parsing", 0.2)
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
 
@@ -400,7 +391,7 @@ def test_sigkilled_run_worker_fails_its_run_and_the_batch_resumes(stack: Stack) 
         run = instance.get_run_by_id(victim.run_id)
         return run if run and run.status == dg.DagsterRunStatus.FAILURE else None
 
-    _wait_for(failed, 30, "the killed run to be marked failed")
+    wait_for(failed, 30, "the killed run to be marked failed")
 
     def resumed() -> dg.DagsterRun | None:
         if stack.jobs_by_state("b").get("completed", 0) != 20:
@@ -410,7 +401,7 @@ def test_sigkilled_run_worker_fails_its_run_and_the_batch_resumes(stack: Stack) 
         return done[0] if done else None
 
     try:
-        retry = _wait_for(resumed, 120, "the batch to be re-run and complete", 0.5)
+        retry = wait_for(resumed, 120, "the batch to be re-run and complete", 0.5)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{stack.jobs_by_state('b')}\n{stack.tails()}") from exc
     recovered_s = time.monotonic() - killed_at
@@ -425,7 +416,7 @@ def test_sigkilled_run_worker_fails_its_run_and_the_batch_resumes(stack: Stack) 
 
 
 def test_code_server_restart_with_no_run_in_flight_sensors_resume(stack: Stack) -> None:
-    _wait_for(lambda: not stack.batch_runs(statuses=IN_PROGRESS), 60, "no run in flight")
+    wait_for(lambda: not stack.batch_runs(statuses=IN_PROGRESS), 60, "no run in flight")
     stopped_in = stack.processes["code-server"].stop()
     assert stopped_in <= STOP_WITHIN_S, "the code server ignored SIGTERM"
     print(f"code server stopped {stopped_in:.1f} s after SIGTERM")
@@ -433,7 +424,7 @@ def test_code_server_restart_with_no_run_in_flight_sensors_resume(stack: Stack) 
 
     stack.drop("c", 5)
     try:
-        _wait_for(
+        wait_for(
             lambda: stack.jobs_by_state("c").get("completed", 0) == 5,
             90,
             "documents dropped after the restart to complete",
@@ -445,7 +436,7 @@ def test_code_server_restart_with_no_run_in_flight_sensors_resume(stack: Stack) 
 
 
 def test_every_process_stops_on_sigterm_within_ten_seconds(stack: Stack) -> None:
-    _wait_for(lambda: not stack.batch_runs(statuses=IN_PROGRESS), 60, "no run in flight")
+    wait_for(lambda: not stack.batch_runs(statuses=IN_PROGRESS), 60, "no run in flight")
     order = ["daemon", "webserver", "code-server", *topology.MOCK_SERVICES]
     took = {name: stack.processes[name].stop() for name in order}
     print("stopped after SIGTERM (s):", {name: round(s, 1) for name, s in took.items()})

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from fastapi import FastAPI, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse
@@ -48,7 +47,7 @@ from mocks.llamaparse.extract import (
     file_extension,
 )
 from mocks.llamaparse.v2 import V2Context, add_v2_routes
-from mocks.llamaparse.webhook import SIGNATURE_HEADER, sign, verify_signature
+from mocks.llamaparse.webhook import SIGNATURE_HEADER, post_with_retries, sign, verify_signature
 
 __all__ = ["SIGNATURE_HEADER", "create_app", "sign", "verify_signature"]
 
@@ -62,7 +61,6 @@ _NON_IDENTITY_FIELDS = frozenset(
     {"webhook_url", "from_python_package", "invalidate_cache", "do_not_cache"}
 )
 _TRUE = frozenset({"true", "1", "yes", "on"})
-WEBHOOK_ATTEMPTS = 3
 # Jobs (with their parsed text) are kept in memory; past this many the oldest finished ones are
 # forgotten, as the real service expires results, so a long benchmark cannot exhaust RAM.
 MAX_JOBS = 5000
@@ -258,18 +256,7 @@ def create_app(settings: MockSettings) -> FastAPI:
             headers[SIGNATURE_HEADER] = sign(settings.webhook_secret, body)
         entry: dict[str, Any] = {"job_id": job.id, "url": url, "attempts": 0, "status_code": None}
         webhook_log.append(entry)
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
-                entry["attempts"] = attempt
-                try:
-                    resp = await client.post(url, content=body, headers=headers)
-                    entry["status_code"] = resp.status_code
-                    entry.pop("error", None)
-                    if resp.status_code < 500:
-                        return
-                except httpx.HTTPError as exc:
-                    entry["error"] = type(exc).__name__
-                await asyncio.sleep(0.2 * attempt)
+        await post_with_retries(url, body, headers, entry)
 
     def schedule(job: Job, url: str | None) -> None:
         if url and not job.stuck:

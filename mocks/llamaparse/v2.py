@@ -37,13 +37,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from fastapi import FastAPI, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse
 
 from mocks._common import MockSettings
-from mocks.llamaparse.webhook import sign
+from mocks.llamaparse.webhook import post_with_retries, sign
 
 if TYPE_CHECKING:
     from mocks.llamaparse.app import Job
@@ -73,7 +72,6 @@ _ACCEPTED_ONLY = frozenset(
     }
 )
 MAX_FILES = 2000  # uploaded files kept in memory; oldest forgotten first
-WEBHOOK_ATTEMPTS = 3
 
 
 @dataclass
@@ -253,18 +251,7 @@ def add_v2_routes(app: FastAPI, ctx: V2Context) -> None:
             "status_code": None,
         }
         ctx.webhook_log.append(entry)
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
-                entry["attempts"] = attempt
-                try:
-                    resp = await client.post(url, content=body, headers=headers)
-                    entry["status_code"] = resp.status_code
-                    entry.pop("error", None)
-                    if resp.status_code < 500:
-                        return
-                except httpx.HTTPError as exc:
-                    entry["error"] = type(exc).__name__
-                await asyncio.sleep(0.2 * attempt)
+        await post_with_retries(url, body, headers, entry)
 
     def create(content: bytes, filename: str, config: dict[str, Any], path: str) -> JSONResponse:
         from mocks.llamaparse.app import Job
