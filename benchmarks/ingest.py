@@ -48,7 +48,9 @@ SCENARIOS = (
     "trickle",
     "memory",
     "dev",
+    "peers",  # opt-in (`--scenarios peers`): needs the bench extra, see benchmarks/peers/
 )
+DEFAULT_SCENARIOS = tuple(s for s in SCENARIOS if s != "peers")
 TARGETS = {
     "overhead": "docpipe >= 0.8 x direct baseline (vectors/s), zero-latency mocks, no index",
     "bulk": "docpipe >= 0.85 x HNSW load+build-after-load limit (vectors/s)",
@@ -56,6 +58,7 @@ TARGETS = {
     "rerun": "0 external calls and <= 3 % of the first run's time",
     "memory": "peak RSS at 10 N documents <= 1.3 x at N documents",
     "dev": "upload -> searchable p50 <= 10 s under docpipe dev",
+    "peers": "docpipe ingest --wait (whole process) >= 2 x the faster peer (docs/s, first load)",
 }
 
 
@@ -599,6 +602,29 @@ class Bench:
             )
         self.results["dev"] = res
 
+    def peers(self) -> None:
+        """LangChain's index() and LlamaIndex's IngestionPipeline beside `docpipe ingest
+        --wait` at --docs (text/markdown/HTML only); see benchmarks/peers/."""
+        from benchmarks.peers.bench import measure, peers_available
+
+        missing = peers_available()
+        if missing:
+            raise RuntimeError(missing)
+        a = self.args
+        mix = ",".join(part for part in a.mix.split(",") if not part.startswith("pdf"))
+        self.results["peers"] = measure(
+            self.infra,
+            [a.docs],
+            ("docpipe", "langchain", "llamaindex"),
+            dims=a.dims,
+            model=a.model,
+            native_dims=self.native_dims,
+            seed=a.seed,
+            mean_chars=a.mean_chars,
+            sigma=a.sigma,
+            mix=mix,
+        )
+
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
@@ -693,6 +719,19 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"parts {t.get('median_parts_seconds')}"
             )
         add("dev", {"p50": v, "p95": d["p95_seconds"]}, "p50 <= 10 s", v <= 10, detail)
+    for docs, size in s.get("peers", {}).get("sizes", {}).items():
+        r = size["ratios"]
+        first = r.get("first_vs_faster_peer_excl_imports") or {}
+        v = first.get("ratio")
+        add(
+            "peers",
+            v,
+            ">= 2.0",
+            v is not None and v >= 2.0,
+            f"{docs} docs, vs {first.get('peer')} excl. its imports; re-run "
+            f"{r.get('rerun_docpipe_whole_seconds')} s vs LlamaIndex "
+            f"{r.get('rerun_llamaindex_excl_imports_seconds')} s (met: {r.get('rerun_met')})",
+        )
     return rows
 
 
@@ -822,6 +861,12 @@ def report(doc: dict[str, Any]) -> str:
                 f"median parts {t.get('median_parts_seconds')}"
             )
         out.append("")
+    if "peers" in doc["scenarios"]:
+        from benchmarks.peers.bench import render as render_peers
+
+        out.append("peers (whole process vs excluding imports):")
+        out.append(render_peers(doc["scenarios"]["peers"]["table"]))
+        out.append("")
     out.append("targets:")
     out.append(render_table(doc["targets"], TARGET_COLUMNS))
     return "\n".join(out)
@@ -850,7 +895,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="formats and weights, e.g. md:5,txt:2,html:2,pdf:1",
     )
     p.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help=f"comma list of {', '.join(SCENARIOS)}"
+        "--scenarios",
+        default=",".join(DEFAULT_SCENARIOS),
+        help=f"comma list of {', '.join(SCENARIOS)} (peers is opt-in)",
     )
     p.add_argument("--skip", default="", help="comma list of scenarios to leave out")
     p.add_argument("--quick", action="store_true", help="small sizes everywhere (a few minutes)")
