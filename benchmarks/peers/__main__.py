@@ -8,7 +8,6 @@ Needs the `bench` extra: `pip install -e .[bench]`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -19,7 +18,14 @@ from pathlib import Path
 import psycopg
 
 from benchmarks.infra import REPO_ROOT, Infra
-from benchmarks.peers.bench import PEER_MIX, SYSTEMS, measure, peers_available, render
+from benchmarks.peers.bench import (
+    PEER_MIX,
+    SYSTEMS,
+    measure,
+    peers_available,
+    render,
+    setup_peers_venv,
+)
 from docpipe_dagster.clients.embeddings import MODEL_DIMENSIONS
 
 
@@ -36,6 +42,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--embedder-latency-ms", type=float, default=0.0)
     p.add_argument("--parser-latency-ms", type=float, default=0.0)
     p.add_argument("--profile", action="store_true", help="also py-spy docpipe's first and re-run")
+    p.add_argument(
+        "--setup", action="store_true", help="create/update the peers' venv (.venv-peers) and exit"
+    )
+    p.add_argument(
+        "--peers-python", type=Path, default=None, help="default: .venv-peers/bin/python"
+    )
     p.add_argument("--database-url", default=os.environ.get("DOCPIPE_DATABASE_URL") or None)
     p.add_argument("--workdir", default=None, help="keep everything here (default: a temp dir)")
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "peers.json"))
@@ -52,7 +64,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    missing = peers_available()
+    if args.setup:
+        setup_peers_venv()
+        return 0
+    missing = peers_available(args.peers_python)
     if missing:
         print(missing, file=sys.stderr)
         return 2
@@ -79,12 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             embedder_latency_ms=args.embedder_latency_ms,
             parser_latency_ms=args.parser_latency_ms,
             profile=args.profile,
+            peers_python=args.peers_python,
         )
     doc.update(
         command="python -m benchmarks.peers "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        versions={**versions, **_package_versions()},
+        versions={**versions, **doc.pop("versions", {})},
         seconds=round(time.perf_counter() - started, 1),
     )
     out = Path(args.out)
@@ -96,21 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{docs} docs ratios: {json.dumps(size['ratios'])}")
     print(f"\nwrote {out} ({doc['seconds']} s in all)")
     return 0
-
-
-def _package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    names = [
-        "langchain-core", "langchain-classic", "langchain-postgres", "langchain-openai",
-        "langchain-text-splitters", "llama-index-core", "llama-index-vector-stores-postgres",
-        "llama-index-embeddings-openai", "dagster",
-    ]  # fmt: skip
-    out = {}
-    for name in names:
-        with contextlib.suppress(PackageNotFoundError):
-            out[name] = version(name)
-    return out
 
 
 if __name__ == "__main__":

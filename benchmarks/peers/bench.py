@@ -33,6 +33,7 @@ from docpipe_dagster.config import LOCAL_MOCK_API_KEY
 from docpipe_dagster.core.chunking import ChunkingConfig
 
 SYSTEMS = ("docpipe", "langchain", "llamaindex")
+PEERS_VENV = REPO_ROOT / ".venv-peers"
 PEER_MIX = "md:5,txt:2,html:2"  # the peers parse no PDF; neither does this comparison
 # Tables each system's searchable chunks live in.
 VECTOR_TABLES = {
@@ -95,8 +96,10 @@ class PeerBench:
         parser_latency_ms: float = 0.0,
         timeout: float = 1800.0,
         profile: bool = False,
+        peers_python: Path | None = None,
     ) -> None:
         self.infra = infra
+        self.peers_python = str(peers_python or PEERS_VENV / "bin" / "python")
         self.work = infra.workdir / "peers"
         self.work.mkdir(parents=True, exist_ok=True)
         self.dims, self.model, self.native_dims = dims, model, native_dims
@@ -130,7 +133,7 @@ class PeerBench:
     def _command(self, system: str, corpus: Path, spec_path: Path) -> list[str]:
         if system == "docpipe":
             return [str(Path(sys.executable).parent / "docpipe"), "ingest", str(corpus), "--wait"]
-        return [sys.executable, "-m", f"benchmarks.peers.{system}_run", str(spec_path)]
+        return [self.peers_python, "-m", f"benchmarks.peers.{system}_run", str(spec_path)]
 
     def run_once(
         self,
@@ -390,6 +393,7 @@ def measure(infra: Infra, sizes: list[int], systems: tuple[str, ...], **options:
         "chunking": {"chunk_size": bench.chunk_size, "chunk_overlap": bench.chunk_overlap},
         "model": bench.model,
         "dims": bench.dims,
+        "versions": package_versions(Path(bench.peers_python)),
         "sizes": {},
     }
     for docs in sizes:
@@ -451,16 +455,50 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join([head, sep, *body])
 
 
-def peers_available() -> str | None:
-    """None when the bench extra is installed, else why not."""
-    import importlib.util
-
-    missing = []
-    for module in ("langchain_classic", "langchain_postgres", "llama_index"):
-        if importlib.util.find_spec(module) is None:
-            missing.append(module)
-    if missing:
-        return f"the peers need `pip install -e .[bench]` (missing: {', '.join(missing)})"
+def peers_available(peers_python: Path | None = None) -> str | None:
+    """None when the peers' venv and docpipe's command are there, else why not."""
+    python = peers_python or PEERS_VENV / "bin" / "python"
+    if not python.exists():
+        return f"no peers venv at {python}: run `python -m benchmarks.peers --setup`"
+    probe = subprocess.run(
+        [str(python), "-c", "import langchain_classic, langchain_postgres, llama_index.core"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        return f"the peers venv {python} lacks a peer: {probe.stderr.strip()[-300:]}"
     if not (Path(sys.executable).parent / "docpipe").exists():
-        return f"no docpipe command next to {sys.executable}"
+        return f"no docpipe command next to {sys.executable} (pip install -e .[bench])"
     return None
+
+
+PEER_PACKAGES = [
+    line.split("==")[0]
+    for line in Path(__file__).with_name("requirements.txt").read_text().splitlines()
+    if line and not line.startswith("#")
+]
+
+
+def package_versions(peers_python: Path) -> dict[str, str]:
+    """The peers' versions (from their venv) and docpipe's main ones (from this one)."""
+    from importlib.metadata import version
+
+    code = (
+        "import json, importlib.metadata as m; print(json.dumps({n: m.version(n) for n in "
+        f"{PEER_PACKAGES!r}}}))"
+    )
+    out = json.loads(
+        subprocess.run([str(peers_python), "-c", code], capture_output=True, check=True).stdout
+    )
+    for name in ("dagster", "pgvector", "psycopg"):
+        out[f"docpipe: {name}"] = version(name)
+    return out
+
+
+def setup_peers_venv(venv: Path = PEERS_VENV) -> None:
+    """The peers' own venv from benchmarks/peers/requirements.txt."""
+    requirements = Path(__file__).with_name("requirements.txt")
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(requirements)]
+    subprocess.run(pip, check=True)
