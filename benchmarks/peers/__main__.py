@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mix", default=PEER_MIX, help="md, txt and html only (the peers parse no PDF)")
     p.add_argument("--embedder-latency-ms", type=float, default=0.0)
     p.add_argument("--parser-latency-ms", type=float, default=0.0)
+    p.add_argument("--repeat", type=int, default=1, help="pairs per system; the median is kept")
     p.add_argument("--profile", action="store_true", help="also py-spy docpipe's first and re-run")
     p.add_argument(
         "--setup", action="store_true", help="create/update the peers' venv (.venv-peers) and exit"
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             parser_latency_ms=args.parser_latency_ms,
             profile=args.profile,
             peers_python=args.peers_python,
+            repeat=args.repeat,
         )
     doc.update(
         command="python -m benchmarks.peers "
