@@ -42,7 +42,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--embedder-latency-ms", type=float, default=0.0)
     p.add_argument("--parser-latency-ms", type=float, default=0.0)
     p.add_argument("--repeat", type=int, default=1, help="pairs per system; the median is kept")
-    p.add_argument("--profile", action="store_true", help="also py-spy docpipe's first and re-run")
+    p.add_argument(
+        "--profile",
+        nargs="?",
+        const="docpipe",
+        default="",
+        help="also py-spy a first and a re-run of these systems (comma list; alone: docpipe)",
+    )
     p.add_argument(
         "--setup", action="store_true", help="create/update the peers' venv (.venv-peers) and exit"
     )
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             mix=args.mix,
             embedder_latency_ms=args.embedder_latency_ms,
             parser_latency_ms=args.parser_latency_ms,
-            profile=args.profile,
+            profile=tuple(s for s in args.profile.split(",") if s),
             peers_python=args.peers_python,
             repeat=args.repeat,
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 from benchmarks import corpus as corpus_mod
@@ -96,7 +98,7 @@ class PeerBench:
         embedder_latency_ms: float = 0.0,
         parser_latency_ms: float = 0.0,
         timeout: float = 1800.0,
-        profile: bool = False,
+        profile: tuple[str, ...] = (),
         peers_python: Path | None = None,
         repeat: int = 1,
     ) -> None:
@@ -179,6 +181,7 @@ class PeerBench:
         )
         self.infra.reset_mocks(*self.latency)
         writes0 = table_writes(url)
+        cpu0 = self._cpu()
         log = base.with_suffix(".log")
         with log.open("wb") as log_file:
             t = time.perf_counter()
@@ -202,6 +205,7 @@ class PeerBench:
             raise RuntimeError(f"{system} failed ({proc.returncode}):\n{log.read_text()[-4000:]}")
         calls = self.infra.mock_calls()
         time.sleep(1.2)  # the run's backends flush their table counters as they exit
+        cpu = {k: round(v - cpu0[k], 2) for k, v in self._cpu().items()}
         writes1 = table_writes(url)
         touched = {k: v - writes0.get(k, 0) for k, v in writes1.items() if v != writes0.get(k, 0)}
         result: dict[str, Any] = {
@@ -216,6 +220,7 @@ class PeerBench:
             result.update(inner)
         result.update(
             peak_rss_mb=round(rss.peak / 2**20, 1),
+            cpu_seconds=cpu,
             embedder_requests=calls["embedder_requests"],
             parser_requests=calls["parser_requests"] if system == "docpipe" else 0,
             external_calls=calls["embedder_requests"]
@@ -231,6 +236,17 @@ class PeerBench:
             result["summary"] = tail[0] if tail else ""
             result["documents"] = _completed(url)
         return result
+
+    def _cpu(self) -> dict[str, float]:
+        """CPU seconds so far: this process's waited-for children (the run), Postgres, the
+        mocks. CPU is steadier than wall time on a shared machine."""
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = {"run": kids.ru_utime + kids.ru_stime}
+        pg = self.infra.postgres_pids()[:1]
+        out["postgres"] = _proc_cpu(pg, with_children=True)
+        out["embedder"] = _proc_cpu([self.infra.embedder.proc.pid])
+        out["parser"] = _proc_cpu([self.infra.parser.proc.pid])
+        return out
 
     def import_seconds_docpipe(self) -> float:
         """Wall time of a process that only imports what `docpipe ingest --wait` imports
@@ -280,8 +296,9 @@ class PeerBench:
                     label: [r[label]["wall_seconds"] for r in runs] for label in ("first", "rerun")
                 },
             }
-        if self.profile and "docpipe" in systems:
-            out["systems"]["docpipe"]["profile"] = self.profile_docpipe(docs, corpus)
+        for system in systems:
+            if system in self.profile:
+                out["systems"][system]["profile"] = self.profile_system(system, docs, corpus)
         if "docpipe" in out["systems"]:
             fixed = self.import_seconds_docpipe()
             for label in ("first", "rerun"):
@@ -296,17 +313,17 @@ class PeerBench:
         out["ratios"] = ratios(out["systems"])
         return out
 
-    def profile_docpipe(self, docs: int, corpus: Path) -> dict[str, Any]:
+    def profile_system(self, system: str, docs: int, corpus: Path) -> dict[str, Any]:
         """py-spy over a first load and a no-op re-run in a database of their own."""
         url = self.infra.new_database("peers_profile")
-        state = self.work / f"state-profile-{docs}"
+        state = self.work / f"state-profile-{system}-{docs}"
         shutil.rmtree(state, ignore_errors=True)
         state.mkdir(parents=True)
         result = {}
         for label in ("first", "rerun"):
-            raw = self.work / f"profile-docpipe-{docs}-{label}.txt"
+            raw = self.work / f"profile-{system}-{docs}-{label}.txt"
             run = self.run_once(
-                "docpipe", url=url, corpus=corpus, state=state, label=label, profile_to=raw
+                system, url=url, corpus=corpus, state=state, label=label, profile_to=raw
             )
             result[label] = {
                 "wall_seconds_under_py_spy": run["wall_seconds"],
@@ -315,6 +332,19 @@ class PeerBench:
             }
         self.infra.drop_database(url)
         return result
+
+
+def _proc_cpu(pids: list[int], with_children: bool = False) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+        if with_children:
+            total += t.children_user + t.children_system
+    return total
 
 
 def _completed(url: str) -> int:
@@ -375,6 +405,12 @@ PROFILE_RATE = 100  # samples a second
 _IDLE_LEAVES = ("wait", "sleep", "select", "poll", "acquire", "_recv", "recv_into", "accept")
 
 
+def _idle(leaf: str) -> bool:
+    """A leaf frame that is a thread waiting (a pool worker blocked in C shows as `_worker`)."""
+    name = leaf.split(" (")[0].rsplit(".", 1)[-1].lower()
+    return name in ("_worker", "get", "worker") or any(w in name for w in _IDLE_LEAVES)
+
+
 def summarise_profile(raw: Path, top: int = 30, rate: int = PROFILE_RATE) -> dict[str, Any]:
     """Seconds per function from py-spy's collapsed stacks (`--idle --threads`).
 
@@ -408,7 +444,7 @@ def summarise_profile(raw: Path, top: int = 30, rate: int = PROFILE_RATE) -> dic
             for f in set(frames):
                 main[f] += n
             main_self[frames[-1]] += n
-        elif not any(word in frames[-1].split(" (")[0].lower() for word in _IDLE_LEAVES):
+        elif not _idle(frames[-1]):
             other_busy += n
             for f in set(frames):
                 others[f] += n
