@@ -4,7 +4,7 @@ Documents (one per file, `id_` = storage key) -> SentenceSplitter (docpipe's chu
 overlap, counted in characters: `tokenizer=list`) -> OpenAIEmbedding (the embedder mock) ->
 PGVectorStore with its HNSW index (cosine), and a SimpleDocumentStore with the default
 `upserts` strategy, persisted to a folder between runs (`pipeline.persist` / `load`), which is
-what makes an unchanged re-run skip the documents.
+what makes an unchanged re-run skip the documents (the transformation cache is off: see below).
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ def main() -> None:
         vector_store=vector_store,
         docstore=SimpleDocumentStore(),
         docstore_strategy=DocstoreStrategy.UPSERTS,
+        # The transformation cache would persist every node with its vector as JSON and
+        # reload it on each run (~7 s of a 300-document re-run); the docstore alone already
+        # skips unchanged documents, so the faster configuration is the one compared.
+        disable_cache=True,
     )
     if (persist_dir / "docstore.json").exists():
         pipeline.load(str(persist_dir))
