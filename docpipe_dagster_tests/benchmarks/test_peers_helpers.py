@@ -15,7 +15,7 @@ def test_html_reduces_to_its_visible_text_in_paragraphs() -> None:
         "<html><head><title>T</title><style>p {color: red}</style></head><body>"
         "<h1>Head &amp; more</h1><p>One   two\nthree.</p><p>Four.</p></body></html>"
     )
-    assert html_to_text(raw) == "T\n\nHead & more\n\nOne two three.\n\nFour."
+    assert html_to_text(raw) == "T\n\nHead & more\n\nOne two\nthree.\n\nFour."
 
 
 def test_corpus_keeps_text_formats_sorted_by_key(tmp_path: Path) -> None:
@@ -28,7 +28,9 @@ def test_corpus_keeps_text_formats_sorted_by_key(tmp_path: Path) -> None:
 
 def test_sqlalchemy_url_keeps_the_socket_and_credentials() -> None:
     url = "postgresql://postgres:pw@/bench_x?host=/tmp/pg"
-    assert sqlalchemy_url(url, "psycopg") == "postgresql+psycopg://postgres:pw@/bench_x?host=/tmp/pg"
+    assert (
+        sqlalchemy_url(url, "psycopg") == "postgresql+psycopg://postgres:pw@/bench_x?host=/tmp/pg"
+    )
 
 
 def _run(wall: float, seconds: float | None, docs: int = 100, **extra: object) -> dict:
