@@ -1,0 +1,80 @@
+"""The peers benchmark's own arithmetic (no peer installed): the HTML text the peers get, the
+ratios against the faster peer, the py-spy profile summary, the opt-in scenario hook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.peers.bench import ratios, summarise_profile
+from benchmarks.peers.common import html_to_text, load_corpus, sqlalchemy_url
+
+
+def test_html_reduces_to_its_visible_text_in_paragraphs() -> None:
+    raw = (
+        "<html><head><title>T</title><style>p {color: red}</style></head><body>"
+        "<h1>Head &amp; more</h1><p>One   two\nthree.</p><p>Four.</p></body></html>"
+    )
+    assert html_to_text(raw) == "T\n\nHead & more\n\nOne two\nthree.\n\nFour."
+
+
+def test_corpus_keeps_text_formats_sorted_by_key(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.md").write_text("# X")
+    (tmp_path / "a.html").write_text("<p>A</p>")
+    (tmp_path / "c.pdf").write_bytes(b"%PDF")
+    assert load_corpus(tmp_path) == [("a.html", "A"), ("b/x.md", "# X")]
+
+
+def test_sqlalchemy_url_keeps_the_socket_and_credentials() -> None:
+    url = "postgresql://postgres:pw@/bench_x?host=/tmp/pg"
+    assert (
+        sqlalchemy_url(url, "psycopg") == "postgresql+psycopg://postgres:pw@/bench_x?host=/tmp/pg"
+    )
+
+
+def _run(wall: float, seconds: float | None, docs: int = 100, **extra: object) -> dict:
+    return {
+        "wall_seconds": wall,
+        "seconds": seconds,
+        "docs_per_s_whole": docs / wall,
+        "docs_per_s_excl_imports": docs / seconds if seconds else None,
+        "external_calls": 0,
+        "rows_written": 0,
+        **extra,
+    }
+
+
+def test_ratios_compare_docpipe_whole_with_the_faster_peer() -> None:
+    systems = {
+        "docpipe": {"first": _run(10.0, 8.0), "rerun": _run(0.4, 0.2)},
+        "langchain": {"first": _run(12.0, 5.0), "rerun": _run(6.0, 2.0)},
+        "llamaindex": {"first": _run(20.0, 4.0), "rerun": _run(4.0, 0.5)},
+    }
+    r = ratios(systems)
+    assert r["first_vs_faster_peer_excl_imports"] == {
+        "peer": "llamaindex",
+        "ratio": 0.4,
+        "target": ">= 2.0",
+    }
+    assert r["first_vs_faster_peer_whole"]["peer"] == "langchain"
+    assert r["first_vs_faster_peer_whole"]["ratio"] == 1.2
+    assert r["rerun_vs_llamaindex_excl_imports"] == 0.8
+    assert r["rerun_met"] is True
+    systems["docpipe"]["rerun"]["rows_written"] = 20
+    assert ratios(systems)["rerun_met"] is False
+
+
+def test_profile_summary_counts_the_main_thread_in_seconds(tmp_path: Path) -> None:
+    raw = tmp_path / "p.txt"
+    raw.write_text(
+        "thread (7): MainThread;<module> (x.py:1);_find_and_load (<frozen b>:1) 50\n"
+        "thread (7): MainThread;<module> (x.py:1);run (/a/site-packages/pkg/r.py:3) 150\n"
+        "thread (7);<module> (x.py:1) 10\n"
+        "thread (9): pool;Thread.run (threading.py:1);Condition.wait (threading.py:2) 400\n"
+        "thread (9): pool;Thread.run (threading.py:1);encode (/a/site-packages/j.py:9) 20\n"
+    )
+    s = summarise_profile(raw, rate=100)
+    assert s["main_thread_seconds"] == 2.1
+    assert s["main_thread_import_seconds"] == 0.5
+    assert dict(s["main_thread_inclusive_seconds"])["run (pkg/r.py)"] == 1.5
+    assert s["other_threads_busy_seconds"] == 0.2  # the wait is idle, not counted
