@@ -128,7 +128,8 @@ def _upload(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
     from docpipe_dagster.clients.storage import StorageError
 
     storage = open_storage()
-    uploaded: list[str] = []
+    uploaded: list[str] = []  # every file the command is about (written or already there)
+    unchanged = 0
     ignored: list[str] = []
     rejected: list[tuple[str, str]] = []
     for key, file in _collect(paths, prefix):
@@ -136,12 +137,19 @@ def _upload(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
             ignored.append(key)
             continue
         try:
-            storage.write(key, file.read_bytes())
+            data = file.read_bytes()
+            # The same bytes already stored: writing them again would only change the file's
+            # mtime, and intake would then touch its row. A re-run touches nothing.
+            if _stored_bytes(storage, key) == data:
+                unchanged += 1
+            else:
+                storage.write(key, data)
         except (StorageError, OSError) as exc:
             rejected.append((key, str(exc)))
             continue
         uploaded.append(key)
-    click.echo(f"put {len(uploaded)} files into {storage.describe()}")
+    same = f" ({unchanged} already there, unchanged)" if unchanged else ""
+    click.echo(f"put {len(uploaded) - unchanged} files into {storage.describe()}{same}")
     if ignored:
         click.echo(f"ignored {len(ignored)} hidden/temporary files (e.g. {ignored[0]})")
     for key, reason in rejected:
@@ -150,6 +158,15 @@ def _upload(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
         click.echo("not waiting: a running `docpipe dev` picks them up (or rerun with --wait)")
         return 1 if rejected else 0
     return process_and_report(uploaded, rejected)
+
+
+def _stored_bytes(storage: Any, key: str) -> bytes | None:
+    from docpipe_dagster.clients.storage import StorageError
+
+    try:
+        return storage.read(key)
+    except StorageError:  # not there (or unreadable: then writing it is the way to find out)
+        return None
 
 
 def process_and_report(keys: list[str], rejected: list[tuple[str, str]]) -> int:

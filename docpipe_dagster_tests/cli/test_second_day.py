@@ -87,3 +87,36 @@ def test_ingest_again_retries_transient_failures_at_once(
     second = docpipe(env, "ingest", str(docs), "--wait")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "1 completed, 0 failed" in second.stdout
+
+
+def test_ingest_of_an_unchanged_folder_touches_nothing(
+    cli_env: dict[str, str], cli_mocks: dict[str, MockServer], tmp_path: Path, database_url: str
+) -> None:
+    import psycopg
+
+    docs = _docs(tmp_path)
+    first = docpipe(cli_env, "ingest", str(docs), "--wait")
+    assert first.returncode == 0, first.stdout + first.stderr
+
+    def snapshot() -> tuple:
+        with psycopg.connect(database_url) as conn:
+            jobs = conn.execute(
+                "SELECT job_id, state, updated_at, source_modified_at"
+                " FROM upload_pipeline.upload_jobs ORDER BY job_id"
+            ).fetchall()
+            events = conn.execute("SELECT count(*) FROM upload_pipeline.events").fetchone()
+        return jobs, events
+
+    before = snapshot()
+    for mock in cli_mocks.values():
+        mock.reset()
+    again = docpipe(cli_env, "ingest", str(docs), "--wait")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "put 0 files" in again.stdout and "2 already there, unchanged" in again.stdout
+    assert "2 completed, 0 failed" in again.stdout
+    assert snapshot() == before  # no row touched, no event written
+    # Only the up-front probe (one authenticated GET each) reached the services: nothing
+    # was parsed or embedded again.
+    for name in ("llamaparse", "openai"):
+        routes = cli_mocks[name].stats()["by_route"]
+        assert sum(routes.values()) == 1 and all(r.startswith("GET ") for r in routes), routes
