@@ -12,7 +12,7 @@ from docpipe_dagster.logs import bound
 
 def _ids(context: dg.AssetExecutionContext) -> dict[str, Any]:
     return {
-        "run_id": context.run_id,
+        "run_id": context.run.run_id,
         "batch_key": context.partition_key if context.has_partition_key else None,
         "asset": context.asset_key.to_user_string(),
     }
