@@ -238,15 +238,19 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def services_for_command(
-    echo: Callable[[str], None], settings: ServiceSettings | None = None
+    echo: Callable[[str], None],
+    settings: ServiceSettings | None = None,
+    *,
+    only: Sequence[str] | None = None,
 ) -> Iterator[list[str]]:
     """Make the parser/embedder(/storage) usable for one command, or raise ServiceProblem.
 
     Local endpoints with nothing listening: the mocks are started now and stopped after.
+    `only`: the endpoints the command needs (names as in health.SERVICE_PROBES).
     Then every endpoint is probed (one authenticated request each); any failure raises
     before the caller has registered or touched a document. Yields the mocks it started.
     """
-    wanted = endpoints(settings)
+    wanted = [e for e in endpoints(settings) if only is None or e.check in only]
     missing = [e for e in wanted if e.local and not port_in_use(e.port)]
     started = _start_mocks(missing) if missing else None
     try:

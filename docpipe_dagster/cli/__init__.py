@@ -8,6 +8,7 @@ fast.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Sequence
@@ -21,8 +22,31 @@ def _quiet_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 
+# Commands that start the embedded database on purpose and leave it running for others.
+KEEPS_DATABASE = frozenset({"db", "dev", "env"})
+
+
+def _stop_database_if_started(ctx: click.Context) -> None:
+    """A one-off command (ingest, search, status…) that had to start the embedded database
+    stops it again when done: nothing is left running behind the user's back."""
+    from docpipe_dagster.config import settings
+    from docpipe_dagster.store.server import embedded_running, stop_embedded
+
+    if settings().database_url or ctx.invoked_subcommand in KEEPS_DATABASE:
+        return
+    if embedded_running():
+        return  # someone else's (a `docpipe dev`, `docpipe db start`): theirs to stop
+
+    def stop() -> None:
+        if embedded_running():
+            stop_embedded()
+
+    ctx.call_on_close(stop)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """docpipe: files in storage -> parsed -> chunked -> embedded -> searchable in pgvector.
 
     \b
@@ -39,6 +63,8 @@ def main() -> None:
         configure_logging(level=logging.WARNING)
     except ValueError:  # a bad DOCPIPE_LOG_FORMAT must not hide `--help`; commands report it
         configure_logging("console", level=logging.WARNING)
+    with contextlib.suppress(ValueError):  # a bad setting is the command's to report
+        _stop_database_if_started(ctx)
 
 
 def run_command(

@@ -39,8 +39,18 @@ def ingest_command(paths: tuple[str, ...], wait: bool, prefix: str) -> None:
 def search_command(query: str, k: int, as_json: bool, **options: object) -> None:
     """Top-k chunks for QUERY (hybrid, vector or text), with provenance and score."""
     from docpipe_dagster.api.cli import run_search
+    from docpipe_dagster.services import ServiceProblem, services_for_command
 
-    sys.exit(run_search(query, k, as_json, **options))
+    if options.get("mode") == "text":  # full text needs no embedder
+        sys.exit(run_search(query, k, as_json, **options))
+    try:
+        # As ingest: a local embedder with nothing listening is started for this command.
+        with services_for_command(lambda line: click.echo(line, err=True), only=("embedder",)):
+            code = run_search(query, k, as_json, **options)
+    except ServiceProblem as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = 2
+    sys.exit(code)
 
 
 @click.command("status")

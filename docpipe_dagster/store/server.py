@@ -119,6 +119,11 @@ def start_embedded(home: Path | None = None) -> DatabaseTarget:
     )
 
 
+def embedded_running(home: Path | None = None) -> bool:
+    """True when this DOCPIPE_HOME's embedded server runs (its postmaster.pid exists)."""
+    return (pgdata_dir(home) / "postmaster.pid").exists()
+
+
 def stop_embedded(home: Path | None = None) -> bool:
     """Stop the embedded server if it runs. Returns True when one was stopped."""
     pgdata = pgdata_dir(home)

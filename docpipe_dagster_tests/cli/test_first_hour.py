@@ -102,3 +102,28 @@ def test_dev_with_a_taken_port_says_which_and_who_holds_it(
     assert f"pid {os.getpid()}" in text  # this test process holds it
     assert "--port" in text
     assert "Traceback" not in text
+
+
+def test_the_readme_path_alone_leaves_no_process_behind(tmp_path: Path) -> None:
+    """`ingest --wait`, then `search`, with nothing running and the embedded database: each
+    command starts what it needs (database, mocks) and stops it again."""
+    from docpipe_dagster_tests.support.dev_stack import processes_mentioning
+
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCPIPE_", "DAGSTER_"))}
+    for key in ("LLAMA_CLOUD_API_KEY", "OPENAI_API_KEY", "SUPABASE_SERVICE_KEY"):
+        env.pop(key, None)
+    env.update(
+        DOCPIPE_HOME=str(home),
+        LLAMAPARSE_BASE_URL=f"http://127.0.0.1:{free_port()}",
+        OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
+    )
+    ingested = docpipe(env, "ingest", str(_docs(tmp_path)), "--wait")
+    assert ingested.returncode == 0, ingested.stdout + ingested.stderr
+    assert not (home / "pgdata" / "postmaster.pid").exists()
+    found = docpipe(env, "search", "wind lifts a kite", "-k", "1", "--json")
+    assert found.returncode == 0, found.stderr
+    assert "started the local mocks" in found.stderr
+    assert '"storage_key": "my-docs/kites.md"' in found.stdout
+    assert not (home / "pgdata" / "postmaster.pid").exists()
+    assert processes_mentioning(str(home)) == []
