@@ -86,7 +86,7 @@ def run_search(
 
 
 def page_label(first: int, last: int | None) -> str:
-    """"page 2" or "pages 2–3"."""
+    """The page range as people write it: page 2, pages 2–3."""
     if last is None or last == first:
         return f"page {first}"
     return f"pages {first}\u2013{last}"
