@@ -187,3 +187,11 @@ def test_ingest_sends_pdfs_to_the_v2_api_and_parses_text_in_process(
     final = counters()
     assert final["v1_uploads"] - after["v1_uploads"] == 1
     assert final["v2_uploads"] == after["v2_uploads"]
+
+
+def test_page_label_names_one_page_or_a_range() -> None:
+    from docpipe_dagster.api.cli import page_label
+
+    assert page_label(2, 2) == "page 2"
+    assert page_label(2, None) == "page 2"
+    assert page_label(2, 3) == "pages 2\u20133"
