@@ -72,7 +72,7 @@ def run_search(
         heading = " > ".join(r["heading_path"])
         where = f"chars {r['char_start']}-{r['char_end']}" if r["char_start"] is not None else ""
         if r["page_start"] is not None:
-            where = f"pages {r['page_start']}-{r['page_end']} " + where
+            where = f"{page_label(r['page_start'], r['page_end'])}  {where}"
         click.secho(
             f"{r['rank']}. {r['storage_key']} #{r['chunk_index']}  score {r['score']:.3f}"
             f"  {where}".rstrip(),
@@ -83,6 +83,13 @@ def run_search(
         text = " ".join(str(r["text"]).split())
         click.echo(f"   {text[:400]}{'…' if len(text) > 400 else ''}\n")
     return 0
+
+
+def page_label(first: int, last: int | None) -> str:
+    """The page range as people write it: page 2, pages 2–3."""
+    if last is None or last == first:
+        return f"page {first}"
+    return f"pages {first}\u2013{last}"
 
 
 def parse_space(space: str | None) -> tuple[str | None, int | None]:

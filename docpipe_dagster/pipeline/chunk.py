@@ -6,9 +6,10 @@ stages its chunks (one COPY) and moves its jobs to `chunked`.
 
 from __future__ import annotations
 
-from docpipe_dagster.core.chunking import ChunkingConfig, split_into_chunks
+from docpipe_dagster.core.chunking import ChunkingConfig, normalise_text, split_into_chunks
 from docpipe_dagster.core.hashing import sha256_text
 from docpipe_dagster.core.ids import chunk_id
+from docpipe_dagster.core.pages import page_ranges
 from docpipe_dagster.pipeline.local_parse import is_local, local_profile
 from docpipe_dagster.pipeline.report import StageReport, batch_jobs, fail_job
 from docpipe_dagster.store.queries import ChunkRow, JobRow, Store
@@ -41,21 +42,26 @@ def chunk_documents(
 def _chunk_group(
     store: Store, jobs: list[JobRow], profile: str, config: ChunkingConfig, report: StageReport
 ) -> None:
-    markdowns = store.parsed_markdowns((job.content_sha256 for job in jobs), profile)
+    parses = store.cached_parses((job.content_sha256 for job in jobs), profile)
     items: list[tuple[JobRow, list[ChunkRow], int]] = []
     for job in jobs:
-        markdown = markdowns.get(job.content_sha256)
-        if markdown is None:
+        parsed = parses.get(job.content_sha256)
+        if parsed is None:
             reason = (
                 "parsed text is missing from the parse cache; the document will be parsed again"
             )
             fail_job(store, report, job, reason, code="PARSE_CACHE_MISS", retryable=True)
             continue
+        markdown, page_count = parsed
         chunks = split_into_chunks(markdown, config)
         if not chunks:
             reason = "the document has no text to index (empty or whitespace only after parsing)"
             fail_job(store, report, job, reason, code="NO_CHUNKS")
             continue
+        # Offsets are into the normalised text, so the page separators are looked up there.
+        pages = page_ranges(
+            normalise_text(markdown), page_count or 0, [(c.start, c.end) for c in chunks]
+        )
         rows = [
             ChunkRow(
                 chunk_id=chunk_id(job.document_id, job.content_sha256, c.index),
@@ -67,8 +73,10 @@ def _chunk_group(
                 heading_path=c.heading_path,
                 char_start=c.start,
                 char_end=c.end,
+                page_start=p[0] if p else None,
+                page_end=p[1] if p else None,
             )
-            for c in chunks
+            for c, p in zip(chunks, pages, strict=True)
         ]
         items.append((job, rows, sum(c.token_estimate for c in chunks)))
     saved = store.save_chunks(items)

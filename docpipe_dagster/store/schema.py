@@ -88,6 +88,9 @@ class ChunkRow:
     heading_path: Sequence[str]
     char_start: int
     char_end: int
+    # 1-based first and last page; None when the parser gave no reliable pages
+    page_start: int | None = None
+    page_end: int | None = None
 
 
 @dataclass(frozen=True)

@@ -218,10 +218,11 @@ async def backfill(
                     f"""INSERT INTO {S}.document_chunks (chunk_id, document_id, job_id,
                             storage_key, content_sha256, chunk_index, content, heading_path,
                             token_estimate, embedding_model, dims, embedding, char_start,
-                            char_end, committed_at)
+                            char_end, page_start, page_end, committed_at)
                         SELECT chunk_id, document_id, job_id, storage_key, content_sha256,
                             chunk_index, content, heading_path, token_estimate, %s, %s,
-                            %s::vector, char_start, char_end, committed_at
+                            %s::vector, char_start, char_end, page_start, page_end,
+                            committed_at
                         FROM {S}.document_chunks
                         WHERE chunk_id = %s AND embedding_model = %s AND dims = %s
                         ON CONFLICT DO NOTHING""",

@@ -113,7 +113,8 @@ class StagingStore(StoreBase):
             )
             with conn.cursor().copy(
                 f"COPY {S}.document_chunk_buffer (chunk_id, job_id, chunk_index, content,"
-                " text_sha256, token_estimate, heading_path, char_start, char_end) FROM STDIN"
+                " text_sha256, token_estimate, heading_path, char_start, char_end, page_start,"
+                " page_end) FROM STDIN"
             ) as copy:
                 for job, chunks, _ in items:
                     if job.job_id not in updated:
@@ -130,6 +131,8 @@ class StagingStore(StoreBase):
                                 list(c.heading_path),
                                 c.char_start,
                                 c.char_end,
+                                c.page_start,
+                                c.page_end,
                             )
                         )
             self._events(

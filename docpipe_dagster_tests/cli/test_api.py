@@ -156,6 +156,8 @@ def test_upload_ingest_state_search_delete(api: tuple[str, dict[str, str]], tmp_
     assert top["job_id"] == body["job_id"] and top["content_sha256"] == body["content_sha256"]
     assert top["heading_path"] == ["Lighthouses", "Lamps"]
     assert top["char_start"] is not None and top["char_end"] > top["char_start"]
+    # a markdown file has no pages: the keys are there, NULL
+    assert top["page_start"] is None and top["page_end"] is None
     # the CLI answers from the same SQL function: identical results
     cli = docpipe(env, "search", params["q"], "-k", "3", "--prefix", "docs/", "--json")
     assert cli.returncode == 0, cli.stderr

@@ -171,6 +171,15 @@ def test_ingest_sends_pdfs_to_the_v2_api_and_parses_text_in_process(
     assert after["v1_uploads"] == before["v1_uploads"]
     assert after["uploads"] - before["uploads"] == 1
 
+    # The PDF's one chunk covers both its pages; search says so, in JSON and to people.
+    found = docpipe(cli_env, "search", "grease the winch drum", "-k", "1", "--json")
+    assert found.returncode == 0, found.stdout + found.stderr
+    (hit,) = json.loads(found.stdout)["results"]
+    assert hit["storage_key"].endswith("manual.pdf")
+    assert (hit["page_start"], hit["page_end"]) == (1, 2)
+    human = docpipe(cli_env, "search", "grease the winch drum", "-k", "1")
+    assert "pages 1\u20132  chars " in human.stdout, human.stdout
+
     # v1 stays selectable.
     (folder / "second.pdf").write_bytes(build_text_pdf(["Anchor chain", "Check the shackle."]))
     legacy = docpipe({**cli_env, "DOCPIPE_PARSER_API": "v1"}, "ingest", str(folder), "--wait")
@@ -178,3 +187,11 @@ def test_ingest_sends_pdfs_to_the_v2_api_and_parses_text_in_process(
     final = counters()
     assert final["v1_uploads"] - after["v1_uploads"] == 1
     assert final["v2_uploads"] == after["v2_uploads"]
+
+
+def test_page_label_names_one_page_or_a_range() -> None:
+    from docpipe_dagster.api.cli import page_label
+
+    assert page_label(2, 2) == "page 2"
+    assert page_label(2, None) == "page 2"
+    assert page_label(2, 3) == "pages 2\u20133"

@@ -18,6 +18,7 @@ from docpipe_dagster.store.search import search, search_space
 from docpipe_dagster.store.spaces import SpaceError, drop_space, list_spaces
 from docpipe_dagster_tests.defs.conftest import wired_pipeline
 from docpipe_dagster_tests.support import MockServer
+from mocks.llamaparse.testdata import build_text_pdf
 
 
 def _top(url: str, text: str) -> list:
@@ -39,6 +40,7 @@ def test_model_change_switches_only_when_backfilled(
     with wired_pipeline(monkeypatch, storage, database_url, llamaparse_mock, openai_mock) as p:
         p.write("a/otters.md", "# Otters\n\nSea otters hold hands while they sleep.\n")
         p.write("a/bees.md", "# Bees\n\nThe queen bee lays eggs in the brood comb.\n")
+        p.write("a/winch.pdf", build_text_pdf(["Winch maintenance", "Grease the drum yearly."]))
         assert all(o.success for o in ingest_pending(resources=p.resources, instance=p.instance))
         assert sync_configured_space(database_url)["active"] is True
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -53,13 +55,13 @@ def test_model_change_switches_only_when_backfilled(
         with psycopg.connect(database_url, autocommit=True) as conn:
             spaces = {(s.model, s.dims): s for s in list_spaces(conn)}
             new = spaces[("text-embedding-3-small", 256)]
-            assert (new.documents, new.completed, new.is_active) == (1, 3, False)
+            assert (new.documents, new.completed, new.is_active) == (1, 4, False)
             # search never reads the incomplete new space on its own
             assert search_space(conn).dims == 1536
         assert {r.dims for r in _top(database_url, "otters holding hands")} == {1536}
 
         result = sync_configured_space(database_url)
-        assert (result["documents"], result["active"]) == (2, True)
+        assert (result["documents"], result["active"]) == (3, True)
         with psycopg.connect(database_url, autocommit=True) as conn:
             assert search_space(conn).dims == 256
             events = conn.execute(
@@ -74,6 +76,15 @@ def test_model_change_switches_only_when_backfilled(
         assert _top(database_url, "volcano lava magma")[0].storage_key == "b/lava.md"
         # the backfilled chunks keep their ids and provenance
         assert hits[0].char_start is not None
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT dims, chunk_id, char_start, char_end, page_start, page_end"
+                " FROM upload_pipeline.document_chunks WHERE storage_key = 'a/winch.pdf'"
+                " ORDER BY chunk_id, dims"
+            ).fetchall()
+        assert {r[0] for r in rows} == {256, 1536}
+        assert {r[1:] for r in rows if r[0] == 256} == {r[1:] for r in rows if r[0] == 1536}
+        assert {(r[4], r[5]) for r in rows} == {(1, 2)}
 
         with psycopg.connect(database_url, autocommit=True) as conn:
             with pytest.raises(SpaceError, match="the space search reads"):
