@@ -71,18 +71,6 @@ class StagingStore(StoreBase):
             )
             return True
 
-    def parsed_markdowns(self, shas: Iterable[str], profile: str) -> dict[str, str]:
-        """The parsed markdown of these content hashes, in one query."""
-        with self.pool.connection() as conn:
-            rows = conn.execute(
-                f"SELECT content_sha256, markdown FROM {S}.parse_cache"
-                " WHERE parser_profile = %s AND content_sha256 = ANY(%s)",
-                (profile, list(set(shas))),
-            ).fetchall()
-        return dict(rows)
-
-    # --- chunk ----------------------------------------------------------------------
-
     def save_chunks(
         self, items: Sequence[tuple[JobRow, Sequence[ChunkRow], int]]
     ) -> set[uuid.UUID]:
