@@ -55,13 +55,19 @@ def db_url(which: str) -> None:
 def db_migrate() -> None:
     """Apply pending migrations from sql/ (a no-op when current)."""
     from docpipe_dagster.store.migrate import MigrationError, migrate
-    from docpipe_dagster.store.server import resolve_database
+    from docpipe_dagster.store.server import embedded_running, resolve_database, stop_embedded
 
+    was_running = embedded_running()
     target = resolve_database()
     try:
         applied = migrate(target.url)
     except MigrationError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        # Like every one-off command: an embedded server started for this is stopped again
+        # (`docpipe db start` is the one that leaves it running).
+        if target.embedded and not was_running:
+            stop_embedded()
     if not applied:
         click.echo("migrations: up to date")
     for migration in applied:
