@@ -179,6 +179,9 @@ def _stored_bytes(storage: Any, key: str) -> bytes | None:
         return None
 
 
+SHOWN = 20  # per-document lines of a summary; the rest is counted
+
+
 def process_and_report(keys: list[str], rejected: list[tuple[str, str]]) -> int:
     """Process every open batch in-process, then report on `keys` (exit status 0 or 1)."""
     from rich.console import Console
@@ -230,8 +233,14 @@ def process_and_report(keys: list[str], rejected: list[tuple[str, str]]) -> int:
     click.echo(f"{len(completed)} completed, {len(failed)} failed, {len(other)} other")
     for key, job in failed:
         click.echo(f"  FAILED {key}: {job.failure_reason}")
-    for key, state in other:
+    for key, state in other[:SHOWN]:
         click.echo(f"  {state.upper()} {key}")
+    if len(other) > SHOWN:
+        click.echo(f"  … and {len(other) - SHOWN} more not finished")
+    if other:
+        # Left queued (a service went down mid-run, see the run's failure above) or still in
+        # flight: nothing was counted against them.
+        click.echo("  not finished: no attempt was used; run the same command again to go on")
     return 0 if not failed and not other and not rejected else 1
 
 
