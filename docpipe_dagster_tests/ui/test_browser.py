@@ -52,6 +52,19 @@ def _samples_settled(stack: DevStack) -> bool:
     return bool(runs) and all(r["status"] == "SUCCESS" for r in runs)
 
 
+def _observed_completed(stack: DevStack) -> int:
+    """documents_completed of the documents asset's latest observation (0 if none yet)."""
+    query = (
+        '{ assetNodes(assetKeys: [{path: ["documents"]}]) { assetObservations(limit: 1) {'
+        " metadataEntries { label ... on IntMetadataEntry { intValue } } } } }"
+    )
+    observations = graphql(stack.base, query)["assetNodes"][0]["assetObservations"]
+    if not observations:
+        return 0
+    entries = {e["label"]: e.get("intValue") for e in observations[0]["metadataEntries"]}
+    return entries.get("documents_completed") or 0
+
+
 def test_the_ui_shows_the_graph_a_batch_and_every_document(tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -59,14 +72,11 @@ def test_the_ui_shows_the_graph_a_batch_and_every_document(tmp_path: Path) -> No
     with docpipe_dev(tmp_path) as stack:
         wait_for(lambda: _samples_settled(stack), 180, "the sample batch to complete", 2)
         samples = sorted(p.name for p in (stack.home / "storage" / "samples").iterdir())
+        # The sensor observes every 10 s: wait for an observation that has the samples done.
         wait_for(
-            lambda: graphql(
-                stack.base,
-                '{ assetNodes(assetKeys: [{path: ["documents"]}]) { latestMaterialization'
-                "Event: assetObservations(limit: 1) { timestamp } } }",
-            )["assetNodes"][0]["latestMaterializationEvent"],
-            60,
-            "the documents asset to be observed",
+            lambda: _observed_completed(stack) >= len(samples),
+            90,
+            "the documents asset to be observed with the samples completed",
             2,
         )
         shots = stack.home / "screenshots"
