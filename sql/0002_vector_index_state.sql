@@ -1,7 +1,7 @@
 -- Bulk loads and the HNSW index of a vector space.
 --
 -- Inserting rows one by one into an HNSW graph is several times slower than building the
--- graph once after loading (DESIGN.md section 6). When a commit brings many rows compared
+-- graph once after loading (docs/ARCHITECTURE.md, "The HNSW index"). When a commit brings many rows compared
 -- with what a space's index already holds, the pipeline drops the space's partial index,
 -- commits the documents (each still swapped atomically) and builds the index again in one
 -- pass. Search stays correct meanwhile (an exact scan instead of the index), only slower.

@@ -127,3 +127,24 @@ def test_runs_check_migrations_but_never_apply_them(
         assert resource.store().current_versions() == {}
     finally:
         resource.teardown_after_execution(None)  # type: ignore[arg-type]
+
+
+def test_a_database_migrated_before_a_comment_only_edit_is_still_accepted(
+    empty_database_url: str,
+) -> None:
+    from docpipe_dagster.store.migrate import COMMENT_ONLY_EDITS
+
+    migrate(empty_database_url)
+    (earlier,) = COMMENT_ONLY_EDITS[2]
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE upload_pipeline.schema_migrations SET checksum = %s WHERE version = 2",
+            (earlier,),
+        )
+    assert migrate(empty_database_url) == []  # accepted, nothing re-applied
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE upload_pipeline.schema_migrations SET checksum = 'other' WHERE version = 2"
+        )
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        migrate(empty_database_url)
