@@ -51,15 +51,30 @@ def mock_ports() -> dict[str, int]:
     return {name: urlsplit(url).port or MOCK_PORTS[name] for name, url in urls.items()}
 
 
+# What the shipped dagster.yaml leaves out (see its header): docpipe's own Postgres storage.
+POSTGRES_STORAGE_YAML = """
+# Added by docpipe: runs, event logs and schedules in Postgres.
+storage:
+  postgres:
+    postgres_url:
+      env: DOCPIPE_DAGSTER_DATABASE_URL
+"""
+
+
+def dev_instance_yaml() -> bytes:
+    """The dev instance: the shipped dagster.yaml's settings plus Postgres storage."""
+    return bundled_path("dagster.yaml").read_bytes() + POSTGRES_STORAGE_YAML.encode()
+
+
 def prepare_dagster_home(home: Path | None = None) -> Path:
-    """$DOCPIPE_HOME/dagster_home: the shipped Postgres-backed dagster.yaml and a workspace.yaml.
+    """$DOCPIPE_HOME/dagster_home: the dev instance's dagster.yaml and a workspace.yaml.
 
     The workspace loads the installed module, so it works from a checkout and from a wheel.
     """
     dagster_home = (home or docpipe_home()) / "dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
     for name, content in (
-        ("dagster.yaml", bundled_path("dagster.yaml").read_bytes()),
+        ("dagster.yaml", dev_instance_yaml()),
         ("workspace.yaml", WORKSPACE_YAML.encode()),
     ):
         target = dagster_home / name

@@ -4,6 +4,7 @@ limits docs/DEPLOYMENT.md promises; the compose variant differs only in its run 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,12 +13,15 @@ import pytest
 import yaml
 from dagster._core.instance.config import dagster_instance_config
 
+from docpipe_dagster.devstack import dev_instance_yaml
 from docpipe_dagster.store.server import for_dagster
-from docpipe_dagster_tests.deploy.topology import DEPLOY, REPO_ROOT
+from docpipe_dagster_tests.deploy.topology import DEPLOY
 
 PRODUCTION = DEPLOY / "dagster.yaml"
 COMPOSE = DEPLOY / "compose" / "dagster.yaml"
-DEV = REPO_ROOT / "dagster.yaml"
+# The dev instance as `docpipe dev` writes it (the checkout's dagster.yaml + Postgres storage).
+DEV = Path(tempfile.mkdtemp(prefix="docpipe-dev-instance-")) / "dagster.yaml"
+DEV.write_bytes(dev_instance_yaml())
 
 
 @pytest.fixture

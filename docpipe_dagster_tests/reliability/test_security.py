@@ -446,10 +446,12 @@ def test_everything_binds_loopback_by_default(
 
 
 def test_dagster_instance_config_names_the_database_url_variable() -> None:
-    """dagster.yaml (copied into DAGSTER_HOME by `docpipe dev`) holds the variable's name."""
+    """The dagster.yaml `docpipe dev` writes into DAGSTER_HOME holds the variable's name."""
     import yaml
 
-    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    from docpipe_dagster.devstack import dev_instance_yaml
+
+    config = yaml.safe_load(dev_instance_yaml())
     url = config["storage"]["postgres"]["postgres_url"]
     assert url == {"env": "DOCPIPE_DAGSTER_DATABASE_URL"}
 
