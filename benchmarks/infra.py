@@ -52,6 +52,10 @@ def child_env(**extra: str) -> dict[str, str]:
         if not k.startswith(("DOCPIPE_", "DAGSTER_", "LLAMA", "OPENAI_", "SUPABASE_"))
     }
     env["PYTHONUNBUFFERED"] = "1"
+    # As on a user's machine: the first run writes __pycache__, later ones load it. (Some
+    # sandboxes set this; then an editable checkout recompiles every module each process,
+    # while the peers' site-packages were compiled by pip at install time.)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
     )

@@ -252,7 +252,7 @@ class PeerBench:
         """Wall time of a process that only imports what `docpipe ingest --wait` imports
         (interpreter start-up included): docpipe's share of fixed cost, median of 3."""
         code = (
-            "import docpipe_dagster.cli, docpipe_dagster.cli_documents, docpipe_dagster.runner,"
+            "import docpipe_dagster.cli, docpipe_dagster.cli.documents, docpipe_dagster.runner,"
             " docpipe_dagster.defs.resources, docpipe_dagster.store.queries"
         )
         times = []

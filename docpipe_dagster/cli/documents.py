@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,57 +118,138 @@ def _collect(paths: tuple[str, ...], prefix: str) -> list[tuple[str, Path]]:
     return pairs
 
 
+@dataclass
+class Upload:
+    """What `docpipe ingest` is about: every file it was given, and which of them to write."""
+
+    keys: list[str] = field(default_factory=list)  # written or already there, byte for byte
+    to_write: list[tuple[str, Path]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def unchanged(self) -> int:
+        return len(self.keys) - len(self.to_write)
+
+
 def run_ingest(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
     """Exit status: 0 all completed, 1 any failed or rejected, 2 a service is unusable."""
     if not wait:
-        return _upload(paths, wait=False, prefix=prefix)
+        return _put(paths, prefix, wait=False)
+    # Every file already stored and nothing left to do: report from the database alone. No
+    # service is probed or started and Dagster is not loaded, so a re-run costs well under
+    # a second and makes no external call.
+    settled = _settled_report(paths, prefix)
+    if settled is not None:
+        return settled
     from docpipe_dagster.services import ServiceProblem, services_for_command
 
     try:
         # Before anything is uploaded or registered: a dead or unauthorised service stops the
         # command here, in seconds, and costs no document an attempt.
         with services_for_command(lambda line: click.echo(line, err=True)):
-            return _upload(paths, wait=True, prefix=prefix)
+            return _put(paths, prefix, wait=True)
     except ServiceProblem as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
 
 
-def _upload(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
+def _plan(storage: Any, paths: tuple[str, ...], prefix: str) -> Upload:
+    upload = Upload()
+    for key, file in _collect(paths, prefix):
+        if is_ignored_key(key):
+            upload.ignored.append(key)
+            continue
+        try:
+            # The same bytes already stored: writing them again would only change the file's
+            # mtime, and intake would then touch its row. A re-run touches nothing.
+            if _stored_bytes(storage, key) != file.read_bytes():
+                upload.to_write.append((key, file))
+        except OSError as exc:
+            upload.rejected.append((key, str(exc)))
+            continue
+        upload.keys.append(key)
+    return upload
+
+
+def _put(paths: tuple[str, ...], prefix: str, *, wait: bool) -> int:
     from docpipe_dagster.clients.factory import open_storage
     from docpipe_dagster.clients.storage import StorageError
 
     storage = open_storage()
-    uploaded: list[str] = []  # every file the command is about (written or already there)
-    unchanged = 0
-    ignored: list[str] = []
-    rejected: list[tuple[str, str]] = []
-    for key, file in _collect(paths, prefix):
-        if is_ignored_key(key):
-            ignored.append(key)
-            continue
+    upload = _plan(storage, paths, prefix)
+    for key, file in upload.to_write:
         try:
-            data = file.read_bytes()
-            # The same bytes already stored: writing them again would only change the file's
-            # mtime, and intake would then touch its row. A re-run touches nothing.
-            if _stored_bytes(storage, key) == data:
-                unchanged += 1
-            else:
-                storage.write(key, data)
+            storage.write(key, file.read_bytes())
         except (StorageError, OSError) as exc:
-            rejected.append((key, str(exc)))
-            continue
-        uploaded.append(key)
-    same = f" ({unchanged} already there, unchanged)" if unchanged else ""
-    click.echo(f"put {len(uploaded) - unchanged} files into {storage.describe()}{same}")
-    if ignored:
-        click.echo(f"ignored {len(ignored)} hidden/temporary files (e.g. {ignored[0]})")
-    for key, reason in rejected:
-        click.echo(f"rejected {key}: {reason}", err=True)
+            upload.rejected.append((key, str(exc)))
+            upload.keys.remove(key)
+    _echo_put(upload, storage.describe())
     if not wait:
         click.echo("not waiting: a running `docpipe dev` picks them up (or rerun with --wait)")
-        return 1 if rejected else 0
-    return process_and_report(uploaded, rejected)
+        return 1 if upload.rejected else 0
+    return process_and_report(upload.keys, upload.rejected)
+
+
+def _echo_put(upload: Upload, where: str) -> None:
+    written = len(upload.keys) - upload.unchanged
+    same = f" ({upload.unchanged} already there, unchanged)" if upload.unchanged else ""
+    click.echo(f"put {written} files into {where}{same}")
+    if upload.ignored:
+        click.echo(
+            f"ignored {len(upload.ignored)} hidden/temporary files (e.g. {upload.ignored[0]})"
+        )
+    for key, reason in upload.rejected:
+        click.echo(f"rejected {key}: {reason}", err=True)
+
+
+def _settled_report(paths: tuple[str, ...], prefix: str) -> int | None:
+    """The summary when there is nothing to process, else None (then the full path runs).
+
+    Nothing to process: storage lists exactly the registered versions (same size and
+    mtime, nothing new, nothing gone), each given file hashes to its key's registered
+    version, no batch is open, no transient failure waits for a retry and the configured
+    vector space is active and complete. Reads the given files, not storage's copies; any
+    doubt returns None."""
+    from docpipe_dagster.clients.factory import open_storage
+    from docpipe_dagster.clients.storage import StorageError
+    from docpipe_dagster.core.hashing import sha256_bytes
+    from docpipe_dagster.core.models import MODEL_DIMENSIONS
+    from docpipe_dagster.pipeline.intake import IntakeConfig, storage_in_sync
+    from docpipe_dagster.store.queries import Store
+    from docpipe_dagster.store.server import ready_database
+
+    current = settings()
+    dims = current.embedding_dimensions or MODEL_DIMENSIONS.get(current.embedding_model)
+    if dims is None:
+        return None
+    upload = Upload()
+    try:
+        storage = open_storage()
+        with Store.open(ready_database().url, max_size=1) as store:
+            known = store.current_versions()
+            if not storage_in_sync(storage.list_objects(), known, IntakeConfig()):
+                return None
+            for key, file in _collect(paths, prefix):
+                if is_ignored_key(key):
+                    upload.ignored.append(key)
+                    continue
+                job = known.get(key)
+                if job is None or job.content_sha256 != sha256_bytes(file.read_bytes()):
+                    return None
+                upload.keys.append(key)
+            if store.open_batches() or store.failed_versions(
+                transient_only=True, max_attempts=current.max_attempts
+            ):
+                return None
+            space = store.space_coverage(current.embedding_model, dims)
+            if space is None or not space.is_active or not space.complete:
+                return None
+    except (StorageError, OSError):
+        return None  # the full path probes storage, reads every file and says what is wrong
+    _echo_put(upload, storage.describe())
+    click.echo("nothing new to process")
+    return summarise(upload.keys, upload.rejected, known)
 
 
 def _stored_bytes(storage: Any, key: str) -> bytes | None:
@@ -217,7 +299,11 @@ def process_and_report(keys: list[str], rejected: list[tuple[str, str]]) -> int:
             progress.update(task, completed=len(keys), note="done")
             sync_configured_space(target.url, click.echo)
             current = store.current_versions()
+    return summarise(keys, rejected, current)
 
+
+def summarise(keys: list[str], rejected: list[tuple[str, str]], current: dict[str, Any]) -> int:
+    """Print how each of `keys` ended; exit status 0 when all completed, else 1."""
     states = {key: current.get(key) for key in keys}
     completed = [
         k for k, job in states.items() if job is not None and job.state == JobState.COMPLETED

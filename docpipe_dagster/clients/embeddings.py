@@ -29,6 +29,7 @@ import httpx
 from docpipe_dagster.clients._http import AsyncApiClient
 from docpipe_dagster.core.batching import pack
 from docpipe_dagster.core.breaker import CircuitBreaker
+from docpipe_dagster.core.models import MODEL_DIMENSIONS
 from docpipe_dagster.core.retry import (
     Retrier,
     RetryPolicy,
@@ -38,11 +39,6 @@ from docpipe_dagster.core.retry import (
 
 log = logging.getLogger(__name__)
 
-MODEL_DIMENSIONS: dict[str, int] = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 # 400 messages that mean "something about the inputs", so bisecting can isolate the cause.
 _INPUT_PROBLEM_RE = re.compile(

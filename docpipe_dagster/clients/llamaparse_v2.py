@@ -121,25 +121,34 @@ class LlamaParseV2Client(LlamaParseClient):
         )
         job_id: str = created["id"]
         status = str(created.get("status") or "PENDING").upper()
-        polls = 0
+        polls, result = 0, None
+        kind = self.result_type
+        expand = [("expand", kind), ("expand", "job_metadata")]
+
+        def has_result(body: Any) -> bool:
+            return (
+                _has_status(body)
+                and isinstance(body.get(kind), dict)
+                and isinstance(body[kind].get("pages"), list)
+            )
+
         if status != "COMPLETED":  # a cached job answers COMPLETED at once: no poll
             if status in ("FAILED", "CANCELLED"):
                 raise self._job_failed(job_id, status, created)
-            polls = await self._wait(job_id, started)
-        kind = self.result_type
-        result = await self._call(
-            "GET",
-            f"/api/v2/parse/{job_id}",
-            what=f"result of parse job {job_id}",
-            job_id=job_id,
-            retry_not_found=True,  # results can lag the COMPLETED status briefly
-            params=[("expand", kind), ("expand", "job_metadata")],
-            validate=lambda b: (
-                _has_status(b)
-                and isinstance(b.get(kind), dict)
-                and isinstance(b[kind].get("pages"), list)
-            ),
-        )
+            # Polls ask for the result too: the poll that sees COMPLETED usually carries
+            # it, which saves a request per document.
+            polls, last = await self._poll(job_id, started, expand)
+            result = last if has_result(last) else None
+        if result is None:
+            result = await self._call(
+                "GET",
+                f"/api/v2/parse/{job_id}",
+                what=f"result of parse job {job_id}",
+                job_id=job_id,
+                retry_not_found=True,  # results can lag the COMPLETED status briefly
+                params=expand,
+                validate=has_result,
+            )
         numbers, pages = self._pages(job_id, result[kind]["pages"])
         meta = result.get("job_metadata") if isinstance(result.get("job_metadata"), dict) else {}
         return ParsedDocument(
@@ -176,8 +185,11 @@ class LlamaParseV2Client(LlamaParseClient):
         numbers = [int(p.get("page_number") or i) for i, p in enumerate(entries, start=1)]
         return numbers, [str(p.get(key) or "") for p in entries]
 
-    async def _wait(self, job_id: str, started: float) -> int:
-        """Poll until the job ends; returns the number of polls. Raises ParseError."""
+    async def _poll(
+        self, job_id: str, started: float, params: list[tuple[str, str]]
+    ) -> tuple[int, dict[str, Any]]:
+        """Poll until the job ends; returns the number of polls and the last answer.
+        Raises ParseError."""
         deadline = started + self.deadline_s
         interval = self.poll_interval_s
         polls = 0
@@ -187,13 +199,14 @@ class LlamaParseV2Client(LlamaParseClient):
                 f"/api/v2/parse/{job_id}",
                 what=f"status of parse job {job_id}",
                 job_id=job_id,
+                params=params,
                 validate=_has_status,
             )
             polls += 1
             job = body["job"]
             status = job["status"].upper()
             if status == "COMPLETED":
-                return polls
+                return polls, body
             if status not in _ACTIVE:  # FAILED, CANCELLED, or one this client does not know
                 raise self._job_failed(job_id, status, job)
             remaining = deadline - time.monotonic()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -151,6 +151,25 @@ def scan_storage(
         store.mark_deleted(gone, "file removed from storage")
         result.deleted = len(gone)
     return result
+
+
+def storage_in_sync(
+    objects: Iterable[StoredObject], known: dict[str, JobRow], config: IntakeConfig
+) -> bool:
+    """True when a tick over this listing would register, touch and delete nothing: every
+    file has the size and mtime of its registered version and every registered key is
+    listed. Reads no file; any doubt (a new mtime, an unreadable folder) says False."""
+    listed = 0
+    for obj in objects:
+        if is_ignored_key(obj.key):
+            continue
+        current = known.get(obj.key)
+        if current is None or not _same_signature(obj, current):
+            return False
+        listed += 1
+    if not config.sync_deletions:
+        return True
+    return listed == sum(1 for key in known if not is_ignored_key(key))
 
 
 def _unreadable_paths(backend: StorageBackend) -> list[str]:

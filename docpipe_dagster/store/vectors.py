@@ -207,6 +207,14 @@ class VectorIndexStore(StoreBase):
         info["seconds"] = round(time.perf_counter() - started, 3)
         return info
 
+    def space_coverage(self, model: str, dims: int) -> Any:
+        """How far the (model, dims) space covers the completed documents (None: no such
+        space); store.spaces.SpaceCoverage."""
+        from docpipe_dagster.store.spaces import coverage
+
+        with self.pool.connection() as conn:
+            return coverage(conn, model, dims)
+
     def ensure_vector_space(self, space: VectorSpace, build: IndexBuild | None = None) -> None:
         """Register a (model, dims) space and create its partial HNSW index on first use;
         rebuild an index that should exist but does not (dropped for a bulk load by a run

@@ -113,10 +113,36 @@ def test_ingest_of_an_unchanged_folder_touches_nothing(
     again = docpipe(cli_env, "ingest", str(docs), "--wait")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "put 0 files" in again.stdout and "2 already there, unchanged" in again.stdout
+    assert "nothing new to process" in again.stdout
     assert "2 completed, 0 failed" in again.stdout
     assert snapshot() == before  # no row touched, no event written
-    # Only the up-front probe (one authenticated GET each) reached the services: nothing
-    # was parsed or embedded again.
+    # Nothing to do: no service was even probed, let alone asked to parse or embed.
     for name in ("llamaparse", "openai"):
-        routes = cli_mocks[name].stats()["by_route"]
-        assert sum(routes.values()) == 1 and all(r.startswith("GET ") for r in routes), routes
+        assert cli_mocks[name].stats()["by_route"] == {}, name
+
+
+def test_ingest_after_a_change_goes_the_full_way(
+    cli_env: dict[str, str], cli_mocks: dict[str, MockServer], tmp_path: Path
+) -> None:
+    """The no-op path is taken only when nothing at all is to do: one edited file, one file
+    put into storage by someone else, or a transient failure each send it the full way."""
+    docs = _docs(tmp_path)
+    assert docpipe(cli_env, "ingest", str(docs), "--wait").returncode == 0
+    edited = next(p for p in sorted(docs.iterdir()) if p.is_file())
+    edited.write_text(edited.read_text() + "\nOne more line about kites.\n")
+    again = docpipe(cli_env, "ingest", str(docs), "--wait")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing new to process" not in again.stdout
+    assert "put 1 files" in again.stdout and "2 completed, 0 failed" in again.stdout
+    embedded = cli_mocks["openai"].stats()["by_route"]
+    assert any(route.startswith("POST ") for route in embedded), embedded
+
+    # A file that reached storage some other way: the given files are unchanged, but a
+    # scan would register it, so it is processed too.
+    storage = Path(cli_env["DOCPIPE_STORAGE_DIR"])
+    (storage / "dropped-in.md").write_text("# Dropped in\n\nA file nobody ingested.\n")
+    third = docpipe(cli_env, "ingest", str(docs), "--wait")
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "nothing new to process" not in third.stdout
+    status = docpipe(cli_env, "status", "dropped-in.md")
+    assert "completed" in status.stdout, status.stdout + status.stderr

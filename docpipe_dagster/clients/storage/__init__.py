@@ -20,7 +20,6 @@ from docpipe_dagster.clients.storage.base import (
     validate_key,
 )
 from docpipe_dagster.clients.storage.folder import FolderStorage
-from docpipe_dagster.clients.storage.supabase import SupabaseStorage
 
 __all__ = [
     "MAX_KEY_BYTES",
@@ -33,3 +32,13 @@ __all__ = [
     "SupabaseStorage",
     "validate_key",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # SupabaseStorage pulls in httpx: imported when asked for, so a command on the folder
+    # backend (`docpipe ingest`'s no-op path) starts without it.
+    if name == "SupabaseStorage":
+        from docpipe_dagster.clients.storage.supabase import SupabaseStorage
+
+        return SupabaseStorage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
