@@ -126,6 +126,8 @@ def test_ingest_after_a_change_goes_the_full_way(
 ) -> None:
     """The no-op path is taken only when nothing at all is to do: one edited file, one file
     put into storage by someone else, or a transient failure each send it the full way."""
+    storage = tmp_path / "storage"
+    cli_env = {**cli_env, "DOCPIPE_STORAGE_DIR": str(storage)}
     docs = _docs(tmp_path)
     assert docpipe(cli_env, "ingest", str(docs), "--wait").returncode == 0
     edited = next(p for p in sorted(docs.iterdir()) if p.is_file())
@@ -139,7 +141,6 @@ def test_ingest_after_a_change_goes_the_full_way(
 
     # A file that reached storage some other way: the given files are unchanged, but a
     # scan would register it, so it is processed too.
-    storage = Path(cli_env["DOCPIPE_STORAGE_DIR"])
     (storage / "dropped-in.md").write_text("# Dropped in\n\nA file nobody ingested.\n")
     third = docpipe(cli_env, "ingest", str(docs), "--wait")
     assert third.returncode == 0, third.stdout + third.stderr
