@@ -60,6 +60,7 @@ class Process:
     argv: list[str]
     log: Path
     popen: subprocess.Popen
+    survivors: list[str] = field(default_factory=list)
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -76,6 +77,7 @@ class Process:
             if self.popen.poll() is not None and not _group_alive(self.popen.pid):
                 return time.monotonic() - start
             time.sleep(0.1)
+        self.survivors = _group_members(self.popen.pid)  # what ignored SIGTERM, for the report
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -92,6 +94,17 @@ def _group_alive(pgid: int) -> bool:
         return True
     # zombies of the group count as gone once the leader was reaped
     return _group_has_live_member(pgid)
+
+
+def _group_members(pgid: int) -> list[str]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+                members.append(f"{stat.parent.name} [{fields[0]}] {cmdline.decode()[:200]}")
+    return members
 
 
 def _group_has_live_member(pgid: int) -> bool:
@@ -417,8 +430,12 @@ def test_sigkilled_run_worker_fails_its_run_and_the_batch_resumes(stack: Stack) 
 
 def test_code_server_restart_with_no_run_in_flight_sensors_resume(stack: Stack) -> None:
     wait_for(lambda: not stack.batch_runs(statuses=IN_PROGRESS), 60, "no run in flight")
-    stopped_in = stack.processes["code-server"].stop()
-    assert stopped_in <= STOP_WITHIN_S, "the code server ignored SIGTERM"
+    code_server = stack.processes["code-server"]
+    stopped_in = code_server.stop()
+    assert stopped_in <= STOP_WITHIN_S, (
+        f"the code server ignored SIGTERM; still running: {code_server.survivors}\n"
+        + code_server.tail()
+    )
     print(f"code server stopped {stopped_in:.1f} s after SIGTERM")
     stack.start_code_server()
 
