@@ -431,6 +431,14 @@ def test_sigkilled_run_worker_fails_its_run_and_the_batch_resumes(stack: Stack) 
 def test_code_server_restart_with_no_run_in_flight_sensors_resume(stack: Stack) -> None:
     wait_for(lambda: not stack.batch_runs(statuses=IN_PROGRESS), 60, "no run in flight")
     code_server = stack.processes["code-server"]
+    # A run reported finished may still have its worker process (a child of the code server)
+    # tearing down; SIGTERM is about a code server with no run, so wait for that too.
+    with contextlib.suppress(AssertionError):
+        wait_for(
+            lambda: not [m for m in _group_members(code_server.popen.pid) if "execute_run" in m],
+            60,
+            "the last run worker to exit",
+        )
     stopped_in = code_server.stop()
     assert stopped_in <= STOP_WITHIN_S, (
         f"the code server ignored SIGTERM; still running: {code_server.survivors}\n"
