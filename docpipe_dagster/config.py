@@ -186,6 +186,14 @@ class Settings(BaseSettings):
             }
         return data
 
+    @property
+    def vector_dims(self) -> int | None:
+        """The vector size the pipeline writes: DOCPIPE_EMBEDDING_DIMENSIONS, else the
+        model's native size (None: a model this table does not know, and no setting)."""
+        from docpipe_dagster.core.models import MODEL_DIMENSIONS
+
+        return self.embedding_dimensions or MODEL_DIMENSIONS.get(self.embedding_model)
+
     @classmethod
     def env_names(cls) -> list[str]:
         """Every variable the model reads, in declaration order."""

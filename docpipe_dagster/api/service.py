@@ -52,7 +52,7 @@ def configured_space() -> SpaceRef:
     from docpipe_dagster.config import settings
 
     current = settings()
-    dims = current.embedding_dimensions or MODEL_DIMENSIONS.get(current.embedding_model)
+    dims = current.vector_dims
     if dims is None:
         raise QueryError(f"set DOCPIPE_EMBEDDING_DIMENSIONS for model {current.embedding_model!r}")
     return SpaceRef(current.embedding_model, dims)

@@ -214,13 +214,12 @@ def _settled_report(paths: tuple[str, ...], prefix: str) -> int | None:
     from docpipe_dagster.clients.factory import open_storage
     from docpipe_dagster.clients.storage import StorageError
     from docpipe_dagster.core.hashing import sha256_bytes
-    from docpipe_dagster.core.models import MODEL_DIMENSIONS
     from docpipe_dagster.pipeline.intake import IntakeConfig, storage_in_sync
     from docpipe_dagster.store.queries import Store
     from docpipe_dagster.store.server import ready_database
 
     current = settings()
-    dims = current.embedding_dimensions or MODEL_DIMENSIONS.get(current.embedding_model)
+    dims = current.vector_dims
     if dims is None:
         return None
     upload = Upload()

@@ -296,7 +296,7 @@ def build_resources(current: Settings | None = None) -> dict[str, dg.Configurabl
             f"DOCPIPE_STORAGE_BACKEND must be 'folder' or 'supabase', got {services.storage_backend!r}"
         )
     native = MODEL_DIMENSIONS.get(s.embedding_model)
-    dimensions = s.embedding_dimensions or native
+    dimensions = s.vector_dims
     if dimensions is None:
         raise ValueError(
             f"set DOCPIPE_EMBEDDING_DIMENSIONS for embedding model {s.embedding_model!r}"
