@@ -120,26 +120,39 @@ def _collect(paths: tuple[str, ...], prefix: str) -> list[tuple[str, Path]]:
 
 @dataclass
 class Upload:
-    """What `docpipe ingest` is about: every file it was given, and which of them to write."""
+    """What `docpipe ingest` is about: the files it was given, and what became of them."""
 
-    keys: list[str] = field(default_factory=list)  # written or already there, byte for byte
-    to_write: list[tuple[str, Path]] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
+    files: list[tuple[str, Path]]  # (storage key, file), hidden/temporary files left out
+    ignored: list[str]
+    written: list[str] = field(default_factory=list)  # the rest were there, byte for byte
     rejected: list[tuple[str, str]] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, paths: tuple[str, ...], prefix: str) -> Upload:
+        files, ignored = [], []
+        for key, file in _collect(paths, prefix):
+            if is_ignored_key(key):
+                ignored.append(key)
+            else:
+                files.append((key, file))
+        return cls(files, ignored)
+
     @property
-    def unchanged(self) -> int:
-        return len(self.keys) - len(self.to_write)
+    def keys(self) -> list[str]:
+        """Every file the command is about: written now or already there, byte for byte."""
+        failed = {key for key, _ in self.rejected}
+        return [key for key, _ in self.files if key not in failed]
 
 
 def run_ingest(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
     """Exit status: 0 all completed, 1 any failed or rejected, 2 a service is unusable."""
+    upload = Upload.of(paths, prefix)
     if not wait:
-        return _put(paths, prefix, wait=False)
+        return _put(upload, wait=False)
     # Every file already stored and nothing left to do: report from the database alone. No
     # service is probed or started and Dagster is not loaded, so a re-run costs well under
     # a second and makes no external call.
-    settled = _settled_report(paths, prefix)
+    settled = _settled_report(upload)
     if settled is not None:
         return settled
     from docpipe_dagster.services import ServiceProblem, services_for_command
@@ -148,42 +161,27 @@ def run_ingest(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
         # Before anything is uploaded or registered: a dead or unauthorised service stops the
         # command here, in seconds, and costs no document an attempt.
         with services_for_command(lambda line: click.echo(line, err=True)):
-            return _put(paths, prefix, wait=True)
+            return _put(upload, wait=True)
     except ServiceProblem as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
 
 
-def _plan(storage: Any, paths: tuple[str, ...], prefix: str) -> Upload:
-    upload = Upload()
-    for key, file in _collect(paths, prefix):
-        if is_ignored_key(key):
-            upload.ignored.append(key)
-            continue
-        try:
-            # The same bytes already stored: writing them again would only change the file's
-            # mtime, and intake would then touch its row. A re-run touches nothing.
-            if _stored_bytes(storage, key) != file.read_bytes():
-                upload.to_write.append((key, file))
-        except OSError as exc:
-            upload.rejected.append((key, str(exc)))
-            continue
-        upload.keys.append(key)
-    return upload
-
-
-def _put(paths: tuple[str, ...], prefix: str, *, wait: bool) -> int:
+def _put(upload: Upload, *, wait: bool) -> int:
     from docpipe_dagster.clients.factory import open_storage
     from docpipe_dagster.clients.storage import StorageError
 
     storage = open_storage()
-    upload = _plan(storage, paths, prefix)
-    for key, file in upload.to_write:
+    for key, file in upload.files:
         try:
-            storage.write(key, file.read_bytes())
+            data = file.read_bytes()
+            # The same bytes already stored: writing them again would only change the file's
+            # mtime, and intake would then touch its row. A re-run touches nothing.
+            if _stored_bytes(storage, key) != data:
+                storage.write(key, data)
+                upload.written.append(key)
         except (StorageError, OSError) as exc:
             upload.rejected.append((key, str(exc)))
-            upload.keys.remove(key)
     _echo_put(upload, storage.describe())
     if not wait:
         click.echo("not waiting: a running `docpipe dev` picks them up (or rerun with --wait)")
@@ -192,9 +190,9 @@ def _put(paths: tuple[str, ...], prefix: str, *, wait: bool) -> int:
 
 
 def _echo_put(upload: Upload, where: str) -> None:
-    written = len(upload.keys) - upload.unchanged
-    same = f" ({upload.unchanged} already there, unchanged)" if upload.unchanged else ""
-    click.echo(f"put {written} files into {where}{same}")
+    unchanged = len(upload.keys) - len(upload.written)
+    same = f" ({unchanged} already there, unchanged)" if unchanged else ""
+    click.echo(f"put {len(upload.written)} files into {where}{same}")
     if upload.ignored:
         click.echo(
             f"ignored {len(upload.ignored)} hidden/temporary files (e.g. {upload.ignored[0]})"
@@ -203,7 +201,7 @@ def _echo_put(upload: Upload, where: str) -> None:
         click.echo(f"rejected {key}: {reason}", err=True)
 
 
-def _settled_report(paths: tuple[str, ...], prefix: str) -> int | None:
+def _settled_report(upload: Upload) -> int | None:
     """The summary when there is nothing to process, else None (then the full path runs).
 
     Nothing to process: storage lists exactly the registered versions (same size and
@@ -222,21 +220,16 @@ def _settled_report(paths: tuple[str, ...], prefix: str) -> int | None:
     dims = current.vector_dims
     if dims is None:
         return None
-    upload = Upload()
     try:
         storage = open_storage()
         with Store.open(ready_database().url, max_size=1) as store:
             known = store.current_versions()
             if not storage_in_sync(storage.list_objects(), known, IntakeConfig()):
                 return None
-            for key, file in _collect(paths, prefix):
-                if is_ignored_key(key):
-                    upload.ignored.append(key)
-                    continue
+            for key, file in upload.files:
                 job = known.get(key)
                 if job is None or job.content_sha256 != sha256_bytes(file.read_bytes()):
                     return None
-                upload.keys.append(key)
             if store.open_batches() or store.failed_versions(
                 transient_only=True, max_attempts=current.max_attempts
             ):
