@@ -20,6 +20,7 @@ from docpipe_dagster.store.schema import (
     S,
     SearchHit,
 )
+from docpipe_dagster.store.spaces import SpaceCoverage, coverage
 
 
 @dataclass(frozen=True)
@@ -207,11 +208,9 @@ class VectorIndexStore(StoreBase):
         info["seconds"] = round(time.perf_counter() - started, 3)
         return info
 
-    def space_coverage(self, model: str, dims: int) -> Any:
+    def space_coverage(self, model: str, dims: int) -> SpaceCoverage | None:
         """How far the (model, dims) space covers the completed documents (None: no such
-        space); store.spaces.SpaceCoverage."""
-        from docpipe_dagster.store.spaces import coverage
-
+        space)."""
         with self.pool.connection() as conn:
             return coverage(conn, model, dims)
 

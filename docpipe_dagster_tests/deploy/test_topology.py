@@ -97,6 +97,7 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _group_members(pgid: int) -> list[str]:
+    """The live (not zombie) processes of the group: "pid [state] command line"."""
     members = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
@@ -108,12 +109,7 @@ def _group_members(pgid: int) -> list[str]:
 
 
 def _group_has_live_member(pgid: int) -> bool:
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
+    return bool(_group_members(pgid))
 
 
 @dataclass
