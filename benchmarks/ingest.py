@@ -9,11 +9,14 @@ In one invocation, on its own embedded Postgres (a temp DOCPIPE_HOME, or the ser
 (b) a direct baseline: a plain asyncio script, httpx to the same mocks, COPY, no Dagster;
 (c) docpipe end to end through the asset graph (`runner.ingest_pending`: the production
     `ingest_batch` job executed in-process per batch, as `docpipe ingest --wait` runs it);
+(d) peers: `docpipe ingest --wait` beside LangChain's indexing API and LlamaIndex's
+    IngestionPipeline (benchmarks/peers; their own venv, .venv-peers, made on first use);
 
 over the scenarios: overhead only, realistic latency, bulk first load (+ options: reduced
 `dimensions`, halfvec, bulk mode off), re-run of an unchanged corpus, trickle, memory growth
-(N vs 10 N documents) and upload -> searchable latency under `docpipe dev`. It prints a table
-and the targets, and writes every figure as JSON (--out). See benchmarks/README.md.
+(N vs 10 N documents), upload -> searchable latency under `docpipe dev`, and the peers. It
+prints a table and the targets, and writes every figure as JSON (--out). See
+benchmarks/README.md.
 The scenarios live in benchmarks/scenarios.py, the report in benchmarks/report.py.
 """
 
@@ -51,6 +54,7 @@ QUICK_DEFAULTS = {
     "dev_files": (10, 5),
     "repeat": (3, 1),
     "dev_tuned": (True, False),
+    "peers_docs": ("300,1000", "300"),
 }
 
 
@@ -134,6 +138,15 @@ QUICK_DEFAULTS = {
     default=None,
     help="also measure with DOCPIPE_SETTLE_SECONDS=0.5 DOCPIPE_SENSOR_INTERVAL_SECONDS=1 "
     "(default: on, off with --quick)",
+)
+@click.option(
+    "--peers-docs", default=None, help="corpus sizes of the peers scenario (300,1000; --quick 300)"
+)
+@click.option(
+    "--peers-systems",
+    default="docpipe,docpipe_local,langchain,llamaindex",
+    show_default=True,
+    help="systems of the peers scenario",
 )
 @click.option(
     "--database-url",

@@ -18,6 +18,7 @@ import psycopg
 
 from benchmarks import corpus as corpus_mod
 from benchmarks.infra import REPO_ROOT, Infra, RssSampler, child_env
+from benchmarks.peers.bench import PEER_MIX, measure, peers_available, setup_peers_venv
 from docpipe_dagster.clients.embeddings import MODEL_DIMENSIONS
 from docpipe_dagster.config import LOCAL_MOCK_API_KEY
 
@@ -31,14 +32,21 @@ SCENARIOS = (
     "trickle",
     "memory",
     "dev",
+    "peers",
 )
 TARGETS = {
     "overhead": "docpipe >= 0.8 x direct baseline (vectors/s), zero-latency mocks, no index",
+    "realistic": "docpipe >= 0.95 x direct baseline (vectors/s), parser and embedder latency",
     "bulk": "docpipe >= 0.85 x HNSW load+build-after-load limit (vectors/s)",
+    "bulk_commit": "the commit stage alone >= 0.85 x HNSW load+build-after-load limit",
     "trickle": "docpipe >= 0.85 x HNSW insert limit (vectors/s, one client)",
     "rerun": "0 external calls and <= 3 % of the first run's time",
     "memory": "peak RSS at 10 N documents <= 1.3 x at N documents",
     "dev": "upload -> searchable p50 <= 10 s under docpipe dev",
+    "peers_first": "`docpipe ingest --wait` (whole process) >= 2.0 x the faster of LangChain "
+    "index() and LlamaIndex IngestionPipeline (docs/s, their imports excluded), each size",
+    "peers_rerun": "unchanged re-run, whole process <= 0.5 s at 1,000 documents (LlamaIndex's "
+    "in-process docstore re-run is the figure beside it), 0 external calls, 0 rows written",
 }
 
 
@@ -585,6 +593,37 @@ class Bench:
                 sensor_interval=1,
             )
         self.results["dev"] = res
+
+    def peers(self) -> None:
+        """`docpipe ingest --wait` beside LangChain and LlamaIndex (benchmarks/peers/)."""
+        a = self.args
+        if peers_available() is not None:
+            print("   creating the peers' venv (.venv-peers, once)", flush=True)
+            setup_peers_venv()
+        missing = peers_available()
+        if missing:
+            raise RuntimeError(missing)
+        sizes = [int(x) for x in str(a.peers_docs).split(",") if x.strip()]
+        doc = measure(
+            self.infra,
+            sizes,
+            tuple(s.strip() for s in a.peers_systems.split(",") if s.strip()),
+            dims=a.dims,
+            model=a.model,
+            native_dims=self.native_dims,
+            seed=a.seed,
+            mean_chars=a.mean_chars,
+            sigma=a.sigma,
+            mix=PEER_MIX,
+            repeat=a.repeat,
+            timeout=a.run_timeout,
+        )
+        doc["description"] = (
+            "first load and unchanged re-run, each a fresh process, on a text/markdown/HTML "
+            f"corpus ({PEER_MIX}), the same embedder mock and Postgres; docpipe's seconds are "
+            "its whole process, the peers' also without their imports"
+        )
+        self.results["peers"] = doc
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -4,7 +4,10 @@ For each corpus size: a text/markdown/HTML corpus (benchmarks.corpus), and for e
 fresh database on the benchmark's Postgres, a first run and an unchanged re-run, each a fresh
 process against the same OpenAI-contract embedder mock (and, for docpipe, the parser mock):
 
-- docpipe: `docpipe ingest <folder> --wait`, the whole command as a user runs it;
+- docpipe: `docpipe ingest <folder> --wait`, the whole command as a user runs it, with its
+  defaults (markdown and HTML go to the parser service, as LlamaParse parses them);
+- docpipe_local: the same command with every format of this corpus parsed in-process
+  (DOCPIPE_PARSE_LOCALLY), which is what the peers do: the like-for-like comparison;
 - langchain: benchmarks/peers/langchain_run.py (`index()` + SQLRecordManager + PGVector);
 - llamaindex: benchmarks/peers/llamaindex_run.py (IngestionPipeline + docstore + PGVectorStore).
 
@@ -35,15 +38,28 @@ from benchmarks.infra import REPO_ROOT, Infra, RssSampler, child_env, stop_group
 from docpipe_dagster.config import LOCAL_MOCK_API_KEY
 from docpipe_dagster.core.chunking import ChunkingConfig
 
-SYSTEMS = ("docpipe", "langchain", "llamaindex")
+# docpipe's variants and the environment each adds to the defaults.
+DOCPIPE_SYSTEMS: dict[str, dict[str, str]] = {
+    "docpipe": {},
+    "docpipe_local": {"DOCPIPE_PARSE_LOCALLY": "txt,md,markdown,json,html"},
+}
+SYSTEMS = (*DOCPIPE_SYSTEMS, "langchain", "llamaindex")
 PEERS_VENV = REPO_ROOT / ".venv-peers"
 PEER_MIX = "md:5,txt:2,html:2"  # the peers parse no PDF; neither does this comparison
 # Tables each system's searchable chunks live in.
 VECTOR_TABLES = {
     "docpipe": "upload_pipeline.document_chunks",
+    "docpipe_local": "upload_pipeline.document_chunks",
     "langchain": "public.langchain_pg_embedding",
     "llamaindex": "public.data_bench",
 }
+
+
+# What `docpipe ingest --wait` imports before its first run.
+DOCPIPE_IMPORTS = (
+    "import docpipe_dagster.cli, docpipe_dagster.cli.documents, docpipe_dagster.runner,"
+    " docpipe_dagster.defs.resources, docpipe_dagster.store.queries"
+)
 
 
 def _rate(n: float, seconds: float | None) -> float | None:
@@ -117,7 +133,7 @@ class PeerBench:
         self.chunk_size, self.chunk_overlap = chunking.max_chars, chunking.overlap_chars
 
     # --- one process ---------------------------------------------------------------------
-    def _docpipe_env(self, url: str, storage: Path) -> dict[str, str]:
+    def _docpipe_env(self, system: str, url: str, storage: Path) -> dict[str, str]:
         env = {
             "DOCPIPE_DATABASE_URL": url,
             "DOCPIPE_DAGSTER_DATABASE_URL": url,  # ingest uses an ephemeral Dagster instance
@@ -130,13 +146,14 @@ class PeerBench:
             "OPENAI_API_KEY": LOCAL_MOCK_API_KEY,
             "DOCPIPE_EMBEDDING_MODEL": self.model,
             "DOCPIPE_SETTLE_SECONDS": "0",
+            **DOCPIPE_SYSTEMS[system],
         }
         if self.dims != self.native_dims:
             env["DOCPIPE_EMBEDDING_DIMENSIONS"] = str(self.dims)
         return child_env(**env)
 
     def _command(self, system: str, corpus: Path, spec_path: Path) -> list[str]:
-        if system == "docpipe":
+        if system in DOCPIPE_SYSTEMS:
             return [str(Path(sys.executable).parent / "docpipe"), "ingest", str(corpus), "--wait"]
         return [self.peers_python, "-m", f"benchmarks.peers.{system}_run", str(spec_path)]
 
@@ -175,8 +192,8 @@ class PeerBench:
             cmd += ["raw", "--rate", str(PROFILE_RATE)]
             cmd += ["-o", str(profile_to), "--", *self._command(system, corpus, spec_path)]
         env = (
-            self._docpipe_env(url, state / "storage")
-            if system == "docpipe"
+            self._docpipe_env(system, url, state / "storage")
+            if system in DOCPIPE_SYSTEMS
             else child_env(TOKENIZERS_PARALLELISM="false")
         )
         self.infra.reset_mocks(*self.latency)
@@ -214,7 +231,8 @@ class PeerBench:
             "wall_seconds": round(wall, 3),
             "load_average_1m": round(os.getloadavg()[0], 2),
         }
-        if system != "docpipe":
+        is_docpipe = system in DOCPIPE_SYSTEMS
+        if not is_docpipe:
             inner = json.loads(Path(spec["out"]).read_text())
             inner["seconds"] = round(inner["seconds"], 3)
             result.update(inner)
@@ -222,16 +240,16 @@ class PeerBench:
             peak_rss_mb=round(rss.peak / 2**20, 1),
             cpu_seconds=cpu,
             embedder_requests=calls["embedder_requests"],
-            parser_requests=calls["parser_requests"] if system == "docpipe" else 0,
+            parser_requests=calls["parser_requests"] if is_docpipe else 0,
             external_calls=calls["embedder_requests"]
-            + (calls["parser_requests"] if system == "docpipe" else 0),
+            + (calls["parser_requests"] if is_docpipe else 0),
             searchable_rows=count_rows(url, VECTOR_TABLES[system]),
             rows_written=sum(touched.values()),
             rows_written_by_table=touched,
             hnsw_indexes=hnsw_indexes(url),
             log=str(log),
         )
-        if system == "docpipe":
+        if is_docpipe:
             tail = log.read_text(errors="replace").strip().splitlines()[-1:]
             result["summary"] = tail[0] if tail else ""
             result["documents"] = _completed(url)
@@ -251,14 +269,12 @@ class PeerBench:
     def import_seconds_docpipe(self) -> float:
         """Wall time of a process that only imports what `docpipe ingest --wait` imports
         (interpreter start-up included): docpipe's share of fixed cost, median of 3."""
-        code = (
-            "import docpipe_dagster.cli, docpipe_dagster.cli.documents, docpipe_dagster.runner,"
-            " docpipe_dagster.defs.resources, docpipe_dagster.store.queries"
-        )
         times = []
         for _ in range(3):
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=child_env(), check=True)
+            subprocess.run(
+                [sys.executable, "-c", DOCPIPE_IMPORTS], cwd=REPO_ROOT, env=child_env(), check=True
+            )
             times.append(time.perf_counter() - t)
         return round(sorted(times)[1], 3)
 
@@ -273,6 +289,7 @@ class PeerBench:
     def size(self, docs: int, systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:
         corpus, summary = self.corpus(docs)
         out: dict[str, Any] = {"documents": docs, "corpus": summary, "systems": {}}
+        self.warm_up(systems)
         pairs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
         for rep in range(self.repeat):  # round-robin, so a busy moment hits every system
             for system in systems:
@@ -299,10 +316,11 @@ class PeerBench:
         for system in systems:
             if system in self.profile:
                 out["systems"][system]["profile"] = self.profile_system(system, docs, corpus)
-        if "docpipe" in out["systems"]:
-            fixed = self.import_seconds_docpipe()
+        variants = [v for v in DOCPIPE_SYSTEMS if v in out["systems"]]
+        fixed = self.import_seconds_docpipe() if variants else 0.0
+        for variant in variants:
             for label in ("first", "rerun"):
-                run = out["systems"]["docpipe"][label]
+                run = out["systems"][variant][label]
                 run["import_seconds"] = fixed
                 # A run shorter than the import figure (the no-op re-run, which never
                 # imports Dagster) has no import-free time to report.
@@ -313,8 +331,18 @@ class PeerBench:
                 n = runs["first"]["documents"]
                 run["docs_per_s_whole"] = _rate(n, run["wall_seconds"])
                 run["docs_per_s_excl_imports"] = _rate(n, run.get("seconds"))
-        out["ratios"] = ratios(out["systems"])
+        out["ratios"] = {v: ratios(out["systems"], v) for v in variants}
         return out
+
+    def warm_up(self, systems: tuple[str, ...]) -> None:
+        """Import each system once, untimed, so no measured run pays for a cold page cache or
+        a first bytecode compile that the others were spared."""
+        for system in dict.fromkeys("docpipe" if s in DOCPIPE_SYSTEMS else s for s in systems):
+            if system == "docpipe":
+                cmd = [sys.executable, "-c", DOCPIPE_IMPORTS]
+            else:
+                cmd = [self.peers_python, "-c", f"import benchmarks.peers.{system}_run"]
+            subprocess.run(cmd, cwd=REPO_ROOT, env=child_env(), check=True)
 
     def profile_system(self, system: str, docs: int, corpus: Path) -> dict[str, Any]:
         """py-spy over a first load and a no-op re-run in a database of their own."""
@@ -367,12 +395,13 @@ def _line(r: dict[str, Any]) -> str:
     )
 
 
-def ratios(systems: dict[str, Any]) -> dict[str, Any]:
-    """docpipe against the faster peer (first run, docs/s) and against LlamaIndex's re-run."""
-    if "docpipe" not in systems:
+def ratios(systems: dict[str, Any], variant: str = "docpipe") -> dict[str, Any]:
+    """docpipe (`variant`) against the faster peer (first run, docs/s) and against
+    LlamaIndex's re-run."""
+    if variant not in systems:
         return {}
-    d = systems["docpipe"]
-    peers = {k: v for k, v in systems.items() if k != "docpipe"}
+    d = systems[variant]
+    peers = {k: v for k, v in systems.items() if k not in DOCPIPE_SYSTEMS}
     out: dict[str, Any] = {}
     for basis in ("whole", "excl_imports"):
         key = f"docs_per_s_{basis}"
@@ -506,24 +535,28 @@ COLUMNS = [
     ("external_calls", "external calls"),
     ("rows_written", "rows written"),
     ("peak_rss_mb", "peak RSS MB"),
-    ("vs", "docpipe ×"),
+    ("vs_docpipe", "docpipe ×"),
+    ("vs_docpipe_local", "docpipe_local ×"),
 ]
 
 
 def table_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for docs, size in doc["sizes"].items():
-        d = size["systems"].get("docpipe")
+        ours = {v: size["systems"][v] for v in DOCPIPE_SYSTEMS if v in size["systems"]}
         for system, runs in size["systems"].items():
             for label in ("first", "rerun"):
                 r = dict(runs[label], docs=docs)
-                if system != "docpipe" and d is not None:
-                    if label == "first":
-                        r["vs"] = _ratio(
+                for variant, d in ours.items():
+                    if system in DOCPIPE_SYSTEMS:
+                        continue
+                    if label == "first":  # docpipe's docs/s (whole) over the peer's
+                        vs = _ratio(
                             d["first"]["docs_per_s_whole"], r.get("docs_per_s_excl_imports")
                         )
-                    else:
-                        r["vs"] = _ratio(r.get("seconds"), d["rerun"]["wall_seconds"])
+                    else:  # the peer's seconds over docpipe's
+                        vs = _ratio(r.get("seconds"), d["rerun"]["wall_seconds"])
+                    r[f"vs_{variant}"] = vs
                 rows.append(r)
     return rows
 

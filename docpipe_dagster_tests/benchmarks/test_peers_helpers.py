@@ -1,12 +1,14 @@
 """The peers benchmark's own arithmetic (no peer installed): the HTML text the peers get, the
-ratios against the faster peer, the py-spy profile summary, the opt-in scenario hook."""
+ratios against the faster peer, the py-spy profile summary, and the targets the ingest
+benchmark reports from them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.peers.bench import ratios, summarise_profile
+from benchmarks.peers.bench import ratios, summarise_profile, table_rows
 from benchmarks.peers.common import html_to_text, load_corpus, sqlalchemy_url
+from benchmarks.report import evaluate_targets, report
 
 
 def test_html_reduces_to_its_visible_text_in_paragraphs() -> None:
@@ -78,3 +80,64 @@ def test_profile_summary_counts_the_main_thread_in_seconds(tmp_path: Path) -> No
     assert s["main_thread_import_seconds"] == 0.5
     assert dict(s["main_thread_inclusive_seconds"])["run (pkg/r.py)"] == 1.5
     assert s["other_threads_busy_seconds"] == 0.2  # the wait is idle, not counted
+
+
+def test_ratios_of_the_local_variant_leave_the_other_docpipe_out() -> None:
+    systems = {
+        "docpipe": {"first": _run(10.0, 8.0), "rerun": _run(0.4, None)},
+        "docpipe_local": {"first": _run(4.0, 3.0), "rerun": _run(0.4, None)},
+        "langchain": {"first": _run(12.0, 8.0), "rerun": _run(6.0, 2.0)},
+    }
+    r = ratios(systems, "docpipe_local")
+    assert r["first_vs_faster_peer_excl_imports"]["peer"] == "langchain"  # not docpipe
+    assert r["first_vs_faster_peer_excl_imports"]["ratio"] == 2.0
+    assert ratios(systems, "docpipe")["first_vs_faster_peer_excl_imports"]["ratio"] == 0.8
+
+
+def _size(docpipe_first: float, local_first: float, rerun: float, rerun_rows: int = 0) -> dict:
+    systems = {
+        "docpipe": {"first": _run(docpipe_first, None), "rerun": _run(rerun, None)},
+        "docpipe_local": {"first": _run(local_first, None), "rerun": _run(rerun, None)},
+        "langchain": {"first": _run(11.0, 10.0), "rerun": _run(5.0, 3.0)},
+        "llamaindex": {"first": _run(14.0, 12.0), "rerun": _run(2.4, 0.1)},
+    }
+    systems["docpipe"]["rerun"]["rows_written"] = rerun_rows
+    return {
+        "systems": systems,
+        "ratios": {v: ratios(systems, v) for v in ("docpipe", "docpipe_local")},
+    }
+
+
+def test_peer_targets_are_met_or_not_per_size_and_variant() -> None:
+    peers = {"sizes": {"300": _size(8.0, 4.0, 0.3), "1000": _size(6.0, 5.0, 0.6)}}
+    rows = evaluate_targets({"peers": peers})
+    got = {t["scenario"]: (t["id"], t["value"], t["met"]) for t in rows}
+    assert got["peers first 300 docs (docpipe)"] == ("peers_first", 1.25, False)
+    assert got["peers first 300 docs (docpipe_local)"] == ("peers_first", 2.5, True)
+    assert got["peers first 1000 docs (docpipe_local)"] == ("peers_first", 2.0, True)
+    # the re-run is judged at 1,000 documents: 0.6 s is over 0.5 s
+    rerun = got["peers rerun 1000 docs"]
+    assert rerun[0] == "peers_rerun" and rerun[2] is False
+    assert "peers rerun 300 docs" not in got
+    fast = {"sizes": {"1000": _size(6.0, 5.0, 0.45)}}
+    assert {t["scenario"]: t["met"] for t in evaluate_targets({"peers": fast})}[
+        "peers rerun 1000 docs"
+    ]
+    writes = {"sizes": {"1000": _size(6.0, 5.0, 0.45, rerun_rows=3)}}
+    assert not {t["scenario"]: t["met"] for t in evaluate_targets({"peers": writes})}[
+        "peers rerun 1000 docs"
+    ]
+
+
+def test_the_report_prints_the_peers_beside_docpipe_and_each_verdict() -> None:
+    peers = {"sizes": {"1000": {"documents": 1000, **_size(6.0, 5.0, 0.45)}}}
+    peers["table"] = table_rows(peers)
+    peers["description"] = "peers"
+    scenarios = {"peers": peers}
+    doc = {"limits": {}, "table": [], "scenarios": scenarios}
+    doc["targets"] = evaluate_targets(scenarios)
+    printed = report(doc)
+    assert "docpipe_local ×" in printed and "llamaindex" in printed
+    assert "NOT MET" in printed  # 10 s / 6 s is not 2x
+    assert "peers rerun 1000 docs" in printed
+    assert "| met " in printed.replace("│", "|")  # the re-run, 0.45 s
