@@ -16,8 +16,6 @@ import sys
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-import structlog
-
 LOGGER_NAME = "docpipe_dagster"
 FORMATS = ("console", "json")
 _HANDLER_FLAG = "_docpipe_handler"
@@ -51,6 +49,41 @@ def _masker(secrets: list[str]) -> Any:
     return mask
 
 
+def _structlog_formatter(log_format: str) -> logging.Formatter:
+    import structlog
+
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _masker(_secret_values()),
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+
+
+class _DeferredFormatter(logging.Formatter):
+    """Builds the structlog formatter at the first record: a command that logs nothing (a
+    no-op `docpipe ingest`) never imports structlog and rich's tracebacks (about 0.2 s)."""
+
+    def __init__(self, log_format: str) -> None:
+        super().__init__()
+        self.log_format = log_format
+        self._formatter: logging.Formatter | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self._formatter is None:
+            self._formatter = _structlog_formatter(self.log_format)
+        return self._formatter.format(record)
+
+
 def is_configured() -> bool:
     return any(getattr(h, _HANDLER_FLAG, False) for h in logging.getLogger(LOGGER_NAME).handlers)
 
@@ -71,23 +104,8 @@ def configure(
     log_format = log_format.strip().lower() or "console"
     if log_format not in FORMATS:
         raise ValueError(f"DOCPIPE_LOG_FORMAT must be 'console' or 'json', got {log_format!r}")
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if log_format == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[
-            structlog.contextvars.merge_contextvars,
-            structlog.stdlib.add_logger_name,
-            structlog.stdlib.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _masker(_secret_values()),
-        ],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-    )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
+    handler.setFormatter(_DeferredFormatter(log_format))
     setattr(handler, _HANDLER_FLAG, True)
     logger = logging.getLogger(LOGGER_NAME)
     for old in [h for h in logger.handlers if getattr(h, _HANDLER_FLAG, False)]:
@@ -99,6 +117,8 @@ def configure(
 @contextlib.contextmanager
 def bound(**ids: object) -> Iterator[None]:
     """Every docpipe log line inside carries these ids (None values are left out)."""
+    import structlog
+
     values = {k: str(v) for k, v in ids.items() if v is not None}
     with structlog.contextvars.bound_contextvars(**values):
         yield
