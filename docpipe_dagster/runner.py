@@ -4,14 +4,20 @@ The job comes from `definitions.defs()`, the same Definitions the daemon loads, 
 with `execute_in_process`; only the resources may be swapped (a test's database, other
 settings). When DAGSTER_HOME points at the Postgres-backed instance, the runs are recorded
 there and show up in the UI too.
+
+Up to DOCPIPE_INGEST_RUNS batches run at once, on threads, each with an instance of its own:
+most of a run's time is spent waiting on the parser, the embedder and Postgres, so a second
+run fills the gaps (the daemon gets the same overlap from its run queue).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dagster as dg
@@ -50,6 +56,9 @@ class BatchOutcome:
     batch_key: str
     success: bool
     run_id: str
+    # time.monotonic() at the run's start and end
+    started: float = field(default=0.0, compare=False)
+    ended: float = field(default=0.0, compare=False)
 
 
 def open_instance() -> dg.DagsterInstance:
@@ -67,6 +76,7 @@ def run_batch(
     instance: dg.DagsterInstance | None = None,
     log_level: str = "INFO",
 ) -> BatchOutcome:
+    started = time.monotonic()
     instance = instance or open_instance()
     if not instance.has_dynamic_partition(BATCHES, batch_key):
         instance.add_dynamic_partitions(BATCHES, [batch_key])
@@ -77,7 +87,7 @@ def run_batch(
         tags={"docpipe/reason": "docpipe ingest"},
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
-    return BatchOutcome(batch_key, result.success, result.run_id)
+    return BatchOutcome(batch_key, result.success, result.run_id, started, time.monotonic())
 
 
 def ingest_pending(
@@ -88,10 +98,28 @@ def ingest_pending(
     on_batch: Callable[[BatchOutcome, IntakeResult], None] | None = None,
     max_rounds: int = 10_000,
     log_level: str = "INFO",
+    runs: int | None = None,
 ) -> list[BatchOutcome]:
-    """Register what storage holds and process every batch until nothing new remains."""
+    """Register what storage holds and process every batch until nothing new remains.
+
+    `runs` batches at a time (default DOCPIPE_INGEST_RUNS). A given `instance` is shared by
+    every run, so they go one at a time; with more than one at a time, each run opens an
+    instance of its own (`open_instance`): an in-memory one cannot be used from two threads.
+    """
     resources = dict(resources or build_resources())
-    instance = instance or open_instance()
+    if runs is None:
+        from docpipe_dagster.config import settings as current_settings
+
+        runs = current_settings().ingest_runs
+    runs = 1 if instance is not None else max(1, runs)
+    shared = instance if instance is not None or runs > 1 else open_instance()
+
+    def run(batch_key: str) -> BatchOutcome:
+        if shared is not None:
+            return run_batch(batch_key, resources=resources, instance=shared, log_level=log_level)
+        with open_instance() as own:
+            return run_batch(batch_key, resources=resources, instance=own, log_level=log_level)
+
     if intake is None:
         # The configured batch limits; no settling wait: the user asked to ingest now.
         settings = resources.get("pipeline_settings")
@@ -107,13 +135,12 @@ def ingest_pending(
         leftover = store.open_batches()
         for _ in range(max_rounds):
             scan = scan_storage(built.storage.open(), store, intake)
-            for batch_key in sorted(set(scan.batches) | set(leftover)):
-                outcome = run_batch(
-                    batch_key, resources=resources, instance=instance, log_level=log_level
-                )
-                outcomes.append(outcome)
-                if on_batch:
-                    on_batch(outcome, scan)
+            keys = sorted(set(scan.batches) | set(leftover))
+            with ThreadPoolExecutor(max(1, min(runs, len(keys)))) as pool:
+                for outcome in pool.map(run, keys):  # in key order, as they finish
+                    outcomes.append(outcome)
+                    if on_batch:
+                        on_batch(outcome, scan)
             leftover = []
             if not scan.batches and not scan.deferred:
                 break

@@ -416,3 +416,31 @@ def test_ingest_pending_keeps_to_the_configured_batch_size(pipeline: Pipeline) -
     )
     assert [r["n"] for r in sizes] == [2, 2, 1]
     assert {j["state"] for j in pipeline.jobs().values()} == {"completed"}
+
+
+def test_without_a_shared_instance_two_batches_run_at_once_and_both_complete(
+    pipeline: Pipeline, monkeypatch: Any
+) -> None:
+    """`docpipe ingest --wait` runs DOCPIPE_INGEST_RUNS batches at once, each run with an
+    instance of its own; a caller's instance is shared, so its batches go one at a time."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # each run: an ephemeral instance
+    for i in range(4):
+        pipeline.write(f"set-a/notes-{i}.txt", f"{NOTES} Loaf number {i}.")
+    resources = pipeline.with_settings(batch_max_files=2)
+
+    outcomes = ingest_pending(resources=resources, runs=2)
+
+    assert [o.success for o in outcomes] == [True, True]
+    assert len({o.batch_key for o in outcomes}) == 2
+    first, second = sorted(outcomes, key=lambda o: o.started)
+    assert second.started < first.ended  # they overlapped
+    assert {j["state"] for j in pipeline.jobs().values()} == {"completed"}
+
+    for i in range(4):
+        pipeline.write(f"set-b/notes-{i}.txt", f"{NOTES} Bake number {i}.")
+    shared = ingest_pending(resources=resources, instance=pipeline.instance, runs=2)
+    assert [o.success for o in shared] == [True, True]
+    first, second = sorted(shared, key=lambda o: o.started)
+    assert second.started >= first.ended  # one instance: one run at a time
+    assert len(pipeline.jobs()) == 8
+    assert {j["state"] for j in pipeline.jobs().values()} == {"completed"}
