@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,6 +53,15 @@ IN_PROGRESS = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
+
+
+# Dagster's processes map SIGTERM to whatever SIGINT does. A process started in the background
+# of a non-interactive shell inherits SIGINT as ignored, and so would ignore SIGTERM too; a
+# supervisor (systemd, a container runtime) starts them with default signals, as this does.
+DEFAULT_INTERRUPTS_THEN_EXEC = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 @dataclass
@@ -141,7 +151,7 @@ class Stack:
         log = self.root / f"{name}.log"
         handle = log.open("a")
         popen = subprocess.Popen(
-            self.argv(command),
+            [sys.executable, "-c", DEFAULT_INTERRUPTS_THEN_EXEC, *self.argv(command)],
             cwd=self.root,
             env={**self.env, **extra_env},
             stdout=handle,
