@@ -18,7 +18,13 @@ import psycopg
 
 from benchmarks import corpus as corpus_mod
 from benchmarks.infra import REPO_ROOT, Infra, RssSampler, child_env
-from benchmarks.peers.bench import PEER_MIX, measure, peers_available, setup_peers_venv
+from benchmarks.peers.bench import (
+    PEER_MIX,
+    measure,
+    options_from,
+    peers_available,
+    setup_peers_venv,
+)
 from docpipe_dagster.clients.embeddings import MODEL_DIMENSIONS
 from docpipe_dagster.config import LOCAL_MOCK_API_KEY
 
@@ -608,15 +614,7 @@ class Bench:
             self.infra,
             sizes,
             tuple(s.strip() for s in a.peers_systems.split(",") if s.strip()),
-            dims=a.dims,
-            model=a.model,
-            native_dims=self.native_dims,
-            seed=a.seed,
-            mean_chars=a.mean_chars,
-            sigma=a.sigma,
-            mix=PEER_MIX,
-            repeat=a.repeat,
-            timeout=a.run_timeout,
+            **options_from(a, mix=PEER_MIX, timeout=a.run_timeout),
         )
         doc["description"] = (
             "first load and unchanged re-run, each a fresh process, on a text/markdown/HTML "

@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     batch_max_files: int = var("DOCPIPE_BATCH_MAX_FILES", 200, "files per batch run")
     batch_max_bytes: int = var("DOCPIPE_BATCH_MAX_BYTES", 64 * 1024 * 1024, "bytes per batch run")
     # Two runs at once keep both cores busy: while one batch waits on the embedder, the
-    # other's commit keeps Postgres working (1,000 documents: 24-26 s -> 18-20 s).
+    # other's commit keeps Postgres working (1,000 documents: 24-26 s -> 18-21 s).
     ingest_runs: int = var(
         "DOCPIPE_INGEST_RUNS", 2, "batch runs `docpipe ingest --wait` executes at once"
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
+import queue
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +23,7 @@ from typing import Any
 
 import dagster as dg
 
+from docpipe_dagster.config import settings
 from docpipe_dagster.defs.partitions import BATCHES, INGEST_JOB
 from docpipe_dagster.defs.resources import PipelineSettings, build_resources
 from docpipe_dagster.pipeline.intake import IntakeConfig, IntakeResult, scan_storage
@@ -109,51 +110,48 @@ def ingest_pending(
     two threads at once.
     """
     resources = dict(resources or build_resources())
-    if runs is None:
-        from docpipe_dagster.config import settings as current_settings
-
-        runs = current_settings().ingest_runs
-    runs = 1 if instance is not None else max(1, runs)
-    # Instances not in use; at most `runs` are opened (an ephemeral one costs ~0.4 CPU-s).
-    idle: list[dg.DagsterInstance] = [instance] if instance is not None else []
+    runs = 1 if instance is not None else max(1, settings().ingest_runs if runs is None else runs)
+    # Instances not in use; at most `runs` are ever opened (an ephemeral one costs ~0.4 CPU-s).
+    idle: queue.SimpleQueue[dg.DagsterInstance] = queue.SimpleQueue()
+    if instance is not None:
+        idle.put(instance)
     opened: list[dg.DagsterInstance] = []
-    lock = threading.Lock()
 
     def run(batch_key: str) -> BatchOutcome:
-        with lock:
-            own = idle.pop() if idle else None
-        if own is None:
+        try:
+            own = idle.get_nowait()
+        except queue.Empty:
             own = open_instance()
-            with lock:
-                opened.append(own)
+            opened.append(own)
         try:
             return run_batch(batch_key, resources=resources, instance=own, log_level=log_level)
         finally:
-            with lock:
-                idle.append(own)
+            idle.put(own)
 
     if intake is None:
         # The configured batch limits; no settling wait: the user asked to ingest now.
-        settings = resources.get("pipeline_settings")
+        pipeline = resources.get("pipeline_settings")
         intake = (
-            replace(settings.intake(), settle_seconds=0.0)
-            if isinstance(settings, PipelineSettings)
+            replace(pipeline.intake(), settle_seconds=0.0)
+            if isinstance(pipeline, PipelineSettings)
             else IntakeConfig(settle_seconds=0.0)
         )
     database = resources["database"]
     outcomes: list[BatchOutcome] = []
     try:
-        with dg.build_resources({"database": database, "storage": resources["storage"]}) as built:
+        with (
+            dg.build_resources({"database": database, "storage": resources["storage"]}) as built,
+            ThreadPoolExecutor(runs) as pool,
+        ):
             store = built.database.store()
             leftover = store.open_batches()
             for _ in range(max_rounds):
                 scan = scan_storage(built.storage.open(), store, intake)
                 keys = sorted(set(scan.batches) | set(leftover))
-                with ThreadPoolExecutor(max(1, min(runs, len(keys)))) as pool:
-                    for outcome in pool.map(run, keys):  # in key order, as they finish
-                        outcomes.append(outcome)
-                        if on_batch:
-                            on_batch(outcome, scan)
+                for outcome in pool.map(run, keys):  # in key order, as they finish
+                    outcomes.append(outcome)
+                    if on_batch:
+                        on_batch(outcome, scan)
                 leftover = []
                 if not scan.batches and not scan.deferred:
                     break

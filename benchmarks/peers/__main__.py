@@ -22,11 +22,11 @@ from benchmarks.peers.bench import (
     PEER_MIX,
     SYSTEMS,
     measure,
+    options_from,
     peers_available,
     render,
     setup_peers_venv,
 )
-from docpipe_dagster.clients.embeddings import MODEL_DIMENSIONS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -91,18 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             infra,
             args.sizes,
             args.system_list,
-            dims=args.dims,
-            model=args.model,
-            native_dims=MODEL_DIMENSIONS.get(args.model),
-            seed=args.seed,
-            mean_chars=args.mean_chars,
-            sigma=args.sigma,
-            mix=args.mix,
-            embedder_latency_ms=args.embedder_latency_ms,
-            parser_latency_ms=args.parser_latency_ms,
-            profile=tuple(s for s in args.profile.split(",") if s),
-            peers_python=args.peers_python,
-            repeat=args.repeat,
+            **options_from(
+                args,
+                mix=args.mix,
+                embedder_latency_ms=args.embedder_latency_ms,
+                parser_latency_ms=args.parser_latency_ms,
+                profile=tuple(s for s in args.profile.split(",") if s),
+                peers_python=args.peers_python,
+            ),
         )
     doc.update(
         command="python -m benchmarks.peers "
