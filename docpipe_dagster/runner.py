@@ -5,7 +5,7 @@ with `execute_in_process`; only the resources may be swapped (a test's database,
 settings). When DAGSTER_HOME points at the Postgres-backed instance, the runs are recorded
 there and show up in the UI too.
 
-Up to DOCPIPE_INGEST_RUNS batches run at once, on threads, each with an instance of its own:
+Up to DOCPIPE_INGEST_RUNS batches run at once, on threads, each thread with an instance of its own:
 most of a run's time is spent waiting on the parser, the embedder and Postgres, so a second
 run fills the gaps (the daemon gets the same overlap from its run queue).
 """
@@ -15,9 +15,10 @@ from __future__ import annotations
 import functools
 import os
 import queue
+import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -92,6 +93,68 @@ def run_batch(
     return BatchOutcome(batch_key, result.success, result.run_id, started, time.monotonic())
 
 
+class _RunSlots:
+    """`runs` threads that run batches, each with one Dagster instance for its whole life.
+
+    An ephemeral instance keeps its storage in in-memory SQLite, whose connections belong to
+    the thread that opened them: so each instance is opened, used and disposed by one thread,
+    and reused by it for its next batches (opening one costs ~0.4 CPU-s). A given `shared`
+    instance makes one slot that uses it and leaves it open.
+    """
+
+    def __init__(
+        self,
+        runs: int,
+        run: Callable[[str, dg.DagsterInstance], BatchOutcome],
+        shared: dg.DagsterInstance | None = None,
+    ) -> None:
+        self._run, self._shared = run, shared
+        self._queue: queue.SimpleQueue[tuple[str, Future[BatchOutcome]] | None]
+        self._queue = queue.SimpleQueue()
+        count = 1 if shared is not None else max(1, runs)
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"docpipe-run-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _serve(self) -> None:
+        instance = self._shared
+        try:
+            while (item := self._queue.get()) is not None:
+                batch_key, future = item
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    instance = instance or open_instance()
+                    future.set_result(self._run(batch_key, instance))
+                except BaseException as exc:
+                    future.set_exception(exc)
+        finally:
+            if instance is not None and instance is not self._shared:
+                instance.dispose()
+
+    def map(self, batch_keys: Sequence[str]) -> Iterator[BatchOutcome]:
+        """Run these batches; their outcomes in key order, as they finish."""
+        futures: list[Future[BatchOutcome]] = []
+        for key in batch_keys:
+            futures.append(Future())
+            self._queue.put((key, futures[-1]))
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
 def ingest_pending(
     *,
     resources: Mapping[str, Any] | None = None,
@@ -104,29 +167,15 @@ def ingest_pending(
 ) -> list[BatchOutcome]:
     """Register what storage holds and process every batch until nothing new remains.
 
-    `runs` batches at a time (default DOCPIPE_INGEST_RUNS). A given `instance` is shared by
-    every run, so they go one at a time; otherwise up to `runs` instances are opened
-    (`open_instance`), each used by one run at a time: an in-memory one cannot be used from
-    two threads at once.
+    `runs` batches at a time (default DOCPIPE_INGEST_RUNS), each run thread with an
+    instance of its own (`open_instance`). A given `instance` is shared by every run, so
+    they go one at a time.
     """
     resources = dict(resources or build_resources())
-    runs = 1 if instance is not None else max(1, settings().ingest_runs if runs is None else runs)
-    # Instances not in use; at most `runs` are ever opened (an ephemeral one costs ~0.4 CPU-s).
-    idle: queue.SimpleQueue[dg.DagsterInstance] = queue.SimpleQueue()
-    if instance is not None:
-        idle.put(instance)
-    opened: list[dg.DagsterInstance] = []
+    runs = max(1, settings().ingest_runs if runs is None else runs)
 
-    def run(batch_key: str) -> BatchOutcome:
-        try:
-            own = idle.get_nowait()
-        except queue.Empty:
-            own = open_instance()
-            opened.append(own)
-        try:
-            return run_batch(batch_key, resources=resources, instance=own, log_level=log_level)
-        finally:
-            idle.put(own)
+    def run(batch_key: str, own: dg.DagsterInstance) -> BatchOutcome:
+        return run_batch(batch_key, resources=resources, instance=own, log_level=log_level)
 
     if intake is None:
         # The configured batch limits; no settling wait: the user asked to ingest now.
@@ -138,17 +187,15 @@ def ingest_pending(
         )
     database = resources["database"]
     outcomes: list[BatchOutcome] = []
+    slots = _RunSlots(runs, run, shared=instance)
     try:
-        with (
-            dg.build_resources({"database": database, "storage": resources["storage"]}) as built,
-            ThreadPoolExecutor(runs) as pool,
-        ):
+        with dg.build_resources({"database": database, "storage": resources["storage"]}) as built:
             store = built.database.store()
             leftover = store.open_batches()
             for _ in range(max_rounds):
                 scan = scan_storage(built.storage.open(), store, intake)
                 keys = sorted(set(scan.batches) | set(leftover))
-                for outcome in pool.map(run, keys):  # in key order, as they finish
+                for outcome in slots.map(keys):
                     outcomes.append(outcome)
                     if on_batch:
                         on_batch(outcome, scan)
@@ -156,6 +203,5 @@ def ingest_pending(
                 if not scan.batches and not scan.deferred:
                     break
     finally:
-        for own in opened:
-            own.dispose()
+        slots.close()
     return outcomes

@@ -97,6 +97,22 @@ def test_ingest_wait_then_search_and_status(cli_env: dict[str, str], tmp_path: P
     assert human.returncode == 0 and "handbook/volcanoes.md" in human.stdout.splitlines()[0]
 
 
+def test_ingest_wait_with_runs_at_once_prints_only_its_own_lines(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Three batches, two runs at once, each on an ephemeral instance of its own: the output
+    is the summary, not Dagster's API-maturity warnings or SQLite complaining that a run
+    thread's in-memory storage was closed from another thread."""
+    folder = _corpus(tmp_path)
+    env = {**cli_env, "DOCPIPE_BATCH_MAX_FILES": "1", "DOCPIPE_INGEST_RUNS": "2"}
+    env.pop("DAGSTER_HOME", None)
+    out = docpipe(env, "ingest", str(folder), "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3 completed, 0 failed" in out.stdout
+    for noise in ("Traceback", "Warning", "SQLite objects created in a thread"):
+        assert noise not in out.stdout + out.stderr, out.stderr[-3000:]
+
+
 def test_ingest_wait_exits_1_and_names_the_failures(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
