@@ -19,7 +19,7 @@ from docpipe_dagster.core.media import unsupported_reason
 from docpipe_dagster.logs import bound
 from docpipe_dagster.pipeline.local_parse import is_local, local_profile, parse_locally
 from docpipe_dagster.pipeline.report import RetrySchedule, StageReport, batch_jobs, fail_job
-from docpipe_dagster.store.queries import JobRow, Store
+from docpipe_dagster.store.queries import JobRow, ParsedJob, Store
 
 
 def check_raw_documents(
@@ -66,6 +66,52 @@ def check_raw_documents(
     return report.finish()
 
 
+class _GroupSaver:
+    """Parse results reach the database in groups: while one group is being saved (off the
+    event loop, so the other parses' answers keep arriving), the results that finish queue
+    up and go together in the next transaction. Fast parses (in-process, cached by the
+    parser) then cost a few transactions a batch instead of one each. A group that fails
+    is saved job by job, so a bad result fails alone."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._lock = asyncio.Lock()
+        self._queued: list[tuple[ParsedJob, asyncio.Future[bool]]] = []
+
+    async def save(self, parsed: ParsedJob) -> bool:
+        """True once the job is marked parsed; False if it left parsing meanwhile."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queued.append((parsed, done))
+        async with self._lock:
+            if not done.done():  # not taken by the group saved before this one
+                group, self._queued = self._queued, []
+                try:
+                    results = await asyncio.to_thread(self._save, [p for p, _ in group])
+                    for (_, future), result in zip(group, results, strict=True):
+                        if isinstance(result, BaseException):
+                            future.set_exception(result)
+                        else:
+                            future.set_result(result)
+                finally:
+                    for _, future in group:
+                        if not future.done():  # cancelled meanwhile: nobody saved these
+                            future.cancel()
+        return await done
+
+    def _save(self, group: list[ParsedJob]) -> list[bool | Exception]:
+        try:
+            saved = self._store.save_parses(group)
+            return [p.job.job_id in saved for p in group]
+        except Exception:
+            results: list[bool | Exception] = []
+            for p in group:
+                try:
+                    results.append(p.job.job_id in self._store.save_parses([p]))
+                except Exception as exc:  # this result's own failure, reported as before
+                    results.append(exc)
+            return results
+
+
 def _read_verified(backend: StorageBackend, job: JobRow) -> bytes | None:
     """The registered version's bytes, or None when the file changed since registration."""
     data = backend.read(job.storage_key)
@@ -100,17 +146,21 @@ async def parse_documents(
         for prof in {profile_of(j) for j in jobs}
     }
     misses: dict[tuple[str, str], list[JobRow]] = {}
+    hits: list[ParsedJob] = []
     for job in jobs:
         job_profile = profile_of(job)
         if job.content_sha256 in cached[job_profile]:
             markdown, pages = cached[job_profile][job.content_sha256]
-            if store.save_parse(job, job_profile, markdown, pages, None, cache_hit=True):
-                report.succeeded += 1
-                report.count("cache_hits")
-            else:
-                report.count("settled_meanwhile")  # deleted or superseded since listed
+            hits.append(ParsedJob(job, job_profile, markdown, pages, None, cache_hit=True))
         else:
             misses.setdefault((job.content_sha256, job_profile), []).append(job)
+    if hits:
+        saved_hits = store.save_parses(hits)
+        report.succeeded += len(saved_hits)
+        report.count("cache_hits", len(saved_hits))
+        if len(saved_hits) < len(hits):  # deleted or superseded since listed
+            report.count("settled_meanwhile", len(hits) - len(saved_hits))
+    saver = _GroupSaver(store)
 
     def fail(jobs_: list[JobRow], reason: str, code: str | None, retryable: bool) -> None:
         for job in jobs_:
@@ -157,9 +207,7 @@ async def parse_documents(
             fail(same_content, "the parser found no text in this document", "NO_TEXT", False)
             return
         for job in same_content:
-            # off the event loop: the other parses' answers keep arriving meanwhile
-            saved = await asyncio.to_thread(
-                store.save_parse,
+            result = ParsedJob(
                 job,
                 job_profile,
                 parsed.markdown,
@@ -168,7 +216,7 @@ async def parse_documents(
                 cache_hit=parsed.cache_hit,
                 seconds=seconds,
             )
-            if saved:
+            if await saver.save(result):
                 report.succeeded += 1
             else:  # deleted or superseded while the parser ran: leave it so
                 report.count("settled_meanwhile")

@@ -94,6 +94,19 @@ class ChunkRow:
 
 
 @dataclass(frozen=True)
+class ParsedJob:
+    """A job's parse result, to be cached and recorded (StagingStore.save_parses)."""
+
+    job: JobRow
+    profile: str
+    markdown: str
+    page_count: int
+    parse_job_id: str | None
+    cache_hit: bool
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class PendingChunk:
     chunk_id: uuid.UUID
     job_id: uuid.UUID

@@ -6,10 +6,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import psycopg
+
 from docpipe_dagster.store.base import StoreBase, _as_vector
 from docpipe_dagster.store.schema import (
     ChunkRow,
     JobRow,
+    ParsedJob,
     PendingChunk,
     S,
 )
@@ -28,48 +31,64 @@ class StagingStore(StoreBase):
             ).fetchall()
         return {sha: (md, pages) for sha, md, pages in rows}
 
-    def save_parse(
-        self,
-        job: JobRow,
-        profile: str,
-        markdown: str,
-        page_count: int,
-        parse_job_id: str | None,
-        *,
-        cache_hit: bool,
-        seconds: float = 0.0,
-    ) -> bool:
-        """Cache the parse and mark the job parsed; False if the job left parsing meanwhile
-        (deleted or superseded while the parser ran): it stays as it is."""
+    def save_parses(self, parsed: Sequence[ParsedJob]) -> set[uuid.UUID]:
+        """Cache several parses and mark their jobs parsed, in one transaction and a fixed
+        number of statements; returns the ids of the jobs marked. A job that left parsing
+        meanwhile (deleted or superseded while the parser ran) stays as it is."""
+        if not parsed:
+            return set()
+        cache = {(p.job.content_sha256, p.profile): p for p in parsed}
         with self.transaction(durable=False) as conn:
             conn.execute(
                 f"""INSERT INTO {S}.parse_cache (content_sha256, parser_profile, markdown,
-                    page_count, parse_job_id) VALUES (%s, %s, %s, %s, %s)
+                        page_count, parse_job_id)
+                    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[],
+                        %s::text[])
                     ON CONFLICT DO NOTHING""",
-                (job.content_sha256, profile, markdown, page_count, parse_job_id),
+                (
+                    [sha for sha, _ in cache],
+                    [profile for _, profile in cache],
+                    [p.markdown for p in cache.values()],
+                    [p.page_count for p in cache.values()],
+                    [p.parse_job_id for p in cache.values()],
+                ),
             )
-            updated = conn.execute(
-                f"""UPDATE {S}.upload_jobs SET state = 'parsed', parse_job_id = %s,
-                    page_count = %s, updated_at = now()
-                    WHERE job_id = %s AND state IN ('uploaded', 'parsing')""",
-                (parse_job_id, page_count, job.job_id),
-            ).rowcount
-            if not updated:
-                return False
-            self._event(
+            updated = {
+                r[0]
+                for r in conn.execute(
+                    f"""UPDATE {S}.upload_jobs j SET state = 'parsed', parse_job_id = u.parse_job_id,
+                        page_count = u.page_count, updated_at = now()
+                        FROM unnest(%s::uuid[], %s::text[], %s::int[])
+                            AS u(job_id, parse_job_id, page_count)
+                        WHERE j.job_id = u.job_id AND j.state IN ('uploaded', 'parsing')
+                        RETURNING j.job_id""",
+                    (
+                        [p.job.job_id for p in parsed],
+                        [p.parse_job_id for p in parsed],
+                        [p.page_count for p in parsed],
+                    ),
+                )
+            }
+            self._events(
                 conn,
-                job.job_id,
-                "parse",
-                "parsed",
-                {
-                    "pages": page_count,
-                    "chars": len(markdown),
-                    "cache_hit": cache_hit,
-                    "parse_job_id": parse_job_id,
-                    "seconds": round(seconds, 3),
-                },
+                [
+                    (
+                        p.job.job_id,
+                        "parse",
+                        "parsed",
+                        {
+                            "pages": p.page_count,
+                            "chars": len(p.markdown),
+                            "cache_hit": p.cache_hit,
+                            "parse_job_id": p.parse_job_id,
+                            "seconds": round(p.seconds, 3),
+                        },
+                    )
+                    for p in parsed
+                    if p.job.job_id in updated
+                ],
             )
-            return True
+        return updated
 
     def save_chunks(
         self, items: Sequence[tuple[JobRow, Sequence[ChunkRow], int]]
@@ -152,9 +171,31 @@ class StagingStore(StoreBase):
         return [PendingChunk(*r) for r in rows]
 
     def cache_embeddings(self, vectors: dict[str, Sequence[float]], space: VectorSpace) -> None:
+        """Write new vectors to the embedding cache (a text cached meanwhile keeps its row).
+
+        One binary COPY straight into the cache: the texts were looked up as missing just
+        before, so a conflict only comes from another run caching the same text at the same
+        moment. Then the COPY is undone (a savepoint) and the rows go through a temporary
+        table with ON CONFLICT DO NOTHING, which COPY cannot do itself.
+        """
         if not vectors:
             return
+        rows = [(sha, _as_vector(vec)) for sha, vec in vectors.items()]
         with self.transaction(durable=False) as conn:
+            try:
+                with (
+                    conn.transaction(),
+                    conn.cursor().copy(
+                        f"COPY {S}.embedding_cache (embedding_model, dims, text_sha256, embedding)"
+                        " FROM STDIN WITH (FORMAT BINARY)"
+                    ) as copy,
+                ):
+                    copy.set_types(["text", "int4", "text", "vector"])
+                    for sha, vec in rows:
+                        copy.write_row((space.model, space.dims, sha, vec))
+                return
+            except psycopg.errors.UniqueViolation:
+                pass
             conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS _new_embeddings (text_sha256 text, embedding vector)"
                 " ON COMMIT DROP"
@@ -163,8 +204,8 @@ class StagingStore(StoreBase):
                 "COPY _new_embeddings (text_sha256, embedding) FROM STDIN WITH (FORMAT BINARY)"
             ) as copy:
                 copy.set_types(["text", "vector"])
-                for sha, vec in vectors.items():
-                    copy.write_row((sha, _as_vector(vec)))
+                for row in rows:
+                    copy.write_row(row)
             conn.execute(
                 f"""INSERT INTO {S}.embedding_cache (embedding_model, dims, text_sha256, embedding)
                     SELECT %s, %s, text_sha256, embedding FROM _new_embeddings
