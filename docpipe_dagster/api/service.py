@@ -3,7 +3,7 @@ space being searched, then call the SQL search function."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -37,7 +37,7 @@ def space_client(space: SpaceRef, **options: Any) -> EmbeddingsClient:
     )
 
 
-async def embed_texts(texts: list[str], space: SpaceRef) -> list[list[float]]:
+async def embed_texts(texts: list[str], space: SpaceRef) -> list[Sequence[float]]:
     """Texts embedded with the space's model and dimensions (for a backfill)."""
     async with space_client(space) as client:
         batch = await client.embed(texts)
@@ -86,7 +86,7 @@ def sync_configured_space(url: str, echo: Callable[[str], None] = print) -> dict
     return {**written, "active": active}
 
 
-async def embed_query(text: str, space: SpaceRef) -> list[float]:
+async def embed_query(text: str, space: SpaceRef) -> Sequence[float]:
     """The query embedded exactly as the space's chunks were (same model and dimensions)."""
     async with space_client(space, max_attempts=3) as client:
         batch = await client.embed([text])

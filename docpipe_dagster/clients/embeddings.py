@@ -18,8 +18,9 @@ import logging
 import math
 import random
 import re
-import struct
+import sys
 import time
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,7 +71,10 @@ class EmbeddingInputError(EmbeddingError):
 
 @dataclass
 class EmbeddingBatch:
-    vectors: list[list[float] | None]  # same order as the input texts; None where errors[i]
+    # Same order as the input texts; None where errors[i]. Each a float32 array("f"), as the
+    # API sends them: 4 bytes a dimension where a list of Python floats takes 32, and
+    # decoded from base64 without a Python float per value.
+    vectors: list[array[float] | None]
     errors: dict[int, EmbeddingInputError] = field(default_factory=dict)
     prompt_tokens: int = 0
     requests: int = 0  # HTTP attempts, including retries
@@ -227,7 +231,7 @@ class EmbeddingsClient(AsyncApiClient):
         for i, vec in zip(group, vectors):  # noqa: B905 - lengths validated in _parse
             batch.vectors[i] = vec
 
-    async def _request(self, inputs: list[str], counters: _Counters) -> list[list[float]]:
+    async def _request(self, inputs: list[str], counters: _Counters) -> list[array[float]]:
         """One logical request with retries. Raises _InputProblem or EmbeddingError."""
         payload: dict[str, Any] = {
             "input": inputs,
@@ -240,7 +244,7 @@ class EmbeddingsClient(AsyncApiClient):
         assert self._sem is not None
         sem = self._sem
 
-        async def attempt() -> list[list[float]]:
+        async def attempt() -> list[array[float]]:
             counters.requests += 1
             try:
                 async with sem:  # only the HTTP exchange holds a slot, not the backoff
@@ -313,7 +317,7 @@ class EmbeddingsClient(AsyncApiClient):
         except (ValueError, AttributeError):
             return False
 
-    def _parse(self, resp: httpx.Response, n: int) -> tuple[list[list[float]], int]:
+    def _parse(self, resp: httpx.Response, n: int) -> tuple[list[array[float]], int]:
         """Decode and validate a 200 response; raises retryable EmbeddingError if unusable."""
         try:
             body = resp.json()
@@ -339,7 +343,7 @@ class EmbeddingsClient(AsyncApiClient):
             if [d["index"] for d in ordered] != list(range(n)):
                 raise ValueError("indices are not 0..n-1")
             vectors = [self._decode(d["embedding"]) for d in ordered]
-        except (KeyError, TypeError, ValueError, struct.error) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise EmbeddingError(
                 f"embedder returned undecodable embeddings ({exc})",
                 retryable=True,
@@ -359,12 +363,16 @@ class EmbeddingsClient(AsyncApiClient):
         return vectors, int(usage.get("prompt_tokens") or 0)
 
     @staticmethod
-    def _decode(embedding: Any) -> list[float]:
+    def _decode(embedding: Any) -> array[float]:
         if isinstance(embedding, str):  # base64 of little-endian float32
             raw = base64.b64decode(embedding, validate=True)
             if len(raw) % 4:
                 raise ValueError("base64 embedding is not a whole number of float32")
-            return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+            vector = array("f")
+            vector.frombytes(raw)
+            if sys.byteorder == "big":
+                vector.byteswap()
+            return vector
         if isinstance(embedding, list):
-            return [float(x) for x in embedding]
+            return array("f", embedding)  # TypeError for anything but numbers
         raise TypeError(f"embedding is {type(embedding).__name__}")

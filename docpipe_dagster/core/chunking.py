@@ -494,11 +494,14 @@ class _Splitter:
         return out
 
 
-def split_into_chunks(text: str, config: ChunkingConfig | None = None) -> list[Chunk]:
+def split_into_chunks(
+    text: str, config: ChunkingConfig | None = None, *, normalised: bool = False
+) -> list[Chunk]:
     """Split ``text`` into chunks following the module rules; offsets refer to
-    ``normalise_text(text)``."""
+    ``normalise_text(text)``. `normalised`: the caller already normalised ``text`` (and
+    needs that text itself), so it is not done twice."""
     cfg = config if config is not None else ChunkingConfig()
-    norm = normalise_text(text)
+    norm = text if normalised else normalise_text(text)
     if not norm or norm.isspace():
         return []
     chunks = []

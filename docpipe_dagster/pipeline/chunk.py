@@ -53,15 +53,14 @@ def _chunk_group(
             fail_job(store, report, job, reason, code="PARSE_CACHE_MISS", retryable=True)
             continue
         markdown, page_count = parsed
-        chunks = split_into_chunks(markdown, config)
+        # Offsets are into the normalised text, so the page separators are looked up there.
+        text = normalise_text(markdown)
+        chunks = split_into_chunks(text, config, normalised=True)
         if not chunks:
             reason = "the document has no text to index (empty or whitespace only after parsing)"
             fail_job(store, report, job, reason, code="NO_CHUNKS")
             continue
-        # Offsets are into the normalised text, so the page separators are looked up there.
-        pages = page_ranges(
-            normalise_text(markdown), page_count or 0, [(c.start, c.end) for c in chunks]
-        )
+        pages = page_ranges(text, page_count or 0, [(c.start, c.end) for c in chunks])
         rows = [
             ChunkRow(
                 chunk_id=chunk_id(job.document_id, job.content_sha256, c.index),

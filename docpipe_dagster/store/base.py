@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import struct
+import sys
 import uuid
+from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -21,6 +24,12 @@ _StoreT = TypeVar("_StoreT", bound="StoreBase")
 def _as_vector(values: Sequence[float] | Vector) -> Vector:
     if isinstance(values, Vector):
         return values
+    if isinstance(values, array) and values.typecode == "f":
+        # The embeddings client's float32 arrays: as bytes, without a Python float each.
+        big_endian = array("f", values)
+        if sys.byteorder == "little":
+            big_endian.byteswap()
+        return Vector.from_binary(struct.pack(">HH", len(values), 0) + big_endian.tobytes())
     return Vector(values if isinstance(values, list) else list(values))
 
 

@@ -167,7 +167,7 @@ def drop_space(conn: psycopg.Connection, model: str, dims: int | None) -> SpaceR
     return SpaceRef(name[0], name[1])
 
 
-Embed = Callable[[Sequence[str]], Awaitable[list[list[float]]]]
+Embed = Callable[[Sequence[str]], Awaitable[list[Sequence[float]]]]
 
 
 async def backfill(
@@ -199,7 +199,7 @@ async def backfill(
                 WHERE job_id = %s AND embedding_model = %s AND dims = %s ORDER BY chunk_index""",
             (job_id, model, int(dims)),
         ).fetchall()
-        vectors: list[list[float]] = []
+        vectors: list[Sequence[float]] = []
         for start in range(0, len(rows), batch_rows):
             vectors += await embed([r[1] for r in rows[start : start + batch_rows]])
         if len(vectors) != len(rows) or any(len(v) != target.dims for v in vectors):

@@ -7,6 +7,7 @@ import logging
 import math
 import random
 import time
+from array import array
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -52,6 +53,11 @@ async def _embed(mock: MockServer, texts: list[str], **kwargs: Any) -> Embedding
         return await client.embed(texts)
 
 
+def mock_vector(text: str, dims: int) -> array[float]:
+    """What the client returns for `text`: the mock's embedding as a float32 array."""
+    return array("f", embed_text(text, dims, MODEL))
+
+
 def _cos(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / (
         math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
@@ -67,7 +73,7 @@ def test_embed_preserves_order_and_matches_the_mock(openai_mock: MockServer) -> 
     assert batch.requests == 1 and batch.retries == 0
     assert batch.prompt_tokens == sum(count_tokens(t) for t in TEXTS)
     for text, vec in zip(TEXTS, batch.vectors, strict=True):
-        assert vec == embed_text(text, 1536, MODEL)
+        assert vec == mock_vector(text, 1536)
 
 
 def test_base64_and_float_give_identical_vectors(openai_mock: MockServer) -> None:
@@ -94,8 +100,8 @@ def test_official_sdk_gets_the_same_vectors_in_both_encodings(openai_mock: MockS
     ours = run(_embed(openai_mock, TEXTS)).vectors
     sdk_b64 = sdk.embeddings.create(input=TEXTS, model=MODEL)  # SDK default: base64
     sdk_float = sdk.embeddings.create(input=TEXTS, model=MODEL, encoding_format="float")
-    assert [d.embedding for d in sdk_b64.data] == ours
-    assert [d.embedding for d in sdk_float.data] == ours
+    assert [array("f", d.embedding) for d in sdk_b64.data] == ours
+    assert [array("f", d.embedding) for d in sdk_float.data] == ours
     assert sdk_b64.usage.prompt_tokens == run(_embed(openai_mock, TEXTS)).prompt_tokens
 
 
@@ -141,7 +147,7 @@ def test_transient_faults_are_retried(openai_mock: MockServer, kind: str) -> Non
     openai_mock.set_faults({"kind": kind, "count": 2})
     batch = run(_embed(openai_mock, TEXTS))
     assert batch.errors == {}
-    assert batch.vectors == [embed_text(t, 1536, MODEL) for t in TEXTS]
+    assert batch.vectors == [mock_vector(t, 1536) for t in TEXTS]
     assert (batch.requests, batch.retries) == (3, 2)
     assert openai_mock.stats()["total"] == 3
 
@@ -252,8 +258,8 @@ def test_over_2048_inputs_are_split(openai_mock: MockServer) -> None:
     batch = run(_embed(openai_mock, texts, dimensions=8))
     assert batch.requests >= 2 and batch.retries == 0
     assert openai_mock.stats()["by_status"] == {"200": batch.requests}
-    assert batch.vectors[2099] == embed_text(texts[2099], 8, MODEL)
-    assert batch.vectors[7] == embed_text(texts[7], 8, MODEL)
+    assert batch.vectors[2099] == mock_vector(texts[2099], 8)
+    assert batch.vectors[7] == mock_vector(texts[7], 8)
 
 
 def test_token_budget_packing_avoids_400(openai_mock: MockServer) -> None:
@@ -270,7 +276,7 @@ def test_oversized_request_is_split_on_400(openai_mock: MockServer) -> None:
     # Defeat local packing so the server's "max 300000 tokens per request" 400 is exercised.
     batch = run(_embed(openai_mock, texts, dimensions=8, max_tokens_per_request=10**9))
     assert batch.errors == {}
-    assert batch.vectors == [embed_text(t, 8, MODEL) for t in texts]
+    assert batch.vectors == [mock_vector(t, 8) for t in texts]
     assert openai_mock.stats()["by_status"] == {"400": 1, "200": 2}
 
 
@@ -291,7 +297,7 @@ def test_one_bad_input_is_isolated(openai_mock: MockServer) -> None:
     assert "maximum context length" in batch.errors[5].message
     assert batch.errors[5].retryable is False
     assert batch.vectors[2] is None and batch.vectors[5] is None
-    assert all(batch.vectors[i] == embed_text(texts[i], 1536, MODEL) for i in (0, 1, 3, 4, 6, 7))
+    assert all(batch.vectors[i] == mock_vector(texts[i], 1536) for i in (0, 1, 3, 4, 6, 7))
     # Estimated too long -> sent alone: 1 request for the rest + 1 rejected; "" never sent.
     assert openai_mock.stats()["by_status"] == {"200": 1, "400": 1}
 

@@ -170,6 +170,13 @@ def test_offsets_refer_to_normalised_text() -> None:
         assert "\x00" not in chunk.text and "\r" not in chunk.text
 
 
+def test_text_normalised_by_the_caller_gives_the_same_chunks() -> None:
+    text = "# Intro\r\n\r\n" + "Word\x00s and more words.  \n" * 40 + "\n\n\n\n\nEnd."
+    norm = normalise_text(text)
+    assert norm != text
+    assert split_into_chunks(norm, SMALL, normalised=True) == split_into_chunks(text, SMALL)
+
+
 def test_default_config_argument() -> None:
     text = "Sentence number one. " * 200
     assert split_into_chunks(text) == split_into_chunks(text, ChunkingConfig())
