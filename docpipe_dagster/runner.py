@@ -98,8 +98,9 @@ class _RunSlots:
 
     An ephemeral instance keeps its storage in in-memory SQLite, whose connections belong to
     the thread that opened them: so each instance is opened, used and disposed by one thread,
-    and reused by it for its next batches (opening one costs ~0.4 CPU-s). A given `shared`
-    instance makes one slot that uses it and leaves it open.
+    and reused by it for its next batches. Opening one costs ~0.4 CPU-s, so the threads open
+    theirs as soon as they start, while the caller registers what storage holds. A given
+    `shared` instance makes one slot that uses it and leaves it open.
     """
 
     def __init__(
@@ -112,22 +113,38 @@ class _RunSlots:
         self._queue: queue.SimpleQueue[tuple[str, Future[BatchOutcome]] | None]
         self._queue = queue.SimpleQueue()
         count = 1 if shared is not None else max(1, runs)
+        self._opened: list[Future[dg.DagsterInstance]] = [Future() for _ in range(count)]
         self._threads = [
-            threading.Thread(target=self._serve, name=f"docpipe-run-{i}", daemon=True)
-            for i in range(count)
+            threading.Thread(target=self._serve, args=(opened,), name=f"docpipe-run-{i}")
+            for i, opened in enumerate(self._opened)
         ]
         for thread in self._threads:
+            thread.daemon = True
             thread.start()
 
-    def _serve(self) -> None:
-        instance = self._shared
+    def first_instance(self) -> dg.DagsterInstance:
+        """The first slot's instance, once open: for Dagster calls outside a run that only
+        need an instance to hand resources (build_resources stores no events in it)."""
+        return self._opened[0].result()
+
+    def _serve(self, opened: Future[dg.DagsterInstance]) -> None:
+        instance: dg.DagsterInstance | None = None
+        failure: BaseException | None = None
+        try:
+            instance = self._shared or open_instance()
+            opened.set_result(instance)
+        except BaseException as exc:  # every batch given to this slot fails with it
+            failure = exc
+            opened.set_exception(exc)
         try:
             while (item := self._queue.get()) is not None:
                 batch_key, future = item
                 if not future.set_running_or_notify_cancel():
                     continue
+                if instance is None:
+                    future.set_exception(failure or RuntimeError("no Dagster instance"))
+                    continue
                 try:
-                    instance = instance or open_instance()
                     future.set_result(self._run(batch_key, instance))
                 except BaseException as exc:
                     future.set_exception(exc)
@@ -180,16 +197,17 @@ def ingest_pending(
     if intake is None:
         # The configured batch limits; no settling wait: the user asked to ingest now.
         pipeline = resources.get("pipeline_settings")
-        intake = (
-            replace(pipeline.intake(), settle_seconds=0.0)
-            if isinstance(pipeline, PipelineSettings)
-            else IntakeConfig(settle_seconds=0.0)
-        )
+        # Batches as even as the limits allow over the runs that process them side by side.
+        configured = pipeline.intake() if isinstance(pipeline, PipelineSettings) else IntakeConfig()
+        intake = replace(configured, settle_seconds=0.0, spread_over=1 if instance is not None else runs)
     database = resources["database"]
     outcomes: list[BatchOutcome] = []
     slots = _RunSlots(runs, run, shared=instance)
     try:
-        with dg.build_resources({"database": database, "storage": resources["storage"]}) as built:
+        with dg.build_resources(
+            {"database": database, "storage": resources["storage"]},
+            instance=slots.first_instance(),  # else it would open an ephemeral one of its own
+        ) as built:
             store = built.database.store()
             leftover = store.open_batches()
             for _ in range(max_rounds):

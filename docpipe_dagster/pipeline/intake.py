@@ -35,6 +35,10 @@ class IntakeConfig:
     batch_max_bytes: int = default_of("batch_max_bytes")
     max_batches_per_tick: int = 5
     sync_deletions: bool = True
+    # Batches come in a multiple of this many, as even as the caps allow: the runs that will
+    # process them side by side (`docpipe ingest --wait`) then finish together instead of
+    # one of them running the short last batch alone.
+    spread_over: int = 1
 
 
 @dataclass
@@ -183,5 +187,16 @@ def _group_into_batches(versions: list[NewVersion], config: IntakeConfig) -> lis
         sorted(versions, key=lambda v: v.storage_key),
         weight=lambda v: v.size_bytes,
         max_weight=config.batch_max_bytes,
-        max_items=config.batch_max_files,
+        max_items=even_batch_size(len(versions), config.batch_max_files, config.spread_over),
     )
+
+
+def even_batch_size(files: int, max_files: int, spread_over: int = 1) -> int:
+    """Files per batch: as few batches as `max_files` allows, rounded up to a multiple of
+    `spread_over`, and the files spread evenly over them (300 files, 200 at most, two runs:
+    150 and 150, not 200 and 100)."""
+    if files <= 0:
+        return max_files
+    count = -(-files // max_files)
+    count = min(files, -(-count // max(1, spread_over)) * max(1, spread_over))
+    return -(-files // count)

@@ -11,9 +11,11 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from docpipe_dagster.core.hashing import sha256_bytes
 from docpipe_dagster.core.ids import document_id
+from docpipe_dagster.pipeline.intake import even_batch_size
 from docpipe_dagster.runner import BatchOutcome, ingest_pending
 from docpipe_dagster_tests.defs.conftest import Pipeline, batch_keys, tick
 from mocks.llamaparse.testdata import build_text_pdf
@@ -416,6 +418,38 @@ def test_ingest_pending_keeps_to_the_configured_batch_size(pipeline: Pipeline) -
     )
     assert [r["n"] for r in sizes] == [2, 2, 1]
     assert {j["state"] for j in pipeline.jobs().values()} == {"completed"}
+
+
+def test_batches_are_spread_evenly_over_the_runs_that_process_them(
+    pipeline: Pipeline, monkeypatch: Any
+) -> None:
+    """Five files, four a batch, two runs at once: 3 + 2, not 4 + 1 (which would leave one
+    run working alone on the long batch)."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    for i in range(5):
+        pipeline.write(f"part{i}.txt", f"Part {i} of the serial about lighthouse number {i}.")
+    outcomes = ingest_pending(resources=pipeline.with_settings(batch_max_files=4), runs=2)
+    assert [o.success for o in outcomes] == [True, True]
+    sizes = pipeline.rows(
+        "SELECT count(*) AS n FROM {S}.upload_jobs GROUP BY batch_key ORDER BY n DESC"
+    )
+    assert [r["n"] for r in sizes] == [3, 2]
+
+
+@pytest.mark.parametrize(
+    ("files", "max_files", "spread_over", "size"),
+    [
+        (300, 200, 2, 150),  # two batches: even
+        (300, 200, 1, 150),  # two batches either way: even
+        (1000, 200, 2, 167),  # five batches would leave the fifth alone: six
+        (1000, 200, 1, 200),
+        (3, 200, 2, 2),  # fewer files than a batch each run: still two batches
+        (1, 200, 4, 1),  # never more batches than files
+        (0, 200, 2, 200),
+    ],
+)
+def test_even_batch_size(files: int, max_files: int, spread_over: int, size: int) -> None:
+    assert even_batch_size(files, max_files, spread_over) == size
 
 
 def test_without_a_shared_instance_two_batches_run_at_once_and_both_complete(
