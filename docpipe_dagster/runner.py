@@ -62,6 +62,9 @@ class BatchOutcome:
     # time.monotonic() at the run's start and end
     started: float = field(default=0.0, compare=False)
     ended: float = field(default=0.0, compare=False)
+    # the run's events (its assets' materializations and metadata), readable after its
+    # instance is gone
+    result: dg.ExecuteInProcessResult | None = field(default=None, compare=False, repr=False)
 
 
 def open_instance() -> dg.DagsterInstance:
@@ -90,7 +93,7 @@ def run_batch(
         tags={"docpipe/reason": "docpipe ingest"},
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
-    return BatchOutcome(batch_key, result.success, result.run_id, started, time.monotonic())
+    return BatchOutcome(batch_key, result.success, result.run_id, started, time.monotonic(), result)
 
 
 class _RunSlots:
