@@ -202,7 +202,9 @@ def ingest_pending(
         pipeline = resources.get("pipeline_settings")
         # Batches as even as the limits allow over the runs that process them side by side.
         configured = pipeline.intake() if isinstance(pipeline, PipelineSettings) else IntakeConfig()
-        intake = replace(configured, settle_seconds=0.0, spread_over=1 if instance is not None else runs)
+        intake = replace(
+            configured, settle_seconds=0.0, spread_over=1 if instance is not None else runs
+        )
     database = resources["database"]
     outcomes: list[BatchOutcome] = []
     slots = _RunSlots(runs, run, shared=instance)
