@@ -97,12 +97,16 @@ class CommitStore(StoreBase):
             inserted = Counter(
                 r[0]
                 for r in conn.execute(
+                    # Offsets and pages named here, so the offsets trigger (for writers
+                    # that name none) looks nothing up row by row.
                     f"""INSERT INTO {S}.document_chunks (chunk_id, document_id, job_id,
                             storage_key, content_sha256, chunk_index, content, heading_path,
-                            token_estimate, embedding_model, dims, embedding)
+                            token_estimate, embedding_model, dims, embedding, char_start,
+                            char_end, page_start, page_end)
                         SELECT c.chunk_id, j.document_id, c.job_id, j.storage_key,
                             j.content_sha256, c.chunk_index, c.content, c.heading_path,
-                            c.token_estimate, v.embedding_model, v.dims, v.embedding
+                            c.token_estimate, v.embedding_model, v.dims, v.embedding,
+                            c.char_start, c.char_end, c.page_start, c.page_end
                         FROM {S}.document_chunk_buffer c
                         JOIN {S}.document_vector_buffer v ON v.chunk_id = c.chunk_id
                         JOIN {S}.upload_jobs j ON j.job_id = c.job_id
