@@ -199,6 +199,16 @@ class EmbeddingsClient(AsyncApiClient):
         """Greedy packing in input order within the count and estimated-token limits.
         An input estimated over the per-input limit goes alone, so if the server rejects it,
         it costs one request and spoils no other input."""
+        # A token is at least one UTF-8 byte (BPE; the mock's tokens are at least a
+        # character): when the bytes fit every limit, so do the tokens, and one request
+        # takes them all without a token estimate per text.
+        sizes = [len(texts[i].encode("utf-8", "surrogatepass")) for i in indices]
+        if (
+            len(indices) <= self.max_inputs_per_request
+            and sum(sizes) <= self.max_tokens_per_request
+            and max(sizes, default=0) <= self.max_tokens_per_input
+        ):
+            return [indices]
         estimates = {i: estimate_tokens(texts[i]) for i in indices}
         alone = [[i] for i in indices if estimates[i] > self.max_tokens_per_input]
         packed = pack(

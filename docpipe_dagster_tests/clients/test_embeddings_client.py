@@ -318,3 +318,26 @@ def test_empty_list_makes_no_request(openai_mock: MockServer) -> None:
     batch = run(_embed(openai_mock, []))
     assert batch.vectors == [] and batch.requests == 0
     assert openai_mock.stats()["total"] == 0
+
+
+def test_texts_whose_bytes_fit_the_limits_go_in_one_request_unestimated(
+    openai_mock: MockServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token is at least a byte: 300 short texts fit one request by their byte count
+    alone, so no per-text token estimate is made; over the byte budget, estimates pack."""
+    import docpipe_dagster.clients.embeddings as embeddings
+
+    estimated: list[str] = []
+    real = embeddings.estimate_tokens
+    monkeypatch.setattr(
+        embeddings, "estimate_tokens", lambda text: estimated.append(text) or real(text)
+    )
+    texts = [f"short text number {i}" for i in range(300)]
+    batch = run(_embed(openai_mock, texts, dimensions=8))
+    assert batch.requests == 1 and estimated == []
+    assert batch.vectors == [mock_vector(t, 8) for t in texts]
+
+    # 300 texts of ~20 bytes (~7 tokens estimated) against a 1,000-token request budget
+    batch = run(_embed(openai_mock, texts, dimensions=8, max_tokens_per_request=1000))
+    assert len(estimated) == 300 and batch.requests >= 2
+    assert batch.vectors == [mock_vector(t, 8) for t in texts]
