@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from benchmarks.infra import REPO_ROOT, child_env, free_port, stop_group
+from benchmarks.infra import REPO_ROOT, child_env, free_ports, stop_group
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -61,7 +61,8 @@ def measure(
     file_timeout: float = 120.0,
 ) -> dict[str, Any]:
     home = workdir / "dev-home"
-    ports = {name: free_port() for name in ("ui", "storage", "llamaparse", "openai")}
+    names = ("ui", "storage", "llamaparse", "openai")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     extra = {
         "DOCPIPE_HOME": str(home),
         "LLAMAPARSE_BASE_URL": f"http://127.0.0.1:{ports['llamaparse']}",

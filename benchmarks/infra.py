@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import psycopg
 from psycopg import sql
 
 from docpipe_dagster.config import LOCAL_MOCK_API_KEY
+from docpipe_dagster.services import free_port, free_ports  # noqa: F401 (re-exported)
 from docpipe_dagster.store.migrate import migrate
 from docpipe_dagster.store.server import (
     _embedded_server,
@@ -35,12 +35,6 @@ from docpipe_dagster.store.server import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DB = "docpipe_bench_template"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def child_env(**extra: str) -> dict[str, str]:

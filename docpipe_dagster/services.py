@@ -199,9 +199,11 @@ class StartedMocks:
 def _start_mocks(missing: Sequence[Endpoint], timeout_s: float = 30.0) -> StartedMocks:
     args = [sys.executable, "-m", "mocks", "all", "--host", "127.0.0.1"]
     # `all` serves the three; the ones not missing are moved to a free port nobody uses.
+    taken = {e.port for e in missing}
+    spare = iter([port for port in free_ports(6) if port not in taken])
     for mock in ("storage", "llamaparse", "openai"):
         match = [e for e in missing if e.mock == mock]
-        args.append(f"--{mock}-port={match[0].port if match else free_port()}")
+        args.append(f"--{mock}-port={match[0].port if match else next(spare)}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCPIPE_MOCK_")}
     process = subprocess.Popen(
         args,
@@ -231,9 +233,23 @@ def _start_mocks(missing: Sequence[Endpoint], timeout_s: float = 30.0) -> Starte
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports. Each socket stays bound until all are picked:
+    ports asked for one after another can come back the same (the kernel reuses a port
+    just released), and two services would then fight over one."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import psutil
 
 from docpipe_dagster.services import port_in_use
 from docpipe_dagster_tests.cli.test_cli import docpipe
-from docpipe_dagster_tests.support.mock_servers import free_port
+from docpipe_dagster_tests.support.mock_servers import free_port, free_ports
 
 
 def _docs(root: Path) -> Path:
@@ -35,8 +35,9 @@ def _mock_processes() -> list[psutil.Process]:
 def _alone_env(cli_env: dict[str, str]) -> dict[str, str]:
     """Local endpoints on ports where nothing listens: what a newcomer has after Ctrl-C."""
     env = dict(cli_env)
-    env["LLAMAPARSE_BASE_URL"] = f"http://127.0.0.1:{free_port()}"
-    env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{free_port()}/v1"
+    parser_port, embedder_port = free_ports(2)  # mocks will be started on them: distinct
+    env["LLAMAPARSE_BASE_URL"] = f"http://127.0.0.1:{parser_port}"
+    env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{embedder_port}/v1"
     env.pop("LLAMA_CLOUD_API_KEY")
     env.pop("OPENAI_API_KEY")
     return env
@@ -113,10 +114,11 @@ def test_the_readme_path_alone_leaves_no_process_behind(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCPIPE_", "DAGSTER_"))}
     for key in ("LLAMA_CLOUD_API_KEY", "OPENAI_API_KEY", "SUPABASE_SERVICE_KEY"):
         env.pop(key, None)
+    parser_port, embedder_port = free_ports(2)
     env.update(
         DOCPIPE_HOME=str(home),
-        LLAMAPARSE_BASE_URL=f"http://127.0.0.1:{free_port()}",
-        OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
+        LLAMAPARSE_BASE_URL=f"http://127.0.0.1:{parser_port}",
+        OPENAI_BASE_URL=f"http://127.0.0.1:{embedder_port}/v1",
     )
     ingested = docpipe(env, "ingest", str(_docs(tmp_path)), "--wait")
     assert ingested.returncode == 0, ingested.stdout + ingested.stderr
@@ -127,3 +129,14 @@ def test_the_readme_path_alone_leaves_no_process_behind(tmp_path: Path) -> None:
     assert '"storage_key": "my-docs/kites.md"' in found.stdout
     assert not (home / "pgdata" / "postmaster.pid").exists()
     assert processes_mentioning(str(home)) == []
+
+
+def test_ports_picked_together_are_distinct_and_free() -> None:
+    """One after another, the kernel can hand back a port just released: the mocks of one
+    stack were once given the same port (storage and embedder), and the embedder never
+    started. Picked together, every port is different and can be bound."""
+    ports = free_ports(24)
+    assert len(set(ports)) == 24
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))

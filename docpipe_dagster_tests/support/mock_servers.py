@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from docpipe_dagster.services import free_port, free_ports  # noqa: F401 (re-exported)
 from mocks._common import DEFAULT_API_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,12 +35,6 @@ _FLAGS = {
     "pending_seconds": "--pending-seconds",
     "seed": "--seed",
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MockServer:
