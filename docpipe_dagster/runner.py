@@ -116,8 +116,8 @@ class _RunSlots:
     the thread that opened them: so each instance is opened, used and disposed by one thread,
     and reused by it for its next batches. The first one opened costs ~0.5 s (its storage's
     imports), so the threads open theirs as soon as they start, while the caller registers
-    what storage holds. A given
-    `shared` instance makes one slot that uses it and leaves it open.
+    what storage holds. With a `shared` instance there is one slot, which uses it and leaves
+    it open.
     """
 
     def __init__(
@@ -129,7 +129,7 @@ class _RunSlots:
         self._run, self._shared = run, shared
         self._queue: queue.SimpleQueue[tuple[str, Future[BatchOutcome]] | None]
         self._queue = queue.SimpleQueue()
-        count = 1 if shared is not None else max(1, runs)
+        count = 1 if shared is not None else runs
         self._opened: list[Future[dg.DagsterInstance]] = [Future() for _ in range(count)]
         self._threads = [
             threading.Thread(target=self._serve, args=(opened,), name=f"docpipe-run-{i}")
@@ -206,7 +206,8 @@ def ingest_pending(
     they go one at a time.
     """
     resources = dict(resources or build_resources())
-    runs = max(1, settings().ingest_runs if runs is None else runs)
+    # A shared instance serves one run at a time.
+    runs = 1 if instance is not None else max(1, settings().ingest_runs if runs is None else runs)
 
     def run(batch_key: str, own: dg.DagsterInstance) -> BatchOutcome:
         return run_batch(batch_key, resources=resources, instance=own, log_level=log_level)
@@ -216,9 +217,7 @@ def ingest_pending(
         pipeline = resources.get("pipeline_settings")
         # Batches as even as the limits allow over the runs that process them side by side.
         configured = pipeline.intake() if isinstance(pipeline, PipelineSettings) else IntakeConfig()
-        intake = replace(
-            configured, settle_seconds=0.0, spread_over=1 if instance is not None else runs
-        )
+        intake = replace(configured, settle_seconds=0.0, spread_over=runs)
     database = resources["database"]
     outcomes: list[BatchOutcome] = []
     slots = _RunSlots(runs, run, shared=instance)

@@ -197,6 +197,6 @@ def even_batch_size(files: int, max_files: int, spread_over: int = 1) -> int:
     150 and 150, not 200 and 100)."""
     if files <= 0:
         return max_files
-    count = -(-files // max_files)
-    count = min(files, -(-count // max(1, spread_over)) * max(1, spread_over))
+    spread = max(1, spread_over)
+    count = min(files, -(-files // max_files // spread) * spread)
     return -(-files // count)

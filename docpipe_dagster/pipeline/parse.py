@@ -84,19 +84,23 @@ class _GroupSaver:
         self._queued.append((parsed, done))
         async with self._lock:
             if not done.done():  # not taken by the group saved before this one
-                group, self._queued = self._queued, []
-                try:
-                    results = await asyncio.to_thread(self._save, [p for p, _ in group])
-                    for (_, future), result in zip(group, results, strict=True):
-                        if isinstance(result, BaseException):
-                            future.set_exception(result)
-                        else:
-                            future.set_result(result)
-                finally:
-                    for _, future in group:
-                        if not future.done():  # cancelled meanwhile: nobody saved these
-                            future.cancel()
+                await self._flush()
         return await done
+
+    async def _flush(self) -> None:
+        """Save everything queued in one group and settle each result's future."""
+        group, self._queued = self._queued, []
+        try:
+            results = await asyncio.to_thread(self._save, [p for p, _ in group])
+            for (_, future), result in zip(group, results, strict=True):
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+        finally:
+            for _, future in group:
+                if not future.done():  # cancelled meanwhile: nobody saved these
+                    future.cancel()
 
     def _save(self, group: list[ParsedJob]) -> list[bool | Exception]:
         try:
