@@ -10,6 +10,10 @@ embeddings `dimensions` parameter would give), on a fresh table:
 3. insert held-out rows into the indexed table, one client,
    small transactions (a document's worth at a time)            -> insert_rows_per_s
    and the same with two concurrent clients                       -> insert_rows_per_s_2_clients
+4. with the chunk texts: the load set again, into a table that also keeps what hybrid search
+   needs (the text, its generated tsvector in the configured language, the GIN index), then
+   the HNSW build                                                 -> load_build_fulltext_rows_per_s
+   (what the commit stage writes besides the vectors, so the limit for that part too)
 
 The vectors are the mock embedder's own (hashed bag-of-words of the corpus's chunks), so the
 index sees the same data as the pipeline does.
@@ -63,8 +67,10 @@ def probe_variant(
     maintenance_work_mem: str,
     parallel_workers: int,
     group_rows: int = 13,
+    texts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Measure one (type, dims) variant; vectors[-2*insert_rows:] are held out for inserts."""
+    """Measure one (type, dims) variant; vectors[-2*insert_rows:] are held out for inserts.
+    With `texts` (the text of each vector), also the load + build with full text (step 4)."""
     held = min(insert_rows, max(1, len(vectors) // 10))
     load = [(i, _wrap(vector_type, v)) for i, v in enumerate(vectors[: len(vectors) - 2 * held])]
     ins1 = [
@@ -151,6 +157,12 @@ def probe_variant(
         conn.execute(sql.SQL("DROP TABLE {}").format(table))
         conn.commit()
 
+    if texts is not None:
+        out.update(
+            _probe_fulltext(
+                url, load, texts, dims, vector_type, ops, maintenance_work_mem, parallel_workers
+            )
+        )
     copy_s, build_s, insert_s, insert2_s = (
         round(max(x, 1e-6), 6) for x in (copy_s, build_s, insert_s, insert2_s)
     )
@@ -167,3 +179,72 @@ def probe_variant(
         index_mb=round((size[0] if size else 0) / 2**20, 1),
     )
     return out
+
+
+def _probe_fulltext(
+    url: str,
+    load: list[tuple[int, Vector | HalfVector]],
+    texts: Sequence[str],
+    dims: int,
+    vector_type: str,
+    ops: str,
+    maintenance_work_mem: str,
+    parallel_workers: int,
+) -> dict[str, Any]:
+    """Step 4: COPY the load set with its texts into a table with the schema's generated
+    tsvector column (upload_pipeline.chunk_tsvector, the configured language) and its GIN
+    index, then build the HNSW index: the least the commit stage's writes can cost."""
+    table = sql.Identifier(PROBE_SCHEMA, f"t_{vector_type}_{dims}_fulltext")
+    with _connect(url) as conn:
+        row = conn.execute("SELECT language::text FROM upload_pipeline.search_settings").fetchone()
+        language = row[0] if row else "simple"
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (id int PRIMARY KEY, content text NOT NULL,"
+                " embedding {}({}) NOT NULL, search_tsv tsvector GENERATED ALWAYS AS"
+                " (upload_pipeline.chunk_tsvector({}::regconfig, NULL, content)) STORED)"
+            ).format(table, sql.SQL(vector_type), sql.Literal(dims), sql.Literal(language))
+        )
+        conn.execute(sql.SQL("CREATE INDEX ON {} USING gin (search_tsv)").format(table))
+        conn.commit()
+        t = time.perf_counter()
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                sql.SQL("COPY {} (id, content, embedding) FROM STDIN WITH (FORMAT BINARY)").format(
+                    table
+                )
+            ) as copy,
+        ):
+            copy.set_types(["int4", "text", vector_type])
+            for (i, vector), text in zip(load, texts, strict=False):
+                copy.write_row((i, text, vector))
+        conn.commit()
+        copy_s = time.perf_counter() - t
+        conn.execute(
+            sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem))
+        )
+        conn.execute(
+            sql.SQL("SET max_parallel_maintenance_workers = {}").format(
+                sql.Literal(parallel_workers)
+            )
+        )
+        conn.execute("SET min_parallel_table_scan_size = 0")
+        t = time.perf_counter()
+        conn.execute(
+            sql.SQL("CREATE INDEX ON {} USING hnsw (embedding {})").format(table, sql.SQL(ops))
+        )
+        conn.commit()
+        build_s = time.perf_counter() - t
+        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
+        conn.execute(sql.SQL("DROP TABLE {}").format(table))
+        conn.commit()
+    copy_s, build_s = (round(max(x, 1e-6), 6) for x in (copy_s, build_s))
+    return {
+        "fulltext_language": language,
+        "fulltext_rows": rows,
+        "fulltext_copy_seconds": copy_s,
+        "fulltext_build_seconds": build_s,
+        "load_build_fulltext_rows_per_s": round(rows / (copy_s + build_s), 1),
+    }

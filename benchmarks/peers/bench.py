@@ -320,6 +320,8 @@ class PeerBench:
             if system in self.profile:
                 out["systems"][system]["profile"] = self.profile_system(system, docs, corpus)
         variants = [v for v in DOCPIPE_SYSTEMS if v in out["systems"]]
+        for variant in variants:
+            out["systems"][variant]["one_document"] = self.one_document(variant, corpus)
         fixed = self.import_seconds_docpipe() if variants else 0.0
         for variant in variants:
             for label in ("first", "rerun"):
@@ -336,6 +338,22 @@ class PeerBench:
                 run["docs_per_s_excl_imports"] = _rate(n, run.get("seconds"))
         out["ratios"] = {v: ratios(out["systems"], v) for v in variants}
         return out
+
+    def one_document(self, system: str, corpus: Path) -> dict[str, Any]:
+        """docpipe's cost per process: a first load of one file of `corpus` (imports, the
+        Dagster instance and definitions, a run's start, the index build, exit)."""
+        single = self.work / f"corpus-one-{corpus.name}"
+        shutil.rmtree(single, ignore_errors=True)
+        first = min(p for p in corpus.rglob("*") if p.is_file())
+        (single / first.relative_to(corpus)).parent.mkdir(parents=True)
+        shutil.copy2(first, single / first.relative_to(corpus))
+        url = self.infra.new_database(f"peers_one_{system}")
+        state = self.work / f"state-one-{system}"
+        shutil.rmtree(state, ignore_errors=True)
+        state.mkdir(parents=True)
+        run = self.run_once(system, url=url, corpus=single, state=state, label="one")
+        self.infra.drop_database(url)
+        return {k: run[k] for k in ("wall_seconds", "documents", "searchable_rows", "cpu_seconds")}
 
     def warm_up(self, systems: tuple[str, ...]) -> None:
         """Import each system once, untimed, so no measured run pays for a cold page cache or
@@ -428,6 +446,11 @@ def ratios(systems: dict[str, Any], variant: str = "docpipe") -> dict[str, Any]:
         out["rerun_vs_llamaindex_excl_imports"] = _ratio(
             d["rerun"]["wall_seconds"], li.get("seconds")
         )
+    one = d.get("one_document")
+    if one:
+        # What a process costs whatever its size: the share of the first load it takes.
+        out["one_document_seconds"] = one["wall_seconds"]
+        out["one_document_share_of_first"] = _ratio(one["wall_seconds"], d["first"]["wall_seconds"])
     out["rerun_met"] = (
         d["rerun"]["wall_seconds"] <= RERUN_TARGET_SECONDS
         and d["rerun"]["external_calls"] == 0

@@ -86,6 +86,16 @@ def test_docpipe_and_the_baseline_did_the_same_work(report: dict) -> None:
     assert close(bulk["docpipe_vs_limit"], bulk["docpipe"]["vectors_per_s"] / limit)
     assert bulk["docpipe"]["index"]["index_rebuilt_rows"] == bulk["docpipe"]["chunks"]
     assert bulk["docpipe"]["hnsw_indexes"]  # the index exists after the bulk load
+    # the same load with the full text the schema keeps: every row, in the configured language
+    probe = report["limits"]["vector_64"]
+    assert probe["fulltext_rows"] == probe["load_rows"] and probe["fulltext_language"] == "english"
+    fulltext = probe["load_build_fulltext_rows_per_s"]
+    seconds = probe["fulltext_copy_seconds"] + probe["fulltext_build_seconds"]
+    assert close(fulltext, probe["load_rows"] / seconds)
+    assert close(
+        bulk["commit_stage_vs_fulltext_limit"], bulk["commit_stage_vectors_per_s"] / fulltext
+    )
+    assert "load_build_fulltext_rows_per_s" not in report["limits"]["halfvec_64"]
 
 
 def test_the_rerun_made_no_call_and_changed_no_row(report: dict) -> None:

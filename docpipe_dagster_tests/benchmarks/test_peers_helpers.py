@@ -64,6 +64,10 @@ def test_ratios_compare_docpipe_whole_with_the_faster_peer() -> None:
     assert r["rerun_met"] is True
     systems["docpipe"]["rerun"]["rows_written"] = 20
     assert ratios(systems)["rerun_met"] is False
+    assert "one_document_seconds" not in r
+    systems["docpipe"]["one_document"] = {"wall_seconds": 2.5}
+    r = ratios(systems)
+    assert r["one_document_seconds"] == 2.5 and r["one_document_share_of_first"] == 0.25
 
 
 def test_profile_summary_counts_the_main_thread_in_seconds(tmp_path: Path) -> None:
