@@ -57,6 +57,34 @@ def _copy(conn: psycopg.Connection, table: sql.Composable, vector_type: str, row
             copy.write_row(row)
 
 
+def _build_hnsw(
+    conn: psycopg.Connection,
+    table: sql.Composable,
+    ops: str,
+    maintenance_work_mem: str,
+    parallel_workers: int,
+) -> float:
+    """CREATE INDEX ... USING hnsw on the loaded table, as configured; its seconds."""
+    conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem)))
+    conn.execute(
+        sql.SQL("SET max_parallel_maintenance_workers = {}").format(sql.Literal(parallel_workers))
+    )
+    # This table's heap is tiny (the vectors live in TOAST): without this the planner
+    # would use no worker at all, unlike the pipeline's wider table.
+    conn.execute("SET min_parallel_table_scan_size = 0")
+    t = time.perf_counter()
+    conn.execute(
+        sql.SQL("CREATE INDEX ON {} USING hnsw (embedding {})").format(table, sql.SQL(ops))
+    )
+    conn.commit()
+    seconds = time.perf_counter() - t
+    conn.execute("RESET maintenance_work_mem")
+    conn.execute("RESET min_parallel_table_scan_size")
+    conn.execute("RESET max_parallel_maintenance_workers")
+    conn.commit()
+    return seconds
+
+
 def probe_variant(
     url: str,
     vectors: Sequence[Sequence[float]],
@@ -102,27 +130,7 @@ def probe_variant(
         conn.commit()
         copy_s = time.perf_counter() - t
 
-        conn.execute(
-            sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem))
-        )
-        conn.execute(
-            sql.SQL("SET max_parallel_maintenance_workers = {}").format(
-                sql.Literal(parallel_workers)
-            )
-        )
-        # This table's heap is tiny (the vectors live in TOAST): without this the planner
-        # would use no worker at all, unlike the pipeline's wider table.
-        conn.execute("SET min_parallel_table_scan_size = 0")
-        t = time.perf_counter()
-        conn.execute(
-            sql.SQL("CREATE INDEX ON {} USING hnsw (embedding {})").format(table, sql.SQL(ops))
-        )
-        conn.commit()
-        build_s = time.perf_counter() - t
-        conn.execute("RESET maintenance_work_mem")
-        conn.execute("RESET min_parallel_table_scan_size")
-        conn.execute("RESET max_parallel_maintenance_workers")
-        conn.commit()
+        build_s = _build_hnsw(conn, table, ops, maintenance_work_mem, parallel_workers)
 
         # one client, a document's worth of rows per transaction
         t = time.perf_counter()
@@ -191,9 +199,10 @@ def _probe_fulltext(
     maintenance_work_mem: str,
     parallel_workers: int,
 ) -> dict[str, Any]:
-    """Step 4: COPY the load set with its texts into a table with the schema's generated
-    tsvector column (upload_pipeline.chunk_tsvector, the configured language) and its GIN
-    index, then build the HNSW index: the least the commit stage's writes can cost."""
+    """Step 4: COPY the load set with its texts (no heading path) into a table with the
+    schema's generated tsvector column (upload_pipeline.chunk_tsvector, the configured
+    language) and its GIN index, then build the HNSW index: the least the commit stage's
+    writes can cost."""
     table = sql.Identifier(PROBE_SCHEMA, f"t_{vector_type}_{dims}_fulltext")
     with _connect(url) as conn:
         row = conn.execute("SELECT language::text FROM upload_pipeline.search_settings").fetchone()
@@ -222,21 +231,7 @@ def _probe_fulltext(
                 copy.write_row((i, text, vector))
         conn.commit()
         copy_s = time.perf_counter() - t
-        conn.execute(
-            sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem))
-        )
-        conn.execute(
-            sql.SQL("SET max_parallel_maintenance_workers = {}").format(
-                sql.Literal(parallel_workers)
-            )
-        )
-        conn.execute("SET min_parallel_table_scan_size = 0")
-        t = time.perf_counter()
-        conn.execute(
-            sql.SQL("CREATE INDEX ON {} USING hnsw (embedding {})").format(table, sql.SQL(ops))
-        )
-        conn.commit()
-        build_s = time.perf_counter() - t
+        build_s = _build_hnsw(conn, table, ops, maintenance_work_mem, parallel_workers)
         rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
         conn.execute(sql.SQL("DROP TABLE {}").format(table))
         conn.commit()
