@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from benchmarks.infra import REPO_ROOT, child_env, free_ports, stop_group
+from benchmarks.infra import REPO_ROOT, child_env, named_free_ports, stop_group
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -61,8 +61,7 @@ def measure(
     file_timeout: float = 120.0,
 ) -> dict[str, Any]:
     home = workdir / "dev-home"
-    names = ("ui", "storage", "llamaparse", "openai")
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    ports = named_free_ports(("ui", "storage", "llamaparse", "openai"))
     extra = {
         "DOCPIPE_HOME": str(home),
         "LLAMAPARSE_BASE_URL": f"http://127.0.0.1:{ports['llamaparse']}",

@@ -24,7 +24,11 @@ import psycopg
 from psycopg import sql
 
 from docpipe_dagster.config import LOCAL_MOCK_API_KEY
-from docpipe_dagster.services import free_port, free_ports  # noqa: F401 (re-exported)
+from docpipe_dagster.services import (  # noqa: F401 (re-exported)
+    free_port,
+    free_ports,
+    named_free_ports,
+)
 from docpipe_dagster.store.migrate import migrate
 from docpipe_dagster.store.server import (
     _embedded_server,

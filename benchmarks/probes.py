@@ -45,14 +45,22 @@ def _connect(url: str) -> psycopg.Connection:
     return conn
 
 
-def _copy(conn: psycopg.Connection, table: sql.Composable, vector_type: str, rows) -> None:
+def _copy(
+    conn: psycopg.Connection,
+    table: sql.Composable,
+    vector_type: str,
+    rows,
+    columns: tuple[tuple[str, str], ...] = (("id", "int4"),),
+) -> None:
+    """COPY rows of (`columns`..., embedding) in binary; `columns` are (name, type) pairs."""
+    names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in (*columns, ("embedding", "")))
     with (
         conn.cursor() as cur,
         cur.copy(
-            sql.SQL("COPY {} (id, embedding) FROM STDIN WITH (FORMAT BINARY)").format(table)
+            sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(table, names)
         ) as copy,
     ):
-        copy.set_types(["int4", vector_type])
+        copy.set_types([kind for _, kind in columns] + [vector_type])
         for row in rows:
             copy.write_row(row)
 
@@ -218,28 +226,19 @@ def _probe_fulltext(
         conn.execute(sql.SQL("CREATE INDEX ON {} USING gin (search_tsv)").format(table))
         conn.commit()
         t = time.perf_counter()
-        with (
-            conn.cursor() as cur,
-            cur.copy(
-                sql.SQL("COPY {} (id, content, embedding) FROM STDIN WITH (FORMAT BINARY)").format(
-                    table
-                )
-            ) as copy,
-        ):
-            copy.set_types(["int4", "text", vector_type])
-            for (i, vector), text in zip(load, texts, strict=False):
-                copy.write_row((i, text, vector))
+        rows = ((i, text, vector) for (i, vector), text in zip(load, texts, strict=False))
+        _copy(conn, table, vector_type, rows, columns=(("id", "int4"), ("content", "text")))
         conn.commit()
         copy_s = time.perf_counter() - t
         build_s = _build_hnsw(conn, table, ops, maintenance_work_mem, parallel_workers)
-        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
+        loaded = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
         conn.execute(sql.SQL("DROP TABLE {}").format(table))
         conn.commit()
     copy_s, build_s = (round(max(x, 1e-6), 6) for x in (copy_s, build_s))
     return {
         "fulltext_language": language,
-        "fulltext_rows": rows,
+        "fulltext_rows": loaded,
         "fulltext_copy_seconds": copy_s,
         "fulltext_build_seconds": build_s,
-        "load_build_fulltext_rows_per_s": round(rows / (copy_s + build_s), 1),
+        "load_build_fulltext_rows_per_s": round(loaded / (copy_s + build_s), 1),
     }

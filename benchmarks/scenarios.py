@@ -119,12 +119,9 @@ def _commit_stage(
     """The commit stage alone (the part the index bounds) against the limit, and against the
     same load with the full-text column and GIN index the schema keeps beside the vectors."""
     rate = _rate(doc["vectors"], commit_s) if commit_s else None
-    out = {
-        "commit_stage_vectors_per_s": rate,
-        "commit_stage_vs_limit": _ratio(rate, limit) if commit_s else None,
-    }
+    out = {"commit_stage_vectors_per_s": rate, "commit_stage_vs_limit": _ratio(rate, limit)}
     if fulltext_limit:
-        out["commit_stage_vs_fulltext_limit"] = _ratio(rate, fulltext_limit) if commit_s else None
+        out["commit_stage_vs_fulltext_limit"] = _ratio(rate, fulltext_limit)
     return out
 
 

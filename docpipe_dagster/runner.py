@@ -129,8 +129,9 @@ class _RunSlots:
         self._run, self._shared = run, shared
         self._queue: queue.SimpleQueue[tuple[str, Future[BatchOutcome]] | None]
         self._queue = queue.SimpleQueue()
-        count = 1 if shared is not None else runs
-        self._opened: list[Future[dg.DagsterInstance]] = [Future() for _ in range(count)]
+        # A shared instance serves one run at a time.
+        self.runs = 1 if shared is not None else max(1, runs)
+        self._opened: list[Future[dg.DagsterInstance]] = [Future() for _ in range(self.runs)]
         self._threads = [
             threading.Thread(target=self._serve, args=(opened,), name=f"docpipe-run-{i}")
             for i, opened in enumerate(self._opened)
@@ -206,22 +207,22 @@ def ingest_pending(
     they go one at a time.
     """
     resources = dict(resources or build_resources())
-    # A shared instance serves one run at a time.
-    runs = 1 if instance is not None else max(1, settings().ingest_runs if runs is None else runs)
 
     def run(batch_key: str, own: dg.DagsterInstance) -> BatchOutcome:
         return run_batch(batch_key, resources=resources, instance=own, log_level=log_level)
 
-    if intake is None:
-        # The configured batch limits; no settling wait: the user asked to ingest now.
-        pipeline = resources.get("pipeline_settings")
-        # Batches as even as the limits allow over the runs that process them side by side.
-        configured = pipeline.intake() if isinstance(pipeline, PipelineSettings) else IntakeConfig()
-        intake = replace(configured, settle_seconds=0.0, spread_over=runs)
     database = resources["database"]
     outcomes: list[BatchOutcome] = []
-    slots = _RunSlots(runs, run, shared=instance)
+    slots = _RunSlots(settings().ingest_runs if runs is None else runs, run, shared=instance)
     try:
+        if intake is None:
+            # The configured batch limits; no settling wait: the user asked to ingest now.
+            pipeline = resources.get("pipeline_settings")
+            # Batches as even as the limits allow over the runs that process them side by side.
+            configured = (
+                pipeline.intake() if isinstance(pipeline, PipelineSettings) else IntakeConfig()
+            )
+            intake = replace(configured, settle_seconds=0.0, spread_over=slots.runs)
         with dg.build_resources(
             {"database": database, "storage": resources["storage"]},
             instance=slots.first_instance(),  # else it would open an ephemeral one of its own

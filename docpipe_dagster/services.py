@@ -199,9 +199,11 @@ class StartedMocks:
 def _start_mocks(missing: Sequence[Endpoint], timeout_s: float = 30.0) -> StartedMocks:
     args = [sys.executable, "-m", "mocks", "all", "--host", "127.0.0.1"]
     # `all` serves the three; the ones not missing are moved to a free port nobody uses.
+    mocks = ("storage", "llamaparse", "openai")
+    # The missing ports are free too, so the kernel may hand one out: pick that many extra.
     taken = {e.port for e in missing}
-    spare = iter([port for port in free_ports(6) if port not in taken])
-    for mock in ("storage", "llamaparse", "openai"):
+    spare = iter([p for p in free_ports(len(mocks) + len(taken)) if p not in taken])
+    for mock in mocks:
         match = [e for e in missing if e.mock == mock]
         args.append(f"--{mock}-port={match[0].port if match else next(spare)}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCPIPE_MOCK_")}
@@ -250,6 +252,11 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def named_free_ports(names: Sequence[str]) -> dict[str, int]:
+    """A distinct free loopback port for each name (free_ports)."""
+    return dict(zip(names, free_ports(len(names)), strict=True))
 
 
 @contextlib.contextmanager

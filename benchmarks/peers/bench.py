@@ -297,9 +297,7 @@ class PeerBench:
         for rep in range(self.repeat):  # round-robin, so a busy moment hits every system
             for system in systems:
                 url = self.infra.new_database(f"peers_{system}")
-                state = self.work / f"state-{system}-{docs}-{rep}"
-                shutil.rmtree(state, ignore_errors=True)
-                state.mkdir(parents=True)
+                state = _fresh_dir(self.work / f"state-{system}-{docs}-{rep}")
                 first = self.run_once(system, url=url, corpus=corpus, state=state, label="first")
                 rerun = self.run_once(system, url=url, corpus=corpus, state=state, label="rerun")
                 pairs[system].append({"first": first, "rerun": rerun})
@@ -342,15 +340,12 @@ class PeerBench:
     def one_document(self, system: str, corpus: Path) -> dict[str, Any]:
         """docpipe's cost per process: a first load of one file of `corpus` (imports, the
         Dagster instance and definitions, a run's start, the index build, exit)."""
-        single = self.work / f"corpus-one-{corpus.name}"
-        shutil.rmtree(single, ignore_errors=True)
+        single = _fresh_dir(self.work / f"corpus-one-{corpus.name}")
         first = min(p for p in corpus.rglob("*") if p.is_file())
-        (single / first.relative_to(corpus)).parent.mkdir(parents=True)
+        (single / first.relative_to(corpus)).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(first, single / first.relative_to(corpus))
         url = self.infra.new_database(f"peers_one_{system}")
-        state = self.work / f"state-one-{system}"
-        shutil.rmtree(state, ignore_errors=True)
-        state.mkdir(parents=True)
+        state = _fresh_dir(self.work / f"state-one-{system}")
         run = self.run_once(system, url=url, corpus=single, state=state, label="one")
         self.infra.drop_database(url)
         return {k: run[k] for k in ("wall_seconds", "documents", "searchable_rows", "cpu_seconds")}
@@ -368,9 +363,7 @@ class PeerBench:
     def profile_system(self, system: str, docs: int, corpus: Path) -> dict[str, Any]:
         """py-spy over a first load and a no-op re-run in a database of their own."""
         url = self.infra.new_database("peers_profile")
-        state = self.work / f"state-profile-{system}-{docs}"
-        shutil.rmtree(state, ignore_errors=True)
-        state.mkdir(parents=True)
+        state = _fresh_dir(self.work / f"state-profile-{system}-{docs}")
         result = {}
         for label in ("first", "rerun"):
             raw = self.work / f"profile-{system}-{docs}-{label}.txt"
@@ -384,6 +377,13 @@ class PeerBench:
             }
         self.infra.drop_database(url)
         return result
+
+
+def _fresh_dir(path: Path) -> Path:
+    """`path` as an empty folder (whatever an earlier run left there is removed)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def _proc_cpu(pids: list[int], with_children: bool = False) -> float:

@@ -39,7 +39,7 @@ from docpipe_dagster_tests.conftest import _create_database, _drop_database
 from docpipe_dagster_tests.deploy import topology
 from docpipe_dagster_tests.deploy.topology import DEPLOY
 from docpipe_dagster_tests.support.dev_stack import wait_for
-from docpipe_dagster_tests.support.mock_servers import free_ports
+from docpipe_dagster_tests.support.mock_servers import named_free_ports
 from docpipe_dagster_tests.support.wheel_venv import WheelVenv, wheel_venv
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -234,8 +234,7 @@ def stack(
     dagster_home = root / "dagster_home"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text(_production_instance_yaml(max_concurrent_runs=2))
-    names = ("code_server", "webserver", *topology.MOCK_SERVICES)
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    ports = named_free_ports(("code_server", "webserver", *topology.MOCK_SERVICES))
     (root / "workspace.yaml").write_text(topology.workspace_yaml("127.0.0.1", ports["code_server"]))
 
     env = {

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import psutil
 
-from docpipe_dagster_tests.support.mock_servers import free_ports
+from docpipe_dagster_tests.support.mock_servers import named_free_ports
 
 
 def wait_for(
@@ -103,8 +103,7 @@ def docpipe_dev(tmp_path: Path, **extra_env: str) -> Iterator[DevStack]:
     After the block: the exit status was 0 and no process mentioning the home is left.
     """
     home = tmp_path / "home"
-    names = ("ui", "storage", "llamaparse", "openai", "api")
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    ports = named_free_ports(("ui", "storage", "llamaparse", "openai", "api"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCPIPE_", "DAGSTER_"))}
     env.update(
         {

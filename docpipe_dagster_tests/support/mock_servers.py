@@ -20,7 +20,11 @@ from typing import Any
 
 import httpx
 
-from docpipe_dagster.services import free_port, free_ports  # noqa: F401 (re-exported)
+from docpipe_dagster.services import (  # noqa: F401 (re-exported)
+    free_port,
+    free_ports,
+    named_free_ports,
+)
 from mocks._common import DEFAULT_API_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
