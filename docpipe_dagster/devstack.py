@@ -1,8 +1,10 @@
-"""Process management for `docpipe dev`: database, mocks, samples and `dagster dev`.
+"""Process management for `docpipe dev`: database, mocks, samples and Dagster's processes.
 
 Each child runs in its own process group so that stopping the stack can signal a child's
-whole tree (dagster dev's webserver, daemon and code servers) and escalate to SIGKILL:
-dagster dev may ignore SIGINT/SIGTERM for many seconds when not attached to a terminal.
+whole tree (the code server's gRPC server and run workers) and escalate to SIGKILL: Dagster's
+processes may ignore SIGINT/SIGTERM for many seconds when not attached to a terminal.
+Every child, and the embedded Postgres the stack started, dies with the stack however it
+ends (lifeline.py); the stack restarts a Postgres that dies under it (supervise.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import httpx
 
 from docpipe_dagster.bundled import bundled_path
 from docpipe_dagster.config import ENV_DAGSTER_DATABASE_URL, docpipe_home
+from docpipe_dagster.supervise import DatabaseWatch, OutputGate
 
 SAMPLES_DIR = bundled_path("samples")
 SAMPLES_PREFIX = "samples"
@@ -33,6 +36,7 @@ load_from:
 """
 LOCATION_NAME = "docpipe_dagster"
 DAGSTER_CHILDREN = ("code server", "webserver", "daemon")
+HIDDEN_LOG = "dev-database-down.log"  # the services' output while the database is down
 MOCK_PORTS = {"storage": 8000, "llamaparse": 8001, "openai": 8002}
 
 
@@ -141,6 +145,7 @@ def wait_for_http(url: str, timeout_s: float, alive: Callable[[], bool] = lambda
 class Child:
     name: str
     process: subprocess.Popen
+    output: object = None  # the thread copying its output through the gate
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -154,8 +159,14 @@ class Child:
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline:
                 if self.process.poll() is not None and not _group_alive(pgid):
-                    return
+                    return self._release()
                 time.sleep(0.1)
+        self._release()
+
+    def _release(self) -> None:
+        from docpipe_dagster.lifeline import lifeline
+
+        lifeline().release_group(self.process.pid)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -177,15 +188,29 @@ class DevStack:
     echo: Callable[[str], None] = print
     children: list[Child] = field(default_factory=list)
     started_database: bool = False
+    gate: OutputGate | None = None
+    database: DatabaseWatch | None = None
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
-        child = Child(name, subprocess.Popen(args, env=env, start_new_session=True))
+        from docpipe_dagster.lifeline import spawn
+
+        if self.gate is None:
+            self.gate = OutputGate(docpipe_home() / "logs" / HIDDEN_LOG)
+        # Dies with the stack however it ends; its output passes the gate, which keeps the
+        # services' tracebacks out of the console while the database is down.
+        process = spawn(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        child = Child(name, process, self.gate.follow(process.stdout))
         self.children.append(child)
         return child
 
     def required_ports(self) -> list[tuple[str, int, str]]:
         """Every port this stack binds, with the setting that moves it."""
-        wanted = [("Dagster UI", self.port, "pass --port")]
+        from docpipe_dagster.api.settings import ApiSettings
+
+        wanted = [
+            ("Dagster UI", self.port, "pass --port"),
+            ("HTTP API", ApiSettings.from_env().port, "set DOCPIPE_API_PORT"),
+        ]
         if self.start_mocks:
             variables = {
                 "storage": "SUPABASE_URL",
@@ -201,15 +226,24 @@ class DevStack:
     def start(self) -> None:
         from docpipe_dagster.clients.factory import open_storage
         from docpipe_dagster.services import require_free_ports
-        from docpipe_dagster.store.server import pgdata_dir, ready_database
+        from docpipe_dagster.store.server import embedded_running, pgdata_dir, ready_database
 
         # Before anything starts: a taken port (often a second `docpipe dev`) is one line.
         require_free_ports(self.required_ports(), self.host)
+        claim_supervision()
+        self.gate = OutputGate(docpipe_home() / "logs" / HIDDEN_LOG)
 
-        was_running = (pgdata_dir() / "postmaster.pid").exists()
+        was_running = embedded_running()
         target = ready_database()
         self.started_database = target.embedded and not was_running
         self.echo(f"database: {'embedded' if target.embedded else 'external'}, migrated")
+        if target.embedded:
+            from docpipe_dagster.lifeline import lifeline
+            from docpipe_dagster.store.server import start_embedded
+
+            if self.started_database:
+                lifeline().adopt_postgres(pgdata_dir())  # it stops with the stack, however
+            self.database = DatabaseWatch(pgdata_dir(), self.gate, self.echo, start_embedded)
 
         env = dict(os.environ)
         if self.start_mocks:
@@ -294,23 +328,55 @@ class DevStack:
         self.echo(f"Dagster UI: http://{self.host}:{self.port}  (Ctrl-C stops everything)")
 
     def wait(self) -> int:
-        """Block until a child exits (that is an error) or we are signalled."""
+        """Block until a child exits (that is an error), the database cannot be started
+        again, or we are signalled."""
         while True:
             for child in self.children:
                 if not child.alive():
                     self.echo(f"{child.name} exited with code {child.process.returncode}")
                     return 1
+            if self.database is not None and not self.database.check():
+                return 1
             time.sleep(0.5)
 
     def stop(self) -> None:
+        from docpipe_dagster.lifeline import lifeline
+
         for child in reversed(self.children):
             child.stop(grace_s=10.0 if child.name in DAGSTER_CHILDREN else 3.0)
         self.children.clear()
+        if self.gate is not None:
+            self.gate.close()
         if self.started_database:
-            from docpipe_dagster.store.server import stop_embedded
+            from docpipe_dagster.store.server import pgdata_dir, stop_embedded
 
             stop_embedded()
+            lifeline().release_postgres(pgdata_dir())
             self.echo("database: stopped")
+        lifeline().close()
+        release_supervision()
+
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def claim_supervision(home: Path | None = None) -> None:
+    """$DOCPIPE_HOME/dev.pid: while it names a live `docpipe dev`, that one restarts the
+    database, and other commands wait for it instead of starting it themselves."""
+    from docpipe_dagster.store.server import SUPERVISOR_FILE
+
+    path = (home or docpipe_home()) / SUPERVISOR_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{os.getpid()}\n")
+
+
+def release_supervision(home: Path | None = None) -> None:
+    from docpipe_dagster.store.server import SUPERVISOR_FILE
+
+    path = (home or docpipe_home()) / SUPERVISOR_FILE
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text().split()[0]) == os.getpid():
+            path.unlink()
 
 
 def dev_api_key(home: Path | None = None) -> str:
@@ -364,8 +430,9 @@ def run_dev(host: str, port: int, echo: Callable[[str], None]) -> int:
 
     # Explicit handlers: a process started in the background of a non-interactive shell
     # inherits SIGINT as ignored, and Python then installs no KeyboardInterrupt handler.
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # SIGHUP (a closed terminal, a dropped ssh session) stops the stack like Ctrl-C.
+    for sig in HANDLED_SIGNALS:
+        signal.signal(sig, on_signal)
     code = 0
     try:
         stack.start()
@@ -379,7 +446,7 @@ def run_dev(host: str, port: int, echo: Callable[[str], None]) -> int:
         echo(f"error: {exc}")
         code = 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in HANDLED_SIGNALS:  # a second Ctrl-C must not skip cleanup
+            signal.signal(sig, signal.SIG_IGN)
         stack.stop()
     return code

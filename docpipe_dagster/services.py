@@ -122,7 +122,7 @@ def port_holder(port: int) -> str | None:
                 cmdline = " ".join(
                     os.path.basename(a) if i == 0 else a for i, a in enumerate(proc.cmdline())
                 )
-                return f"pid {conn.pid} ({cmdline[:80] or proc.name()})"
+                return f"pid {conn.pid} ({cmdline or proc.name()})"
     except Exception:  # no permission, a process gone meanwhile: the port is still taken
         return None
     return None
@@ -188,12 +188,15 @@ class StartedMocks:
     names: list[str]
 
     def stop(self) -> None:
+        from docpipe_dagster.lifeline import lifeline
+
         for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(wait_s)
-                return
+                break
+        lifeline().release_group(self.process.pid)
 
 
 def _start_mocks(missing: Sequence[Endpoint], timeout_s: float = 30.0) -> StartedMocks:
@@ -207,13 +210,10 @@ def _start_mocks(missing: Sequence[Endpoint], timeout_s: float = 30.0) -> Starte
         match = [e for e in missing if e.mock == mock]
         args.append(f"--{mock}-port={match[0].port if match else next(spare)}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCPIPE_MOCK_")}
-    process = subprocess.Popen(
-        args,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    from docpipe_dagster.lifeline import spawn
+
+    # They die with this command, however it ends (a SIGKILL included).
+    process = spawn(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     started = StartedMocks(process, [e.mock for e in missing])
     deadline = time.monotonic() + timeout_s
     waiting = list(missing)

@@ -42,18 +42,18 @@ def _stop_database_if_started(ctx: click.Context) -> None:
     """A one-off command (ingest, search, status…) that had to start the embedded database
     stops it again when done: nothing is left running behind the user's back."""
     from docpipe_dagster.config import settings
-    from docpipe_dagster.store.server import embedded_running, stop_embedded
+    from docpipe_dagster.store.server import (
+        embedded_running,
+        stop_started_here,
+        stop_with_this_process,
+    )
 
     if settings().database_url or ctx.invoked_subcommand in KEEPS_DATABASE:
         return
     if embedded_running():
         return  # someone else's (a `docpipe dev`, `docpipe db start`): theirs to stop
-
-    def stop() -> None:
-        if embedded_running():
-            stop_embedded()
-
-    ctx.call_on_close(stop)
+    stop_with_this_process()  # a server it starts stops with it, even if it is killed
+    ctx.call_on_close(stop_started_here)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

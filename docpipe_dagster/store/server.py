@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +110,27 @@ def ensure_database_exists(server_url: str, database: str) -> None:
 
 def start_embedded(home: Path | None = None) -> DatabaseTarget:
     pgdata = pgdata_dir(home)
+    was_running = embedded_running(home)
+    if not was_running:
+        _wait_for_supervisor(home)
+        was_running = embedded_running(home)
+    crashed = not was_running and (pgdata / "postmaster.pid").exists()
     server = _embedded_server(pgdata)
+    if not was_running:
+        if _STOP_WITH_PROCESS:
+            from docpipe_dagster.lifeline import lifeline
+
+            _STARTED_HERE.add(pgdata)
+            lifeline().adopt_postgres(pgdata)  # stopped when this process ends, however
+        if crashed and supervisor_pid(home) != os.getpid():  # `docpipe dev` says it itself
+            # Said once, on stderr: a command restarting a crashed server must not be silent.
+            print(
+                "note: the embedded database had stopped without a clean shutdown; it was "
+                "started again (Postgres ran its crash recovery)"
+                + (" for this command and stops when it ends" if _STOP_WITH_PROCESS else ""),
+                file=sys.stderr,
+                flush=True,
+            )
     base_url = server.get_uri("postgres")
     for name in (APP_DATABASE, DAGSTER_DATABASE):
         ensure_database_exists(base_url, name)
@@ -119,17 +142,79 @@ def start_embedded(home: Path | None = None) -> DatabaseTarget:
     )
 
 
+# Set by one-off commands (ingest, status…): a server they start is theirs to stop.
+_STOP_WITH_PROCESS = False
+_STARTED_HERE: set[Path] = set()
+
+
+def stop_with_this_process() -> None:
+    """An embedded server this process starts from now on stops when the process ends,
+    however it ends (the lifeline's watchdog; a clean exit stops it before)."""
+    global _STOP_WITH_PROCESS
+    _STOP_WITH_PROCESS = True
+
+
+def stop_started_here() -> None:
+    """Stop the embedded servers this process started under stop_with_this_process (and
+    only those: one a `docpipe dev` started or restarted meanwhile is its own)."""
+    from docpipe_dagster.lifeline import lifeline, stop_postgres_fast
+
+    for pgdata in list(_STARTED_HERE):
+        stop_postgres_fast(pgdata)  # what `pg_ctl stop -m fast` does
+        lifeline().release_postgres(pgdata)
+        _STARTED_HERE.discard(pgdata)
+
+
+SUPERVISOR_FILE = "dev.pid"
+SUPERVISOR_WAIT_S = 30.0
+
+
+def supervisor_pid(home: Path | None = None) -> int | None:
+    """The pid of the live `docpipe dev` that supervises this DOCPIPE_HOME's database."""
+    from docpipe_dagster.lifeline import pid_alive
+
+    try:
+        pid = int(((home or docpipe_home()) / SUPERVISOR_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def _wait_for_supervisor(home: Path | None, timeout_s: float = SUPERVISOR_WAIT_S) -> None:
+    """The server is down while a `docpipe dev` supervises it: that one restarts it (and
+    owns it); starting it here as well would race it. Wait, saying so once."""
+    pid = supervisor_pid(home)
+    if pid is None or pid == os.getpid():
+        return
+    print(
+        f"the embedded database is down; waiting for `docpipe dev` (pid {pid}) to restart it",
+        file=sys.stderr,
+        flush=True,
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if embedded_running(home) or supervisor_pid(home) is None:
+            return
+        time.sleep(0.25)
+    raise RuntimeError(
+        f"the embedded database did not come back within {timeout_s:.0f} s; "
+        f"see the output of `docpipe dev` (pid {pid})"
+    )
+
+
 def embedded_running(home: Path | None = None) -> bool:
-    """True when this DOCPIPE_HOME's embedded server runs (its postmaster.pid exists)."""
-    return (pgdata_dir(home) / "postmaster.pid").exists()
+    """True when this DOCPIPE_HOME's embedded server runs (the pid in its postmaster.pid is
+    alive: a server killed outright leaves the file behind)."""
+    from docpipe_dagster.lifeline import postmaster_pid
+
+    return postmaster_pid(pgdata_dir(home)) is not None
 
 
 def stop_embedded(home: Path | None = None) -> bool:
     """Stop the embedded server if it runs. Returns True when one was stopped."""
-    pgdata = pgdata_dir(home)
-    if not (pgdata / "postmaster.pid").exists():
+    if not embedded_running(home):
         return False
-    server = _embedded_server(pgdata)
+    server = _embedded_server(pgdata_dir(home))
     server.stop()
     return True
 
@@ -151,12 +236,8 @@ def resolve_database(start: bool = True) -> DatabaseTarget:
                     f"{ENV_DAGSTER_DATABASE_URL}: {exc.__class__.__name__}"
                 ) from exc
         return DatabaseTarget(url=external, dagster_url=for_dagster(dagster_url), embedded=False)
-    if not start:
-        pgdata = pgdata_dir()
-        if not (pgdata / "postmaster.pid").exists():
-            raise RuntimeError(
-                "the embedded database is not running; start it with `docpipe db start`"
-            )
+    if not start and not embedded_running():
+        raise RuntimeError("the embedded database is not running; start it with `docpipe db start`")
     return start_embedded()
 
 

@@ -96,14 +96,7 @@ class DevStack:
         return self.log_path.read_text()[-3000:]
 
 
-@contextlib.contextmanager
-def docpipe_dev(tmp_path: Path, **extra_env: str) -> Iterator[DevStack]:
-    """`docpipe dev` on free ports with its own DOCPIPE_HOME; stopped with SIGINT on exit.
-
-    After the block: the exit status was 0 and no process mentioning the home is left.
-    """
-    home = tmp_path / "home"
-    ports = named_free_ports(("ui", "storage", "llamaparse", "openai", "api"))
+def dev_env(home: Path, ports: dict[str, int], **extra_env: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCPIPE_", "DAGSTER_"))}
     env.update(
         {
@@ -119,36 +112,62 @@ def docpipe_dev(tmp_path: Path, **extra_env: str) -> Iterator[DevStack]:
     )
     for key in ("LLAMA_CLOUD_API_KEY", "OPENAI_API_KEY", "SUPABASE_SERVICE_KEY"):
         env.pop(key, None)
-    log_path = tmp_path / "dev.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "docpipe_dagster.cli", "dev", "--port", str(ports["ui"])],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, as a terminal would give it
-    )
+    return env
+
+
+DEV_PORTS = ("ui", "storage", "llamaparse", "openai", "api")
+
+
+def launch_dev(
+    tmp_path: Path, ports: dict[str, int] | None = None, log_name: str = "dev.log", **extra_env: str
+) -> DevStack:
+    """`docpipe dev` started in its own process group, returned once the webserver answers."""
+    home = tmp_path / "home"
+    ports = ports or named_free_ports(DEV_PORTS)
+    env = dev_env(home, ports, **extra_env)
+    log_path = tmp_path / log_name
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "docpipe_dagster.cli", "dev", "--port", str(ports["ui"])],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a terminal would give it
+        )
     base = f"http://127.0.0.1:{ports['ui']}"
     stack = DevStack(base, env, home, proc, log_path, ports)
+
+    def webserver_up_or_exited() -> bool:
+        if proc.poll() is not None:
+            return True
+        if not port_open(ports["ui"]):
+            return False
+        return httpx.get(f"{base}/server_info", timeout=2).is_success
+
     try:
-
-        def webserver_up_or_exited() -> bool:
-            if proc.poll() is not None:
-                return True
-            if not port_open(ports["ui"]):
-                return False
-            return httpx.get(f"{base}/server_info", timeout=2).is_success
-
         wait_for(webserver_up_or_exited, 240, "the Dagster webserver")
-        assert proc.poll() is None, stack.log()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        raise
+    assert proc.poll() is None, stack.log()
+    return stack
+
+
+@contextlib.contextmanager
+def docpipe_dev(tmp_path: Path, **extra_env: str) -> Iterator[DevStack]:
+    """`docpipe dev` on free ports with its own DOCPIPE_HOME; stopped with SIGINT on exit.
+
+    After the block: the exit status was 0 and no process mentioning the home is left.
+    """
+    stack = launch_dev(tmp_path, **extra_env)
+    proc = stack.proc
+    try:
         yield stack
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        try:
-            proc.wait(timeout=60)
-        finally:
-            log.close()
+        proc.wait(timeout=60)
     assert proc.returncode == 0, stack.log()
-    leftovers = wait_for_none(lambda: processes_mentioning(str(home)), 20)
+    leftovers = wait_for_none(lambda: processes_mentioning(str(stack.home)), 20)
     assert leftovers == [], [p.cmdline() for p in leftovers]
