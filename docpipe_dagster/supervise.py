@@ -28,6 +28,9 @@ class OutputGate:
         self.hidden_path = hidden_path
         self.out = out or sys.stdout.buffer
         self.hidden = 0
+        # Set by DatabaseWatch: True when a line about a refused database connection
+        # means the database is down (a service may notice before the watch's next poll).
+        self.database_down: Callable[[bytes], bool] = lambda line: False
         self._muted_until: float | None = None  # inf while muted without an end
         self._lock = threading.Lock()
         self._file: IO[bytes] | None = None
@@ -43,6 +46,8 @@ class OutputGate:
                 self.write(line)
 
     def write(self, line: bytes) -> None:
+        if self._muted_until is None and self.database_down(line):
+            self.mute()
         with self._lock:
             if self._muted_until is not None and time.monotonic() >= self._muted_until:
                 self._muted_until = None
@@ -61,6 +66,10 @@ class OutputGate:
     def mute(self) -> None:
         with self._lock:
             self._muted_until = float("inf")
+
+    @property
+    def muted_without_end(self) -> bool:
+        return self._muted_until == float("inf")
 
     def unmute_after(self, seconds: float) -> None:
         with self._lock:
@@ -89,6 +98,12 @@ class DatabaseWatch:
         self.restart = restart
         self.restarts = 0
         self._announce_at: float | None = None
+        gate.database_down = self._line_says_down
+
+    def _line_says_down(self, line: bytes) -> bool:
+        from docpipe_dagster.lifeline import postmaster_pid
+
+        return b".s.PGSQL." in line and postmaster_pid(self.pgdata) is None
 
     def check(self) -> bool:
         """False when the database is down and could not be started again."""
@@ -102,6 +117,8 @@ class DatabaseWatch:
                     f"were kept out of this console: {self.gate.hidden_path}"
                 )
         if postmaster_pid(self.pgdata) is not None:
+            if self.gate.muted_without_end:  # muted on a line, but it is up (again)
+                self.gate.unmute_after(QUIET_AFTER_RECOVERY_S)
             return True
         self.gate.mute()
         started = time.monotonic()

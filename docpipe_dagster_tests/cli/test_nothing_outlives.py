@@ -67,8 +67,10 @@ def test_sigkilled_ingest_wait_leaves_no_mock_and_no_database(tmp_path: Path) ->
     try:
         # Mid-run: the database it started is up and the mocks it started listen.
         wait_for(
-            lambda: proc.poll() is not None
-            or (port_open(parser_port) and postmaster_pid(home / "pgdata")),
+            lambda: (
+                proc.poll() is not None
+                or (port_open(parser_port) and postmaster_pid(home / "pgdata"))
+            ),
             120,
             "ingest to start its database and mocks",
             0.1,

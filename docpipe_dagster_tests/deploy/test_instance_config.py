@@ -66,7 +66,10 @@ def test_instance_loads_with_current_keys(instance_from, config: Path) -> None:
     assert instance.run_monitoring_enabled
     assert instance.run_monitoring_start_timeout_seconds == 180
     assert instance.run_monitoring_max_runtime_seconds == 7200
-    assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 30
+    # dev frees a dead run's slots and notices dead workers within seconds
+    free_after = 5 if config == DEV else 30
+    assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == free_after
+    assert instance.run_monitoring_settings["poll_interval_seconds"] == (5 if config == DEV else 30)
     # infrastructure failures only
     assert instance.run_retries_enabled
     assert instance.run_retries_max_retries >= 1
