@@ -83,6 +83,7 @@ def test_sigkilled_ingest_wait_leaves_no_mock_and_no_database(tmp_path: Path) ->
     _no_survivors(home, [parser_port, embedder_port])
 
 
+@pytest.mark.slow  # two `docpipe dev` starts
 def test_docpipe_dev_dies_with_sigkill_and_sighup_and_restarts_its_database(
     tmp_path: Path,
 ) -> None:
