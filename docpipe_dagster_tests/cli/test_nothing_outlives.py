@@ -20,6 +20,7 @@ from docpipe_dagster.lifeline import postmaster_pid
 from docpipe_dagster.services import free_ports
 from docpipe_dagster_tests.support.dev_stack import (
     DEV_PORTS,
+    graphql,
     launch_dev,
     port_open,
     processes_mentioning,
@@ -32,6 +33,12 @@ pytestmark = pytest.mark.timeout(600)
 
 # SIGTERM, a 3 s grace, then SIGKILL for what ignored it; Postgres' fast shutdown.
 SURVIVOR_WAIT_S = 15
+
+
+def _runs(base: str, status: str) -> list[dict]:
+    query = "{ runsOrError { ... on Runs { results { runId status } } } }"
+    runs = graphql(base, query)["runsOrError"]["results"]
+    return [r for r in runs if r["status"] == status]
 
 
 def _no_survivors(home: Path, ports: list[int]) -> None:
@@ -90,6 +97,10 @@ def test_docpipe_dev_dies_with_sigkill_and_sighup_and_restarts_its_database(
     ports = named_free_ports(DEV_PORTS)
     port_list = list(ports.values())
 
+    # No samples: only this test's documents are in flight.
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".samples-seeded").write_text("")
+
     # 1. SIGKILL: nothing can run in the stack's process; its watchdog stops everything.
     stack = launch_dev(tmp_path, ports, log_name="dev-1.log")
     wait_for(lambda: port_open(ports["api"]), 120, "the API", 0.5)
@@ -98,34 +109,37 @@ def test_docpipe_dev_dies_with_sigkill_and_sighup_and_restarts_its_database(
     stack.proc.wait(10)
     _no_survivors(stack.home, port_list)
 
-    # 2. It starts again cleanly on the same ports and home.
-    stack = launch_dev(tmp_path, ports, log_name="dev-2.log")
+    # 2. It starts again cleanly on the same ports and home (the mocks answer slowly, so
+    #    that a batch is in flight when the database dies).
+    stack = launch_dev(tmp_path, ports, log_name="dev-2.log", DOCPIPE_MOCK_LATENCY_MS="300")
     try:
         wait_for(lambda: port_open(ports["api"]), 120, "the API", 0.5)
-        # 3. The database dies under it: one line, restarted with crash recovery, and a
-        #    file dropped afterwards completes.
+        bulk = stack.home / "storage" / "bulk"
+        bulk.mkdir(parents=True, exist_ok=True)
+        for i in range(30):
+            (bulk / f"otters-{i:02d}.md").write_text(f"# Otters {i}\n\nSea otters hold hands.\n")
+        wait_for(lambda: _runs(stack.base, "STARTED"), 120, "a batch run in flight", 0.5)
+
+        # 3. The database dies under it: one line, restarted with crash recovery, no
+        #    traceback on the console, and the batch it interrupted completes.
         pid = postmaster_pid(stack.home / "pgdata")
         assert pid is not None
-        killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: "database: back after" in stack.log_path.read_text(), 30, "restart", 0.2)
-        assert time.monotonic() - killed_at < 30
+        back_at = time.monotonic()
         log = stack.log_path.read_text()
         assert log.count("database: the embedded Postgres stopped unexpectedly") == 1, log
         new_pid = postmaster_pid(stack.home / "pgdata")
         assert new_pid is not None and new_pid != pid
-        after_kill = log[log.index("stopped unexpectedly") :]
-        assert after_kill.count("Traceback") == 0, after_kill[-3000:]
 
-        dropped = stack.home / "storage" / "after-restart" / "otters.md"
-        dropped.parent.mkdir(parents=True, exist_ok=True)
-        dropped.write_text("# Otters\n\nSea otters hold hands while sleeping.\n")
+        def all_completed() -> bool:
+            by_state = stack.status().get("documents", {}).get("by_state", {})
+            return by_state == {"completed": 30}
 
-        def dropped_completed() -> bool:
-            out = stack.docpipe("status", "after-restart/otters.md")
-            return out.returncode == 0 and "completed" in out.stdout
-
-        wait_for(dropped_completed, 150, "the file dropped after the restart to complete", 2)
+        wait_for(all_completed, 120, "every document to complete after the restart", 2)
+        assert time.monotonic() - back_at < 120
+        after_kill = stack.log_path.read_text().split("stopped unexpectedly", 1)[1]
+        assert "Traceback" not in after_kill, after_kill[-3000:]
         # 4. SIGHUP (a closed terminal): stops like Ctrl-C, and nothing is left.
         stack.proc.send_signal(signal.SIGHUP)
         assert stack.proc.wait(60) == 0, stack.log()
