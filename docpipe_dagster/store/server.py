@@ -191,12 +191,13 @@ def supervisor_pid(home: Path | None = None) -> int | None:
     return pid if pid_alive(pid) else None
 
 
-def _wait_for_supervisor(home: Path | None, timeout_s: float = SUPERVISOR_WAIT_S) -> None:
+def _wait_for_supervisor(home: Path | None) -> None:
     """The server is down while a `docpipe dev` supervises it: that one restarts it (and
     owns it); starting it here as well would race it. Wait, saying so once."""
     pid = supervisor_pid(home)
     if pid is None or pid == os.getpid():
         return
+    timeout_s = SUPERVISOR_WAIT_S
     print(
         f"the embedded database is down; waiting for `docpipe dev` (pid {pid}) to restart it",
         file=sys.stderr,

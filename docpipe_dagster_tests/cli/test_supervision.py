@@ -151,3 +151,30 @@ def test_a_command_meeting_a_crashed_database_says_so_and_stops_it_again(
     assert "stops when it ends" in out.stderr
     # the command restarted it for itself only: nobody is left running it
     assert postmaster_pid(home / "pgdata") is None
+
+
+def test_while_docpipe_dev_supervises_the_database_others_wait_instead_of_starting_it(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from docpipe_dagster.store import server
+
+    home = tmp_path / "home"
+    home.mkdir()
+    supervisor = subprocess.Popen(["sleep", "60"])  # stands in for a live `docpipe dev`
+    try:
+        (home / server.SUPERVISOR_FILE).write_text(f"{supervisor.pid}\n")
+        monkeypatch.setattr(server, "SUPERVISOR_WAIT_S", 1.0)
+        try:
+            server.start_embedded(home)
+        except RuntimeError as exc:
+            assert "did not come back within 1 s" in str(exc)
+            assert f"pid {supervisor.pid}" in str(exc)
+        else:
+            raise AssertionError("started the database under a supervisor's feet")
+    finally:
+        supervisor.kill()
+        supervisor.wait()
+    assert f"waiting for `docpipe dev` (pid {supervisor.pid}) to restart it" in (
+        capsys.readouterr().err
+    )
+    assert not (home / "pgdata" / "postmaster.pid").exists()
