@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,7 +147,7 @@ def wait_for_http(url: str, timeout_s: float, alive: Callable[[], bool] = lambda
 class Child:
     name: str
     process: subprocess.Popen
-    output: object = None  # the thread copying its output through the gate
+    output: threading.Thread | None = None  # copies its output through the gate
 
     def alive(self) -> bool:
         return self.process.poll() is None
