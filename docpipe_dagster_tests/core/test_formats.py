@@ -8,8 +8,8 @@ import io
 import random
 import re
 import time
-import zipfile
 import tracemalloc
+import zipfile
 from collections import Counter
 
 import pytest

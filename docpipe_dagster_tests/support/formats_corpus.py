@@ -23,12 +23,59 @@ from docpipe_dagster_tests.support.ole_writer import write_ole
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "formats"
 
-_VOCAB = (
-    "harbour lantern orchard granite meadow cobalt tundra willow saffron glacier quarry "
-    "falcon juniper marble nectar opal pepper quartz raven sable thistle umber velvet walnut "
-    "yarrow zephyr amber basalt cedar delta ember fjord garnet hazel indigo jasper kelp lichen "
-    "mosaic nickel oxide prairie quill ridge silica timber upland valley wharf beacon canyon"
-).split()
+_VOCAB = [
+    "harbour",
+    "lantern",
+    "orchard",
+    "granite",
+    "meadow",
+    "cobalt",
+    "tundra",
+    "willow",
+    "saffron",
+    "glacier",
+    "quarry",
+    "falcon",
+    "juniper",
+    "marble",
+    "nectar",
+    "opal",
+    "pepper",
+    "quartz",
+    "raven",
+    "sable",
+    "thistle",
+    "umber",
+    "velvet",
+    "walnut",
+    "yarrow",
+    "zephyr",
+    "amber",
+    "basalt",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "garnet",
+    "hazel",
+    "indigo",
+    "jasper",
+    "kelp",
+    "lichen",
+    "mosaic",
+    "nickel",
+    "oxide",
+    "prairie",
+    "quill",
+    "ridge",
+    "silica",
+    "timber",
+    "upland",
+    "valley",
+    "wharf",
+    "beacon",
+    "canyon",
+]
 
 
 def sentence(rng: random.Random, words: int = 12) -> str:
@@ -69,7 +116,7 @@ class _Doc:
     @property
     def headings(self) -> list[tuple[str, ...]]:
         paths = [(self.title, h) for h, _ in self.sections]
-        return paths + [(self.title, self.sections[-1][0], self.sub[0])]
+        return [*paths, (self.title, self.sections[-1][0], self.sub[0])]
 
 
 def document(seed: int = 1) -> _Doc:
@@ -473,16 +520,16 @@ def corpus(sheet_size: int = 50) -> list[Sample]:
         ("report.rtf", rtf(doc)),
     ):
         samples.append(Sample(name, data, doc.words, doc.headings, {1: doc.title}, 1))
-    book, chapters = epub(doc, rng)
+    book, _ = epub(doc, rng)
     samples.append(
         Sample(
             "book.epub",
             book,
             doc.words + " Epilogue",
-            doc.headings + [("Epilogue",)],
+            [*doc.headings, ("Epilogue",)],
             {1: doc.title, 2: "Epilogue"},
             2,
-        )  # fmt: skip
+        )
     )
     samples.append(
         Sample("page.html", _html(doc).encode(), doc.words, doc.headings, {1: doc.title}, 1)
@@ -515,7 +562,7 @@ def corpus(sheet_size: int = 50) -> list[Sample]:
                 base.headings,
                 base.pages,
                 base.page_count,
-            )  # fmt: skip
+            )
         )
     subject, body = "Harbour census schedule", sentence(rng, 24)
     mail_words = f"{subject} Ada Lovelace Team {body} minutes.pdf"
@@ -590,7 +637,10 @@ def entity_bomb() -> bytes:
     base = zipfile.ZipFile(io.BytesIO(docx(document())))
     lol = (
         '<?xml version="1.0"?><!DOCTYPE w:document [<!ENTITY a "lollollollollol">'
-        + "".join(f'<!ENTITY {c} "{("&" + p + ";") * 10}">' for p, c in zip("abcdefgh", "bcdefghi"))
+        + "".join(
+            f'<!ENTITY {c} "{("&" + p + ";") * 10}">'
+            for p, c in zip("abcdefgh", "bcdefghi", strict=False)
+        )
         + "]>"
     )
     out = io.BytesIO()

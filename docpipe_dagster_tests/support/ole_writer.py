@@ -9,6 +9,7 @@ if unbalanced, directory tree).
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 SECTOR = 512
@@ -92,7 +93,7 @@ def write_ole(streams: dict[str, bytes]) -> bytes:
     for e in entries:
         kids = sorted(e["children"], key=lambda k: _order(entries[k]["name"]))
         e["child"] = kids[0] if kids else NOSTREAM
-        for a, b in zip(kids, kids[1:], strict=False):
+        for a, b in itertools.pairwise(kids):
             entries[a]["right"] = b
 
     raw_dir = b""
