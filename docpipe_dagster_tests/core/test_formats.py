@@ -28,6 +28,7 @@ from docpipe_dagster.core.extract import (
     extract,
 )
 from docpipe_dagster_tests.support import formats_corpus as fc
+from docpipe_dagster_tests.support import formats_hostile as hostile
 from docpipe_dagster_tests.support.ole_writer import write_ole
 
 _WORD = re.compile(r"\w+")
@@ -177,7 +178,7 @@ def _error(name: str, data: bytes) -> ExtractionError:
 
 
 def test_zip_bomb_is_refused_before_inflating() -> None:
-    bomb = fc.zip_bomb(1024)
+    bomb = hostile.zip_bomb(1024)
     assert len(bomb) < 2 * 1024 * 1024
     for name in ("bomb.docx", "bomb.xlsx", "bomb.pptx", "bomb.odt", "bomb.epub"):
         started = time.monotonic()
@@ -191,22 +192,22 @@ def test_zip_bomb_is_refused_before_inflating() -> None:
 
 def test_xml_entity_bomb_is_refused() -> None:
     for name in ("lol.docx", "lol.docm"):
-        err = _error(name, fc.entity_bomb())
+        err = _error(name, hostile.entity_bomb())
         assert err.code == UNSAFE_FILE and "entit" in err.message
 
 
 def test_password_protected_ooxml_says_so() -> None:
     for name in ("locked.docx", "locked.xlsx", "locked.pptx", "locked.xlsm"):
-        err = _error(name, fc.encrypted_ooxml())
+        err = _error(name, hostile.encrypted_ooxml())
         assert err.code == PROTECTED_FILE and "password-protected" in err.message
 
 
 def test_truncated_and_mislabelled_containers() -> None:
     cases = {
-        "cut.docx": fc.truncated(fc.docx(fc.document())),
-        "cut.pptx": fc.truncated(fc.pptx(fc.deck())),
-        "cut.xlsx": fc.truncated(fc.xlsx({"S": fc.sheet_rows(10)})),
-        "cut.epub": fc.truncated(fc.epub(fc.document(), random.Random(1))[0]),
+        "cut.docx": hostile.truncated(fc.docx(fc.document())),
+        "cut.pptx": hostile.truncated(fc.pptx(fc.deck())),
+        "cut.xlsx": hostile.truncated(fc.xlsx({"S": fc.sheet_rows(10)})),
+        "cut.epub": hostile.truncated(fc.epub(fc.document(), random.Random(1))[0]),
         "text.docx": b"just some text, not a zip",
         "legacy.docx": write_ole({"WordDocument": b"\0" * 600}),
         "noise.msg": b"not an outlook message",
