@@ -89,3 +89,17 @@ def libreoffice() -> str:
 def test_legacy_doc_through_libreoffice() -> None:
     libreoffice()
     _check_report("libreoffice.doc")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_legacy_ppt_through_libreoffice() -> None:
+    from docpipe_dagster.core.extract.legacy import convert
+
+    libreoffice()
+    # A .ppt LibreOffice writes from the pandoc deck (too large to commit: its masters).
+    ppt = convert((FIXTURES / "pandoc.pptx").read_bytes(), ".pptx", ".ppt")
+    assert ppt.startswith(b"\xd0\xcf\x11\xe0")
+    pages = extract("deck.ppt", ppt)
+    assert [p.md.split("\n", 1)[0] for p in pages] == ["# Roadmap Overview", "# Budget Plan"]
+    assert "Notes: Remember to thank the logistics team." in pages[0].md
