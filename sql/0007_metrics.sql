@@ -5,11 +5,70 @@
 -- are kept in small tables written as the pipeline goes, never counted from the events or
 -- the chunks at scrape time, and the gauges read upload_jobs through indexes.
 
--- Documents by state as `docpipe status` counts them (each document's newest version):
--- an index-only scan in document order instead of a sort of the whole table.
-CREATE INDEX upload_jobs_latest_idx
-    ON upload_pipeline.upload_jobs (document_id, registered_at DESC) INCLUDE (state);
--- The backlog's size and oldest registration without reading every waiting row.
+-- Document versions by state (and, for failures, stage, code and whether a retry is
+-- scheduled), kept as insert-only deltas by statement triggers on upload_jobs: each statement
+-- that moves jobs adds a row or two, concurrent runs never wait on a shared counter row, and
+-- a scrape sums a few rows per batch instead of reading every job.
+CREATE TABLE upload_pipeline.job_state_tallies (
+    tally_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    state        text        NOT NULL,
+    failed_stage text        NOT NULL DEFAULT '',
+    code         text        NOT NULL DEFAULT '',
+    retrying     boolean     NOT NULL DEFAULT false,
+    delta        bigint      NOT NULL,
+    recorded_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE FUNCTION upload_pipeline.tally_jobs() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO upload_pipeline.job_state_tallies (state, failed_stage, code, retrying, delta)
+        SELECT state, coalesce(failed_stage, ''), coalesce(failure_code, ''),
+               coalesce(retryable AND next_attempt_at IS NOT NULL, false), count(*)
+        FROM new_jobs GROUP BY 1, 2, 3, 4;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO upload_pipeline.job_state_tallies (state, failed_stage, code, retrying, delta)
+        SELECT state, coalesce(failed_stage, ''), coalesce(failure_code, ''),
+               coalesce(retryable AND next_attempt_at IS NOT NULL, false), -count(*)
+        FROM old_jobs GROUP BY 1, 2, 3, 4;
+    ELSE
+        -- Only what changed: an update that keeps the state (a re-batch) adds nothing.
+        INSERT INTO upload_pipeline.job_state_tallies (state, failed_stage, code, retrying, delta)
+        SELECT state, failed_stage, code, retrying, sum(d) FROM (
+            SELECT state, coalesce(failed_stage, '') AS failed_stage,
+                   coalesce(failure_code, '') AS code,
+                   coalesce(retryable AND next_attempt_at IS NOT NULL, false) AS retrying,
+                   1 AS d
+            FROM new_jobs
+            UNION ALL
+            SELECT state, coalesce(failed_stage, ''), coalesce(failure_code, ''),
+                   coalesce(retryable AND next_attempt_at IS NOT NULL, false), -1
+            FROM old_jobs) c
+        GROUP BY 1, 2, 3, 4 HAVING sum(d) <> 0;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER upload_jobs_tally_insert
+    AFTER INSERT ON upload_pipeline.upload_jobs
+    REFERENCING NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION upload_pipeline.tally_jobs();
+CREATE TRIGGER upload_jobs_tally_update
+    AFTER UPDATE ON upload_pipeline.upload_jobs
+    REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION upload_pipeline.tally_jobs();
+CREATE TRIGGER upload_jobs_tally_delete
+    AFTER DELETE ON upload_pipeline.upload_jobs
+    REFERENCING OLD TABLE AS old_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION upload_pipeline.tally_jobs();
+
+INSERT INTO upload_pipeline.job_state_tallies (state, failed_stage, code, retrying, delta)
+SELECT state, coalesce(failed_stage, ''), coalesce(failure_code, ''),
+       coalesce(retryable AND next_attempt_at IS NOT NULL, false), count(*)
+FROM upload_pipeline.upload_jobs GROUP BY 1, 2, 3, 4;
+
+-- The backlog's oldest registration without reading every waiting row.
 CREATE INDEX upload_jobs_backlog_idx
     ON upload_pipeline.upload_jobs (registered_at) WHERE state = 'uploaded';
 
@@ -83,6 +142,7 @@ CREATE TABLE upload_pipeline.stage_runs (
     stage       text             NOT NULL,
     batch_key   text,
     seconds     double precision NOT NULL CHECK (seconds >= 0),
+    bucket_le   double precision NOT NULL,  -- the histogram bucket of `seconds` (the exporter's bounds)
     documents   integer          NOT NULL DEFAULT 0,
     counters    jsonb            NOT NULL DEFAULT '{}'::jsonb,
     recorded_at timestamptz      NOT NULL DEFAULT now()

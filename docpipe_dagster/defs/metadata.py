@@ -66,8 +66,15 @@ def record_stage_run(store: Store, report: StageReport, batch_key: str) -> None:
     """The stage run for the Prometheus metrics (its seconds and counters); a failure to
     record it is logged, never the stage's failure."""
     try:
+        from docpipe_dagster.metrics.names import STAGE_BOUNDS
+
         store.record_stage_run(
-            report.stage, batch_key, report.seconds, report.documents, report.counters
+            report.stage,
+            batch_key,
+            report.seconds,
+            report.documents,
+            report.counters,
+            STAGE_BOUNDS,
         )
     except Exception as exc:
         log.warning("metrics: could not record the %s stage run: %s", report.stage, exc)

@@ -65,7 +65,7 @@ class PipelineCollector(Collector):
         snap: dict[str, Any] | None = None
         try:
             with self._connection() as conn:
-                snap = snapshot(conn, names.STAGE_BOUNDS, names.COUNTER_NAMES)
+                snap = snapshot(conn, names.COUNTER_NAMES, names.OUTCOMES)
         except Exception as exc:  # a scrape reports the database down, it never fails
             log.warning("metrics: cannot read the database: %s", exc)
         yield GaugeMetricFamily(
@@ -89,19 +89,30 @@ def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
 def families(snap: dict[str, Any]) -> Iterator[Metric]:
     """The metric families of one snapshot (docs/OPERATIONS.md describes each)."""
     now = float(snap["now"])
-    by_state = snap["by_state"] or {}
+    by_state: dict[str, float] = {}
+    failed_now: dict[tuple[str, str, str], float] = {}
+    for row in snap["states"]:
+        by_state[row["state"]] = by_state.get(row["state"], 0) + row["n"]
+        if row["state"] == "failed":
+            key = (
+                names.bounded(row["stage"]),
+                names.bounded(row["code"]),
+                "true" if row["retrying"] else "false",
+            )
+            failed_now[key] = failed_now.get(key, 0) + row["n"]
     documents = GaugeMetricFamily(
         "docpipe_documents",
-        "Documents by state of their newest version (as `docpipe status` counts them).",
+        "Document versions by state (`docpipe status` counts each document's newest version).",
         labels=["state"],
     )
     for state in names.STATES:
         documents.add_metric([state], by_state.get(state, 0))
     yield documents
 
-    backlog = snap["backlog"]
-    yield _gauge("docpipe_backlog_documents", "Registered, not yet started.", backlog["n"])
-    oldest = backlog["oldest"]
+    yield _gauge(
+        "docpipe_backlog_documents", "Registered, not yet started.", by_state.get("uploaded", 0)
+    )
+    oldest = snap["backlog_oldest"]
     yield _gauge(
         "docpipe_backlog_oldest_age_seconds",
         "Age of the oldest registered, not yet started document (0 when none waits).",
@@ -112,30 +123,18 @@ def families(snap: dict[str, Any]) -> Iterator[Metric]:
         "Documents a stage has started and not finished (parsing to embedded).",
         sum(by_state.get(s, 0) for s in names.IN_FLIGHT),
     )
-
     failed = GaugeMetricFamily(
         "docpipe_failed_documents",
         "Documents failed now, by stage and failure code; retrying: a retry is scheduled.",
         labels=["stage", "code", "retrying"],
     )
-    dead = 0
-    grouped: dict[tuple[str, str, str], float] = {}
-    for row in snap["failed"]:
-        key = (
-            names.bounded(row["stage"]),
-            names.bounded(row["code"]),
-            str(bool(row["retrying"])).lower(),
-        )
-        grouped[key] = grouped.get(key, 0) + row["n"]
-        if not row["retrying"]:
-            dead += row["n"]
-    for key, value in sorted(grouped.items()):
+    for key, value in sorted(failed_now.items()):
         failed.add_metric(list(key), value)
     yield failed
     yield _gauge(
         "docpipe_dead_letter_documents",
         "Failed documents with no retry scheduled: they wait for a person (`docpipe retry`).",
-        dead,
+        sum(v for k, v in failed_now.items() if k[2] == "false"),
     )
 
     yield from _tally_families(snap, now)
@@ -152,6 +151,7 @@ def families(snap: dict[str, Any]) -> Iterator[Metric]:
 def _tally_families(snap: dict[str, Any], now: float) -> Iterator[Metric]:
     completed = 0.0
     chunks = 0.0
+    last: float | None = None
     searchable: dict[float, float] = {}
     searchable_sum = 0.0
     failures: dict[tuple[str, str], float] = {}
@@ -159,6 +159,7 @@ def _tally_families(snap: dict[str, Any], now: float) -> Iterator[Metric]:
         if row["stage"] == "commit" and row["event_type"] == "completed":
             completed += row["n"]
             chunks += row["chunks"]
+            last = max(last or 0.0, float(row["last"]))
             le = row["bucket_le"]
             if le is not None:
                 searchable[float(le)] = searchable.get(float(le), 0) + row["n"]
@@ -191,7 +192,6 @@ def _tally_families(snap: dict[str, Any], now: float) -> Iterator[Metric]:
     )
     histogram(family, [], names.SEARCHABLE_BOUNDS, searchable, searchable_sum)
     yield family
-    last = snap["last_completed"]
     yield _gauge(
         "docpipe_last_commit_timestamp_seconds",
         "Unix time of the last commit to search (0 when none yet).",
@@ -215,7 +215,11 @@ def _stage_families(snap: dict[str, Any]) -> Iterator[Metric]:
         )
     yield family
 
-    totals = {(r["stage"], r["name"]): r["value"] for r in snap["stage_counters"]}
+    totals = {
+        (r["stage"], name): value
+        for r in snap["stage_counters"]
+        for name, value in (r["totals"] or {}).items()
+    }
     made: dict[str, CounterMetricFamily] = {}
     for (stage, counter), (metric, text, extra) in names.STAGE_COUNTERS.items():
         name = f"docpipe_{metric}"
@@ -231,11 +235,9 @@ def _provider_families(snap: dict[str, Any]) -> Iterator[Metric]:
         "HTTP requests to the parser and embeddings services, by outcome (rate_limited: 429).",
         labels=["service", "outcome"],
     )
-    seen = {(r["service"], r["outcome"]): r["n"] for r in snap["providers"]}
-    for service in sorted(set(names.SERVICES) | {s for s, _ in seen}):
-        for outcome in names.OUTCOMES:
-            requests.add_metric([service, outcome], seen.get((service, outcome), 0))
-    yield requests
+    providers = {r["service"]: r for r in snap["providers"]}
+    breakers = {r["service"]: r["breaker_open"] for r in snap["breakers"]}
+    services = sorted(set(names.SERVICES) | set(providers))
     retries = CounterMetricFamily(
         "docpipe_provider_retries", "Requests tried again after a failure.", labels=["service"]
     )
@@ -245,11 +247,14 @@ def _provider_families(snap: dict[str, Any]) -> Iterator[Metric]:
         "down for a run), else 0.",
         labels=["service"],
     )
-    state = {r["service"]: r for r in snap["provider_state"]}
-    for service in sorted(set(names.SERVICES) | set(state)):
-        row = state.get(service, {})
-        retries.add_metric([service], row.get("retries") or 0)
-        breaker.add_metric([service], 1 if row.get("breaker_open") else 0)
+    for service in services:
+        row = providers.get(service, {})
+        outcomes = row.get("outcomes") or {}
+        for outcome in names.OUTCOMES:
+            requests.add_metric([names.bounded(service), outcome], outcomes.get(outcome, 0))
+        retries.add_metric([names.bounded(service)], row.get("retries") or 0)
+        breaker.add_metric([names.bounded(service)], 1 if breakers.get(service) else 0)
+    yield requests
     yield retries
     yield breaker
 

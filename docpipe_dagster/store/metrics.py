@@ -8,6 +8,7 @@ as the pipeline goes, so a scrape never counts the events or the chunks (sql/000
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,48 +18,42 @@ from psycopg_pool import ConnectionPool
 
 from docpipe_dagster.store.schema import S
 
+
 # One round trip: every part of the snapshot is a subquery of one SELECT, returned as JSON.
-SNAPSHOT_SQL = f"""
+# Each reads a small tally table or an index (sql/0007_metrics.sql), never every job or chunk.
+def snapshot_sql(counter_names: Sequence[str], outcomes: Sequence[str]) -> str:
+    # The names become SQL literals: plain identifiers only (they are the exporter's constants).
+    assert all(re.fullmatch(r"[a-z_]+", n) for n in (*counter_names, *outcomes))
+    counters = ", ".join(
+        f"'{n}', coalesce(sum((counters->>'{n}')::double precision), 0)" for n in counter_names
+    )
+    outcome_sums = ", ".join(
+        f"'{o}', coalesce(sum((outcomes->>'{o}')::bigint), 0)" for o in outcomes
+    )
+    return f"""
 SELECT json_build_object(
   'now', extract(epoch FROM statement_timestamp()),
-  'by_state', (SELECT coalesce(json_object_agg(state, n), '{{}}') FROM (
-      SELECT state, count(*) AS n FROM (
-          SELECT DISTINCT ON (document_id) state FROM {S}.upload_jobs
-          ORDER BY document_id, registered_at DESC) latest
-      GROUP BY state) s),
-  'backlog', (SELECT json_build_object('n', count(*),
-                  'oldest', extract(epoch FROM min(registered_at)))
-              FROM {S}.upload_jobs WHERE state = 'uploaded'),
-  'failed', (SELECT coalesce(json_agg(f), '[]') FROM (
-      SELECT failed_stage AS stage, coalesce(failure_code, '') AS code,
-             (retryable AND next_attempt_at IS NOT NULL) AS retrying, count(*) AS n
-      FROM {S}.upload_jobs WHERE state = 'failed'
-      GROUP BY 1, 2, 3) f),
+  'states', (SELECT coalesce(json_agg(s), '[]') FROM (
+      SELECT state, failed_stage AS stage, code, retrying, sum(delta) AS n
+      FROM {S}.job_state_tallies GROUP BY 1, 2, 3, 4 HAVING sum(delta) <> 0) s),
+  'backlog_oldest', (SELECT extract(epoch FROM min(registered_at))
+                     FROM {S}.upload_jobs WHERE state = 'uploaded'),
   'tallies', (SELECT coalesce(json_agg(t), '[]') FROM (
       SELECT stage, event_type, code, bucket_le, sum(n) AS n, sum(chunks) AS chunks,
-             sum(seconds_sum) AS seconds
+             sum(seconds_sum) AS seconds, extract(epoch FROM max(recorded_at)) AS last
       FROM {S}.event_tallies GROUP BY 1, 2, 3, 4) t),
-  'last_completed', (SELECT extract(epoch FROM max(recorded_at)) FROM {S}.event_tallies
-                     WHERE stage = 'commit' AND event_type = 'completed'),
   'stage_runs', (SELECT coalesce(json_agg(r), '[]') FROM (
-      SELECT stage, le, count(*) AS n, sum(seconds) AS seconds
-      FROM {S}.stage_runs CROSS JOIN LATERAL (
-          SELECT coalesce(min(b), 'Infinity'::double precision) AS le
-          FROM unnest(%(stage_bounds)s::double precision[]) b WHERE b >= seconds) l
-      GROUP BY 1, 2) r),
+      SELECT stage, bucket_le AS le, count(*) AS n, sum(seconds) AS seconds
+      FROM {S}.stage_runs GROUP BY 1, 2) r),
   'stage_counters', (SELECT coalesce(json_agg(c), '[]') FROM (
-      SELECT r.stage, kv.key AS name, sum(kv.value::double precision) AS value
-      FROM {S}.stage_runs r CROSS JOIN LATERAL jsonb_each_text(r.counters) kv
-      WHERE kv.key = ANY(%(counter_names)s)
-      GROUP BY 1, 2) c),
+      SELECT stage, json_build_object({counters}) AS totals
+      FROM {S}.stage_runs GROUP BY 1) c),
   'providers', (SELECT coalesce(json_agg(p), '[]') FROM (
-      SELECT service, kv.key AS outcome, sum(kv.value::bigint) AS n
-      FROM {S}.provider_runs CROSS JOIN LATERAL jsonb_each_text(outcomes) kv
-      GROUP BY 1, 2) p),
-  'provider_state', (SELECT coalesce(json_agg(p), '[]') FROM (
-      SELECT service, sum(retries) AS retries,
-             (array_agg(breaker_open ORDER BY provider_row_id DESC))[1] AS breaker_open
-      FROM {S}.provider_runs GROUP BY service) p),
+      SELECT service, json_build_object({outcome_sums}) AS outcomes, sum(retries) AS retries
+      FROM {S}.provider_runs GROUP BY 1) p),
+  'breakers', (SELECT coalesce(json_agg(b), '[]') FROM (
+      SELECT DISTINCT ON (service) service, breaker_open FROM {S}.provider_runs
+      ORDER BY service, provider_row_id DESC) b),
   'health', (SELECT coalesce(json_agg(h), '[]') FROM (
       SELECT service, ok, latency_seconds, extract(epoch FROM checked_at) AS checked_at
       FROM {S}.service_health) h),
@@ -76,13 +71,10 @@ SELECT json_build_object(
 
 
 def snapshot(
-    conn: psycopg.Connection, stage_bounds: Sequence[float], counter_names: Sequence[str]
+    conn: psycopg.Connection, counter_names: Sequence[str], outcomes: Sequence[str]
 ) -> dict[str, Any]:
     """Everything a scrape shows, read in one statement (a consistent snapshot)."""
-    row = conn.execute(
-        SNAPSHOT_SQL,
-        {"stage_bounds": [float(b) for b in stage_bounds], "counter_names": list(counter_names)},
-    ).fetchone()
+    row = conn.execute(snapshot_sql(counter_names, outcomes)).fetchone()
     value = row[0]
     return value if isinstance(value, dict) else json.loads(value)
 
@@ -118,12 +110,17 @@ class MetricsStore:
         seconds: float,
         documents: int,
         counters: Mapping[str, float],
+        bounds: Sequence[float],
     ) -> None:
+        """One stage run; `bounds`: the histogram's, to store the bucket `seconds` falls in."""
+        seconds = max(seconds, 0.0)
+        le = next((float(b) for b in bounds if seconds <= b), float("inf"))
         with self.pool.connection() as conn:
             conn.execute(
-                f"""INSERT INTO {S}.stage_runs (stage, batch_key, seconds, documents, counters)
-                    VALUES (%s, %s, %s, %s, %s)""",
-                (stage, batch_key, max(seconds, 0.0), documents, json.dumps(dict(counters))),
+                f"""INSERT INTO {S}.stage_runs
+                        (stage, batch_key, seconds, bucket_le, documents, counters)
+                    VALUES (%s, %s, %s, %s, %s, %s)""",
+                (stage, batch_key, seconds, le, documents, json.dumps(dict(counters))),
             )
 
     def record_provider_run(self, run: ProviderRun) -> None:
