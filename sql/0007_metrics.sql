@@ -2,8 +2,10 @@
 --
 -- The work happens in many short-lived run processes, so every number a scrape shows comes
 -- from the database. A scrape must stay cheap however many documents there are: counters
--- are kept in small tables written as the pipeline goes, never counted from the events or
--- the chunks at scrape time, and the gauges read upload_jobs through indexes.
+-- are kept in small insert-only tables written as the pipeline goes, never counted from the
+-- jobs, events or chunks at scrape time. Their rows grow with the batches; the exporter folds
+-- them into one row per group when they grow past a bound (store/metrics.py: fold_tallies),
+-- in one transaction, so a scrape reads a bounded number of rows at any scale.
 
 -- Document versions by state (and, for failures, stage, code and whether a retry is
 -- scheduled), kept as insert-only deltas by statement triggers on upload_jobs: each statement
@@ -145,6 +147,7 @@ CREATE TABLE upload_pipeline.stage_runs (
     bucket_le   double precision NOT NULL,  -- the histogram bucket of `seconds` (the exporter's bounds)
     documents   integer          NOT NULL DEFAULT 0,
     counters    jsonb            NOT NULL DEFAULT '{}'::jsonb,
+    runs        integer          NOT NULL DEFAULT 1 CHECK (runs > 0),  -- > 1: folded rows
     recorded_at timestamptz      NOT NULL DEFAULT now()
 );
 
@@ -156,9 +159,11 @@ CREATE TABLE upload_pipeline.provider_runs (
     outcomes        jsonb       NOT NULL DEFAULT '{}'::jsonb,
     retries         integer     NOT NULL DEFAULT 0 CHECK (retries >= 0),
     breaker_open    boolean     NOT NULL DEFAULT false,
+    folded          boolean     NOT NULL DEFAULT false,  -- several runs' totals, no breaker state
     recorded_at     timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX provider_runs_service_idx ON upload_pipeline.provider_runs (service, provider_row_id DESC);
+CREATE INDEX provider_runs_latest_idx
+    ON upload_pipeline.provider_runs (service, provider_row_id DESC) WHERE NOT folded;
 
 -- The health sensor's last probe of each service.
 CREATE TABLE upload_pipeline.service_health (

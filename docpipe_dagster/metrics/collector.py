@@ -22,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from docpipe_dagster.metrics import names
-from docpipe_dagster.store.metrics import snapshot
+from docpipe_dagster.store.metrics import FOLD_ABOVE, fold_tallies, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ class PipelineCollector(Collector):
         try:
             with self._connection() as conn:
                 snap = snapshot(conn, names.COUNTER_NAMES, names.OUTCOMES)
+                conn.commit()  # the read ends here; a fold below is its own transaction
+                self._fold(conn, snap)
         except Exception as exc:  # a scrape reports the database down, it never fails
             log.warning("metrics: cannot read the database: %s", exc)
         yield GaugeMetricFamily(
@@ -80,6 +82,18 @@ class PipelineCollector(Collector):
             "Seconds this scrape spent reading the database.",
             value=time.perf_counter() - started,
         )
+
+    @staticmethod
+    def _fold(conn: psycopg.Connection, snap: dict[str, Any]) -> None:
+        """Fold the tally tables that grew past FOLD_ABOVE rows (every few hundred batches),
+        so later scrapes read less; a failure leaves them as they are."""
+        grown = [t for t, n in (snap.get("rows") or {}).items() if (n or 0) > FOLD_ABOVE]
+        if not grown:
+            return
+        try:
+            fold_tallies(conn, grown, names.COUNTER_NAMES, names.OUTCOMES)
+        except Exception as exc:
+            log.warning("metrics: could not fold %s: %s", ", ".join(grown), exc)
 
 
 def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:

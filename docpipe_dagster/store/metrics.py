@@ -43,7 +43,7 @@ SELECT json_build_object(
              sum(seconds_sum) AS seconds, extract(epoch FROM max(recorded_at)) AS last
       FROM {S}.event_tallies GROUP BY 1, 2, 3, 4) t),
   'stage_runs', (SELECT coalesce(json_agg(r), '[]') FROM (
-      SELECT stage, bucket_le AS le, count(*) AS n, sum(seconds) AS seconds
+      SELECT stage, bucket_le AS le, sum(runs) AS n, sum(seconds) AS seconds
       FROM {S}.stage_runs GROUP BY 1, 2) r),
   'stage_counters', (SELECT coalesce(json_agg(c), '[]') FROM (
       SELECT stage, json_build_object({counters}) AS totals
@@ -53,7 +53,7 @@ SELECT json_build_object(
       FROM {S}.provider_runs GROUP BY 1) p),
   'breakers', (SELECT coalesce(json_agg(b), '[]') FROM (
       SELECT DISTINCT ON (service) service, breaker_open FROM {S}.provider_runs
-      ORDER BY service, provider_row_id DESC) b),
+      WHERE NOT folded ORDER BY service, provider_row_id DESC) b),
   'health', (SELECT coalesce(json_agg(h), '[]') FROM (
       SELECT service, ok, latency_seconds, extract(epoch FROM checked_at) AS checked_at
       FROM {S}.service_health) h),
@@ -63,6 +63,13 @@ SELECT json_build_object(
                        WHERE t.embedding_model = s.embedding_model AND t.dims = s.dims), 0)
                  AS rows
       FROM {S}.vector_spaces s) v),
+  'rows', (SELECT json_build_object(
+      'job_state_tallies', (SELECT max(tally_id) - min(tally_id) FROM {S}.job_state_tallies),
+      'event_tallies', (SELECT max(tally_id) - min(tally_id) FROM {S}.event_tallies),
+      'space_row_tallies', (SELECT max(tally_id) - min(tally_id) FROM {S}.space_row_tallies),
+      'stage_runs', (SELECT max(run_row_id) - min(run_row_id) FROM {S}.stage_runs),
+      'provider_runs', (SELECT max(provider_row_id) - min(provider_row_id)
+                        FROM {S}.provider_runs))),
   'buffers', json_build_object(
       'chunks', (SELECT count(*) FROM {S}.document_chunk_buffer),
       'vectors', (SELECT count(*) FROM {S}.document_vector_buffer))
@@ -77,6 +84,71 @@ def snapshot(
     row = conn.execute(snapshot_sql(counter_names, outcomes)).fetchone()
     value = row[0]
     return value if isinstance(value, dict) else json.loads(value)
+
+
+# Past this many rows (an id span: an upper bound) a tally table is folded.
+FOLD_ABOVE = 500
+
+
+def fold_tallies(
+    conn: psycopg.Connection,
+    tables: Sequence[str],
+    counter_names: Sequence[str],
+    outcomes: Sequence[str],
+) -> None:
+    """Fold each named tally table into one row per group, in one transaction: its rows are
+    deleted and their sums inserted. Rows another transaction writes meanwhile are not
+    visible to the DELETE, so they stay and count once; a concurrent scrape sees the table
+    before or after, never between. The newest unfolded provider run per service stays (its
+    breaker state)."""
+    assert all(re.fullmatch(r"[a-z_]+", n) for n in (*counter_names, *outcomes))
+    counters = ", ".join(
+        f"'{n}', coalesce(sum((counters->>'{n}')::double precision), 0)" for n in counter_names
+    )
+    outcome_sums = ", ".join(
+        f"'{o}', coalesce(sum((outcomes->>'{o}')::bigint), 0)" for o in outcomes
+    )
+    statements = {
+        "job_state_tallies": f"""
+            WITH gone AS (DELETE FROM {S}.job_state_tallies RETURNING *)
+            INSERT INTO {S}.job_state_tallies (state, failed_stage, code, retrying, delta)
+            SELECT state, failed_stage, code, retrying, sum(delta) FROM gone
+            GROUP BY 1, 2, 3, 4 HAVING sum(delta) <> 0""",
+        "event_tallies": f"""
+            WITH gone AS (DELETE FROM {S}.event_tallies RETURNING *)
+            INSERT INTO {S}.event_tallies
+                (stage, event_type, code, bucket_le, n, chunks, seconds_sum, recorded_at)
+            SELECT stage, event_type, code, bucket_le, sum(n), sum(chunks), sum(seconds_sum),
+                   max(recorded_at)
+            FROM gone GROUP BY 1, 2, 3, 4""",
+        "space_row_tallies": f"""
+            WITH gone AS (DELETE FROM {S}.space_row_tallies RETURNING *)
+            INSERT INTO {S}.space_row_tallies (embedding_model, dims, delta)
+            SELECT embedding_model, dims, sum(delta) FROM gone
+            GROUP BY 1, 2 HAVING sum(delta) <> 0""",
+        "stage_runs": f"""
+            WITH gone AS (DELETE FROM {S}.stage_runs RETURNING *)
+            INSERT INTO {S}.stage_runs
+                (stage, seconds, bucket_le, documents, counters, runs, recorded_at)
+            SELECT stage, sum(seconds), bucket_le, sum(documents), jsonb_build_object({counters}),
+                   sum(runs), max(recorded_at)
+            FROM gone GROUP BY stage, bucket_le""",
+        "provider_runs": f"""
+            WITH newest AS (
+                SELECT DISTINCT ON (service) provider_row_id FROM {S}.provider_runs
+                WHERE NOT folded ORDER BY service, provider_row_id DESC),
+            gone AS (
+                DELETE FROM {S}.provider_runs
+                WHERE provider_row_id NOT IN (SELECT provider_row_id FROM newest)
+                RETURNING *)
+            INSERT INTO {S}.provider_runs (service, outcomes, retries, folded, recorded_at)
+            SELECT service, jsonb_build_object({outcome_sums}), sum(retries), true,
+                   max(recorded_at)
+            FROM gone GROUP BY service""",
+    }
+    with conn.transaction():
+        for table in tables:
+            conn.execute(statements[table])
 
 
 def searchable_bounds(conn: psycopg.Connection) -> list[float]:

@@ -9,9 +9,13 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from docpipe_dagster.metrics.collector import PipelineCollector
-from docpipe_dagster.metrics.names import SEARCHABLE_BOUNDS
+from docpipe_dagster.metrics.names import COUNTER_NAMES, OUTCOMES, SEARCHABLE_BOUNDS
 from docpipe_dagster.runner import ingest_pending
-from docpipe_dagster.store.metrics import record_health, searchable_bounds
+from docpipe_dagster.store.metrics import (
+    fold_tallies,
+    record_health,
+    searchable_bounds,
+)
 from docpipe_dagster_tests.defs.conftest import Pipeline
 
 
@@ -75,6 +79,7 @@ def test_metrics_agree_with_status_after_runs_with_failures(pipeline: Pipeline) 
     assert value(samples, "docpipe_provider_requests_total", service="embedder", outcome="ok") >= 1
     assert value(samples, "docpipe_provider_breaker_open", service="parser") == 0
     assert value(samples, "docpipe_embedding_tokens_total") > 0
+    _folding_changes_no_number(pipeline.database_url, samples)
 
     # The parser down: its breaker opens, the documents wait, nothing more is committed.
     pipeline.write("m/late.md", "# Late\n\nIt waits for the parser.\n")
@@ -101,3 +106,24 @@ def test_health_probes_and_a_database_that_is_down(database_url: str) -> None:
     down = scrape("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
     assert value(down, "docpipe_database_up") == 0
     assert ("docpipe_documents", (("state", "completed"),)) not in down
+
+
+TALLIES = ("job_state_tallies", "event_tallies", "space_row_tallies", "stage_runs", "provider_runs")
+
+
+def _folding_changes_no_number(url: str, before: dict) -> None:
+    """Folding the tally tables leaves fewer rows and every metric as it was."""
+    with psycopg.connect(url) as conn:
+        counts = [
+            conn.execute(f"SELECT count(*) FROM upload_pipeline.{t}").fetchone()[0] for t in TALLIES
+        ]
+        fold_tallies(conn, TALLIES, COUNTER_NAMES, OUTCOMES)
+        folded = [
+            conn.execute(f"SELECT count(*) FROM upload_pipeline.{t}").fetchone()[0] for t in TALLIES
+        ]
+    assert sum(folded) < sum(counts), (counts, folded)
+    after = scrape(url)
+    moving = {"docpipe_metrics_read_seconds", "docpipe_backlog_oldest_age_seconds"}
+    assert {k: v for k, v in after.items() if k[0] not in moving} == {
+        k: v for k, v in before.items() if k[0] not in moving
+    }
