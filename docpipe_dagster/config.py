@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     # --- automation (sensor intervals are read when the definitions load)
     sensor_interval_seconds: int = var("DOCPIPE_SENSOR_INTERVAL_SECONDS", 2, "intake sensor")
     retry_interval_seconds: int = var("DOCPIPE_RETRY_INTERVAL_SECONDS", 30, "retry sensor")
-    health_interval_seconds: int = var("DOCPIPE_HEALTH_INTERVAL_SECONDS", 30, "health sensor")
+    health_interval_seconds: int = var("DOCPIPE_HEALTH_INTERVAL_SECONDS", 10, "health sensor")
     # --- search and the HTTP API
     search_language: str = var(
         "DOCPIPE_SEARCH_LANGUAGE", "english", "full-text configuration (unknown names: simple)"

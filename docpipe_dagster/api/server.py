@@ -322,6 +322,9 @@ def create_app(
         ok = all(s["ok"] for s in services)
         return JSONResponse({"ok": ok, "services": services}, status_code=200 if ok else 503)
 
+    from docpipe_dagster.metrics.api import install as install_metrics
+
+    install_metrics(app, pool)  # GET /metrics, and the API's requests counted by route
     return app
 
 

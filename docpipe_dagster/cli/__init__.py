@@ -109,9 +109,9 @@ def run_command(
 
 def _register() -> None:
     from docpipe_dagster.api.cli import register as register_api
-    from docpipe_dagster.cli import database, documents, retry, stack
+    from docpipe_dagster.cli import database, documents, metrics, retry, stack
 
-    for module in (database, stack, documents, retry):
+    for module in (database, stack, documents, retry, metrics):
         for command in module.COMMANDS:
             main.add_command(command)
     register_api(main)  # `docpipe api` and `docpipe spaces`

@@ -279,6 +279,7 @@ class LlamaParseClient(AsyncApiClient):
                 problem.reason,
                 delay,
             )
+            self.breaker.retried()
             await asyncio.sleep(delay)
 
     def _problem(

@@ -47,6 +47,9 @@ class CircuitBreaker:
     kinds: Counter[str] = field(default_factory=Counter)
     first_failure_at: float | None = None
     opened_at: float | None = None
+    # Every request's outcome and the retries made, over the client's life (for the metrics).
+    outcomes: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -64,6 +67,7 @@ class CircuitBreaker:
             raise ServiceUnavailable(self.service, self.reason)
 
     def success(self) -> None:
+        self.outcomes["ok"] += 1
         if self.opened_at is None:
             self.consecutive = 0
             self.kinds.clear()
@@ -72,11 +76,16 @@ class CircuitBreaker:
     def record(self, error: BaseException) -> None:
         """Count a failed request: only what says the service is down (retryable errors:
         connection, timeout, 429, 5xx); a 400 or a bad input is the request's fault."""
+        self.outcomes[outcome_of(error)] += 1
         if isinstance(error, ServiceError) and error.retryable:
             self.failure(str(error.status) if error.status else type(error).__name__)
         elif getattr(error, "retryable", False):
             status = getattr(error, "status", None)
             self.failure(str(status) if status else getattr(error, "kind", type(error).__name__))
+
+    def retried(self) -> None:
+        """The client is about to try a failed request again."""
+        self.retries += 1
 
     def failure(self, kind: str) -> None:
         """kind: what went wrong, as a person reads it ('503', '429', 'ConnectError')."""
@@ -88,3 +97,18 @@ class CircuitBreaker:
         self.kinds[kind] += 1
         if self.consecutive >= self.threshold:
             self.opened_at = self.clock()
+
+
+def outcome_of(error: BaseException) -> str:
+    """A failed request's outcome, from a small fixed set (a metric label)."""
+    status = getattr(error, "status", None)
+    if isinstance(status, int):
+        if status == 429:
+            return "rate_limited"
+        if status >= 500:
+            return "server_error"
+        if status >= 400:
+            return "client_error"
+        return "malformed"
+    text = f"{getattr(error, 'kind', '')} {type(error).__name__}".lower()
+    return "timeout" if "timeout" in text else "unreachable"

@@ -200,6 +200,8 @@ class Retrier:
             error.message,
             delay,
         )
+        if self.breaker is not None:
+            self.breaker.retried()
         if self.on_retry is not None:
             self.on_retry(error)
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dagster as dg
 
 from docpipe_dagster.core.breaker import ServiceUnavailable
 from docpipe_dagster.pipeline.report import StageReport
 
+if TYPE_CHECKING:
+    from docpipe_dagster.store.queries import Store
+
 _R = TypeVar("_R")
+log = logging.getLogger(__name__)
 
 MAX_FAILURE_ROWS = 50
 
@@ -55,3 +60,36 @@ def run_or_fail_fast(stage: Callable[[], Coroutine[Any, Any, _R]]) -> _R:
             metadata={"service": exc.service, "code": "SERVICE_UNAVAILABLE"},
             allow_retries=False,
         ) from None
+
+
+def record_stage_run(store: Store, report: StageReport, batch_key: str) -> None:
+    """The stage run for the Prometheus metrics (its seconds and counters); a failure to
+    record it is logged, never the stage's failure."""
+    try:
+        from docpipe_dagster.metrics.names import STAGE_BOUNDS
+
+        store.record_stage_run(
+            report.stage,
+            batch_key,
+            report.seconds,
+            report.documents,
+            report.counters,
+            STAGE_BOUNDS,
+        )
+    except Exception as exc:
+        log.warning("metrics: could not record the %s stage run: %s", report.stage, exc)
+
+
+def record_provider_run(store: Store, client: Any) -> None:
+    """A provider client's requests by outcome, retries and breaker state, when it made any."""
+    from docpipe_dagster.store.metrics import ProviderRun
+
+    breaker = getattr(client, "breaker", None)
+    if breaker is None or not (breaker.outcomes or breaker.is_open):
+        return
+    try:
+        store.record_provider_run(
+            ProviderRun(breaker.service, dict(breaker.outcomes), breaker.retries, breaker.is_open)
+        )
+    except Exception as exc:
+        log.warning("metrics: could not record the %s requests: %s", breaker.service, exc)

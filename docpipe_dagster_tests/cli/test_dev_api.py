@@ -69,3 +69,16 @@ def test_api_round_trip_under_docpipe_dev(tmp_path: Path) -> None:
         assert found["results"][0]["storage_key"] == "api/puffins.md"
         health = httpx.get(f"{api}/health", timeout=30)
         assert health.status_code == 200, health.text
+
+        # /metrics under docpipe dev: the counts `docpipe status` gives, and the health
+        # sensor's probes (every 10 s by default).
+        def metrics_agree() -> str | None:
+            text = httpx.get(f"{api}/metrics", timeout=30).text
+            completed = stack.status().get("documents", {}).get("by_state", {}).get("completed")
+            line = f'docpipe_documents{{state="completed"}} {float(completed or -1)}'
+            probed = 'docpipe_service_up{service="parser"} 1.0' in text
+            return text if probed and line in text else None
+
+        text = wait_for(metrics_agree, 120, "/metrics to agree with status, probes included", 2)
+        assert "docpipe_database_up 1.0" in text
+        assert 'docpipe_api_requests_total{method="GET",route="/v1/search",status="200"}' in text

@@ -43,7 +43,12 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, Any]:
-    return compose["services"]
+    # The `monitoring` profile's services (Prometheus, Grafana): test_monitoring_files.py.
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if "monitoring" not in service.get("profiles", [])
+    }
 
 
 # --- docker compose ----------------------------------------------------------------------
@@ -253,6 +258,9 @@ HELM_DOCUMENTED_KEYS = {
     "dagster-user-deployments.deployments[].env",
     "dagster-user-deployments.deployments[].envSecrets[].name",
     "dagster-user-deployments.deployments[].resources",
+    "dagster-user-deployments.deployments[].annotations",
+    "dagster-user-deployments.deployments[].labels",
+    "dagster-user-deployments.deployments[].sidecarContainers",
     "runLauncher.type",
     "runLauncher.config.k8sRunLauncher.imagePullPolicy",
     "runLauncher.config.k8sRunLauncher.envSecrets[].name",
@@ -291,7 +299,7 @@ HELM_DOCUMENTED_KEYS = {
     "telemetry.enabled",
     "migrate.enabled",
 }
-OPAQUE = {"env", "resources", "codeServerArgs"}
+OPAQUE = {"env", "resources", "codeServerArgs", "annotations", "labels", "sidecarContainers"}
 
 
 def _key_paths(node: Any, prefix: str = "") -> set[str]:

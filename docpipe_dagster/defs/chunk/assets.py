@@ -1,7 +1,7 @@
 import dagster as dg
 
 from docpipe_dagster.defs.correlation import correlated
-from docpipe_dagster.defs.metadata import report_metadata
+from docpipe_dagster.defs.metadata import record_stage_run, report_metadata
 from docpipe_dagster.defs.partitions import batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, ParserResource, PipelineSettings
 from docpipe_dagster.pipeline.chunk import chunk_documents
@@ -32,4 +32,5 @@ def document_chunks(
         local_extensions=parser.local_extensions,
         result_type=parser.result_type,
     )
+    record_stage_run(database.store(), report, context.partition_key)
     return dg.MaterializeResult(metadata=report_metadata(report))

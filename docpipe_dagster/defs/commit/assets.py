@@ -4,7 +4,7 @@ import dagster as dg
 
 from docpipe_dagster.defs.correlation import correlated
 from docpipe_dagster.defs.documents.views import batch_document_table
-from docpipe_dagster.defs.metadata import failures_markdown, report_metadata
+from docpipe_dagster.defs.metadata import failures_markdown, record_stage_run, report_metadata
 from docpipe_dagster.defs.partitions import batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, EmbedderResource, PipelineSettings
 from docpipe_dagster.pipeline.commit import commit_documents
@@ -52,6 +52,7 @@ def searchable_chunks(
         max_attempts=pipeline_settings.max_attempts,
         index=pipeline_settings.index(),
     )
+    record_stage_run(store, report, context.partition_key)
     batch = store.batch_report(context.partition_key)
     yield dg.MaterializeResult(
         metadata=report_metadata(

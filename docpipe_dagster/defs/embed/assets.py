@@ -3,7 +3,12 @@ from collections.abc import Iterator
 import dagster as dg
 
 from docpipe_dagster.defs.correlation import correlated
-from docpipe_dagster.defs.metadata import report_metadata, run_or_fail_fast
+from docpipe_dagster.defs.metadata import (
+    record_provider_run,
+    record_stage_run,
+    report_metadata,
+    run_or_fail_fast,
+)
 from docpipe_dagster.defs.partitions import batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, EmbedderResource, PipelineSettings
 from docpipe_dagster.pipeline.embed import embed_chunks
@@ -50,16 +55,20 @@ def chunk_embeddings(
 
     async def run():
         async with embedder.client() as client:
-            return await embed_chunks(
-                store,
-                client,
-                context.partition_key,
-                space=space,
-                max_attempts=pipeline_settings.max_attempts,
-                retry_base_seconds=pipeline_settings.retry_base_seconds,
-            )
+            try:
+                return await embed_chunks(
+                    store,
+                    client,
+                    context.partition_key,
+                    space=space,
+                    max_attempts=pipeline_settings.max_attempts,
+                    retry_base_seconds=pipeline_settings.retry_base_seconds,
+                )
+            finally:
+                record_provider_run(store, client)
 
     report = run_or_fail_fast(run)
+    record_stage_run(store, report, context.partition_key)
     yield dg.MaterializeResult(
         metadata=report_metadata(report, model=embedder.model, dimensions=space.dims)
     )

@@ -1,6 +1,7 @@
 """Service health in the UI: one external asset per service, a check, and a sensor that
 reports status and latency on an interval (the asset pages plot latency over time)."""
 
+import logging
 from collections.abc import Callable, Iterable
 
 import dagster as dg
@@ -18,6 +19,7 @@ SERVICES = {
     "storage": ("storage", "Where files land: a folder or the Supabase Storage API."),
 }
 HEALTH_INTERVAL_SECONDS = settings().health_interval_seconds
+log = logging.getLogger(__name__)
 
 
 def service_key(name: str) -> dg.AssetKey:
@@ -81,6 +83,23 @@ def _make_check(name: str) -> Callable:
 service_checks_defs = [_make_check(name) for name in SERVICES]
 
 
+def _record_for_metrics(health: dict[str, CheckResult]) -> None:
+    """The probes for the Prometheus metrics (docpipe_service_up...), when the database is up."""
+    from docpipe_dagster.store.metrics import record_health
+    from docpipe_dagster.store.server import resolve_database
+
+    database = health.get("database")
+    if database is None or not database.ok:
+        return
+    try:
+        record_health(
+            resolve_database(start=False).url,
+            [(name, r.ok, r.latency_ms / 1000.0) for name, r in health.items()],
+        )
+    except Exception as exc:  # the metrics miss a tick; the sensor still reports
+        log.warning("metrics: could not record the health probes: %s", exc)
+
+
 @dg.sensor(
     name="service_health_sensor",
     minimum_interval_seconds=HEALTH_INTERVAL_SECONDS,
@@ -108,6 +127,7 @@ def service_health_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
                 metadata=check["metadata"],
             )
         )
+    _record_for_metrics(health)
     summary = ", ".join(
         f"{name} {'ok' if r.ok else 'FAIL'} {r.latency_ms:.0f} ms" for name, r in health.items()
     )

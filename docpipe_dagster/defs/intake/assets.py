@@ -1,7 +1,7 @@
 import dagster as dg
 
 from docpipe_dagster.defs.correlation import correlated
-from docpipe_dagster.defs.metadata import report_metadata
+from docpipe_dagster.defs.metadata import record_stage_run, report_metadata
 from docpipe_dagster.defs.partitions import batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, PipelineSettings, StorageResource
 from docpipe_dagster.pipeline.parse import check_raw_documents
@@ -29,4 +29,5 @@ def raw_documents(
         context.partition_key,
         max_file_bytes=pipeline_settings.max_file_bytes,
     )
+    record_stage_run(database.store(), report, context.partition_key)
     return dg.MaterializeResult(metadata=report_metadata(report))

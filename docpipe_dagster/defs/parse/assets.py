@@ -1,7 +1,12 @@
 import dagster as dg
 
 from docpipe_dagster.defs.correlation import correlated
-from docpipe_dagster.defs.metadata import report_metadata, run_or_fail_fast
+from docpipe_dagster.defs.metadata import (
+    record_provider_run,
+    record_stage_run,
+    report_metadata,
+    run_or_fail_fast,
+)
 from docpipe_dagster.defs.partitions import batch_partitions
 from docpipe_dagster.defs.resources import (
     DatabaseResource,
@@ -33,17 +38,21 @@ def parsed_documents(
 ) -> dg.MaterializeResult:
     async def run():
         async with parser.client() as client:
-            return await parse_documents(
-                database.store(),
-                storage.open(),
-                client,
-                context.partition_key,
-                profile=parser.profile,
-                max_attempts=pipeline_settings.max_attempts,
-                retry_base_seconds=pipeline_settings.retry_base_seconds,
-                local_extensions=parser.local_extensions,
-                result_type=parser.result_type,
-            )
+            try:
+                return await parse_documents(
+                    database.store(),
+                    storage.open(),
+                    client,
+                    context.partition_key,
+                    profile=parser.profile,
+                    max_attempts=pipeline_settings.max_attempts,
+                    retry_base_seconds=pipeline_settings.retry_base_seconds,
+                    local_extensions=parser.local_extensions,
+                    result_type=parser.result_type,
+                )
+            finally:
+                record_provider_run(database.store(), client)
 
     report = run_or_fail_fast(run)
+    record_stage_run(database.store(), report, context.partition_key)
     return dg.MaterializeResult(metadata=report_metadata(report))
