@@ -7,6 +7,7 @@
 - store/commit.py: the atomic swap of a document's searchable chunks
 - store/vectors.py: vector spaces, the HNSW index lifecycle, bulk loads, search
 - store/reports.py: batch reports, `docpipe status`, check queries
+- store/parked.py: documents waiting for a service, what a dead run left in flight
 
 State lives here and nowhere else. Writes are idempotent so a re-run repairs what a
 crash interrupted; a document's old chunks are swapped for its new ones in ONE
@@ -18,6 +19,7 @@ from __future__ import annotations
 from docpipe_dagster.store.commit import CommitStore
 from docpipe_dagster.store.documents import DocumentStore
 from docpipe_dagster.store.jobs import JobStore
+from docpipe_dagster.store.parked import ParkedStore
 from docpipe_dagster.store.reports import ReportStore
 from docpipe_dagster.store.schema import (
     FINAL_STATES,
@@ -69,5 +71,7 @@ __all__ = [
 ]
 
 
-class Store(JobStore, StagingStore, CommitStore, VectorIndexStore, ReportStore, DocumentStore):
+class Store(
+    JobStore, StagingStore, CommitStore, VectorIndexStore, ReportStore, DocumentStore, ParkedStore
+):
     """The pipeline's database access over a psycopg connection pool."""
