@@ -116,7 +116,20 @@ def relaunch_parked(
 
 
 def _failure_message(context: dg.RunFailureSensorContext) -> str:
+    """Why the run failed: its first failed step's error, else the run's failure message
+    (a killed worker has no failed step: run monitoring says the process exited)."""
     message = getattr(context.failure_event, "message", None) or "no reason given"
+    try:
+        steps = context.instance.all_logs(
+            context.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE
+        )
+        for record in steps:
+            error = record.dagster_event.event_specific_data.error  # type: ignore[union-attr]
+            cause = error.cause or error
+            message = f"{record.step_key}: {cause.cls_name}: {cause.message}"
+            break
+    except Exception:  # the run's own message is enough
+        pass
     return " ".join(str(message).split())[:200]
 
 
