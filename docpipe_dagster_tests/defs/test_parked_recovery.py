@@ -2,7 +2,7 @@
 
 A parser (or embedder) answering 503 parks the batch's documents: `docpipe status` (text and
 JSON), `docpipe validate`'s check, the documents view and `docpipe verify` all say they wait
-for that service; retry_sensor leaves them while it is down and re-launches them on the first
+for that service; parked_documents_sensor leaves them while it is down and re-launches them on the first
 tick that finds it healthy. A run that failed for another reason and that Dagster will not
 retry is re-queued by dead_run_sensor at once; after DOCPIPE_MAX_ATTEMPTS dead runs its
 documents end failed with the reason. (The same under the daemon, with real processes and
@@ -22,8 +22,11 @@ from click.testing import CliRunner
 
 from docpipe_dagster.cli import main as cli_main
 from docpipe_dagster.defs.documents.views import document_status_sensor
-from docpipe_dagster.defs.intake.recovery import dead_run_sensor, park_pause_seconds
-from docpipe_dagster.defs.intake.sensors import retry_sensor
+from docpipe_dagster.defs.intake.recovery import (
+    dead_run_sensor,
+    park_pause_seconds,
+    parked_documents_sensor,
+)
 from docpipe_dagster.defs.resources import FolderStorageResource, PipelineSettings
 from docpipe_dagster.health import parked_check
 from docpipe_dagster.runner import ingest_pending
@@ -39,13 +42,13 @@ def _write_docs(pipeline: Pipeline, prefix: str = "parked") -> None:
         pipeline.write(f"{prefix}/doc-{i:02d}.md", f"# Doc {i}\n\nParagraph {i} on topic {i}.\n")
 
 
-def _retry_tick(pipeline: Pipeline, **settings: Any) -> dg.SensorResult:
+def _parked_tick(pipeline: Pipeline, **settings: Any) -> dg.SensorResult:
     resources = {
         **pipeline.resources,
         "pipeline_settings": PipelineSettings(settle_seconds=0.0, **settings),
     }
     with dg.build_sensor_context(resources=resources, instance=pipeline.instance) as context:
-        result = retry_sensor(context)
+        result = parked_documents_sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result
 
@@ -102,13 +105,13 @@ def test_a_parser_outage_parks_documents_in_plain_sight_and_its_end_relaunches_t
     assert report.waiting == DOCS and "waiting for a service" in report.render()
 
     # still down: the sensor leaves them and says so
-    quiet = _retry_tick(pipeline)
+    quiet = _parked_tick(pipeline)
     assert not quiet.run_requests
     assert f"{DOCS} waiting for parser" in (quiet.skip_reason or "")
 
     # back: the next tick re-launches them, the run completes them all
     pipeline.parser.clear_faults()
-    resumed = _retry_tick(pipeline)
+    resumed = _parked_tick(pipeline)
     keys = batch_keys(resumed)
     assert keys and all(k.startswith("resume-") for k in keys)
     for key in keys:
@@ -130,7 +133,7 @@ def test_an_embedder_outage_parks_chunked_documents_until_it_answers(pipeline: P
     assert {j["state"] for j in pipeline.jobs().values()} == {"chunked"}
 
     pipeline.embedder.clear_faults()
-    keys = batch_keys(_retry_tick(pipeline))
+    keys = batch_keys(_parked_tick(pipeline))
     assert keys
     for key in keys:
         assert pipeline.run(key).success

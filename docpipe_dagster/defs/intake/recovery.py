@@ -1,7 +1,8 @@
 """Recovery that follows the service and the run, not a timer.
 
 - Parked documents (left queued because their service was down) are re-launched on the first
-  retry_sensor tick that finds the service healthy again; a service that keeps failing them
+  parked_documents_sensor tick that finds the service healthy again (every
+  PARKED_INTERVAL_SECONDS; a tick with nothing parked costs one query and probes nothing); a service that keeps failing them
   is tried with a growing pause, so a health probe that passes while real calls fail costs
   one short run now and then, not one per tick.
 - A batch whose run failed and that Dagster will not retry (retries used up, or none
@@ -34,6 +35,8 @@ LIVE_STATUSES = [
 WILL_RETRY_TAG = "dagster/will_retry"
 PARTITION_TAG = "dagster/partition"
 MAX_PARK_PAUSE_SECONDS = 600.0
+# How late a parked document may start after its service is back.
+PARKED_INTERVAL_SECONDS = 10
 
 
 def batch_has_live_run(instance: dg.DagsterInstance, batch_key: str | None) -> bool:
@@ -152,7 +155,8 @@ def dead_run_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     from docpipe_dagster.defs.intake.sensors import batch_run_requests
 
-    run = context.dagster_run
+    # Fresh: Dagster adds the will-retry tag as it stores the failure.
+    run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
     batch = run.tags.get(PARTITION_TAG)
     if not batch:
         return dg.SkipReason(f"run {run.run_id[:8]} has no batch")
@@ -179,3 +183,35 @@ def dead_run_sensor(
         return dg.SkipReason(f"the documents of {batch} settled meanwhile")
     context.log.info(f"run {run.run_id[:8]} of {batch} died: {len(again)} documents -> {key}")
     return dg.SensorResult(**batch_run_requests([key], "dead run"))
+
+
+@dg.sensor(
+    name="parked_documents_sensor",
+    job=ingest_batch,
+    minimum_interval_seconds=PARKED_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Re-launches documents parked because their service was down (the parser or the "
+        "embedder) on the first tick that finds the service healthy again; probes only the "
+        "services documents wait for. A service that keeps failing them is tried with a "
+        "growing pause (DOCPIPE_RETRY_BASE_SECONDS, doubling, at most 10 minutes)."
+    ),
+)
+def parked_documents_sensor(
+    context: dg.SensorEvaluationContext,
+    database: DatabaseResource,
+    pipeline_settings: PipelineSettings,
+) -> dg.SensorResult:
+    from docpipe_dagster.defs.intake.sensors import batch_run_requests
+
+    batches, waiting = relaunch_parked(
+        database.store(),
+        context.instance,
+        batch_max_files=pipeline_settings.batch_max_files,
+        base_seconds=pipeline_settings.retry_base_seconds,
+    )
+    still = "; ".join(f"{n} waiting for {service}" for service, n in sorted(waiting.items()))
+    if not batches:
+        return dg.SensorResult(skip_reason=still or "nothing parked")
+    context.log.info(f"parked documents resumed in {batches}" + (f"; {still}" if still else ""))
+    return dg.SensorResult(**batch_run_requests(batches, "service back"))

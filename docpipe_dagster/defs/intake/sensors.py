@@ -11,7 +11,7 @@ import dagster as dg
 
 from docpipe_dagster.config import settings
 from docpipe_dagster.core.ids import batch_key as make_batch_key
-from docpipe_dagster.defs.intake.recovery import batch_has_live_run, relaunch_parked
+from docpipe_dagster.defs.intake.recovery import batch_has_live_run
 from docpipe_dagster.defs.partitions import INGEST_JOB, batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, PipelineSettings, StorageResource
 from docpipe_dagster.pipeline.intake import scan_storage
@@ -83,9 +83,8 @@ def storage_intake_sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Re-queues documents whose failure was transient once their backoff has elapsed "
-        "(bounded attempts: after the last one they stay failed, the dead-letter list), "
-        "re-launches documents parked for a service that answers again, and documents stuck "
-        "in flight whose run died unreported."
+        "(bounded attempts: after the last one they stay failed, the dead-letter list), and "
+        "re-launches documents stuck in flight whose run died unreported."
     ),
 )
 def retry_sensor(
@@ -103,18 +102,8 @@ def retry_sensor(
         if store.requeue([j.job_id for j in due], key, "transient failure, backoff elapsed"):
             batches.append(key)
 
-    # Parked documents whose service answers again: now, not after the stale timeout.
-    resumed, waiting = relaunch_parked(
-        store,
-        context.instance,
-        batch_max_files=pipeline_settings.batch_max_files,
-        base_seconds=pipeline_settings.retry_base_seconds,
-        now=now,
-    )
-    batches += resumed
-
     # The fallback for a run that died unreported (dead_run_sensor handles reported ones);
-    # parked documents wait for their service, not for this timeout.
+    # parked documents wait for their service (parked_documents_sensor), not for this.
     candidates = store.stale_in_flight(
         pipeline_settings.stale_after, pipeline_settings.batch_max_files
     )
@@ -133,15 +122,10 @@ def retry_sensor(
     requested = [b for b in store.requested_batches() if not _batch_ever_ran(context.instance, b)]
     batches += requested
 
-    still = "; ".join(f"{n} waiting for {service}" for service, n in sorted(waiting.items()))
     if not batches:
-        return dg.SensorResult(
-            skip_reason=still or "no failures due for retry, nothing stuck, nothing parked"
-        )
+        return dg.SensorResult(skip_reason="no failures due for retry, nothing stuck")
     context.log.info(
-        f"retry: {len(due)} due, {len(stale)} stale, {len(requested)} requested, "
-        f"{len(resumed)} batches of parked documents resumed -> {batches}"
-        + (f" ({still})" if still else "")
+        f"retry: {len(due)} due, {len(stale)} stale, {len(requested)} requested -> {batches}"
     )
     return dg.SensorResult(**batch_run_requests(batches, "retry"))
 
