@@ -81,6 +81,10 @@ def test_a_parser_outage_parks_documents_in_plain_sight_and_its_end_relaunches_t
     assert shown["waiting"][0]["service"] == "parser"
     assert shown["waiting"][0]["documents"] == DOCS
 
+    retry = _cli("retry", "--all-failed")
+    assert "nothing to retry" in retry.output
+    assert f"{DOCS} waiting for parser" in retry.output and "not failed" in retry.output
+
     # `docpipe validate` names the service as the cause
     check = parked_check(pipeline.database_url)
     assert check is not None and not check.ok
