@@ -36,7 +36,7 @@ WILL_RETRY_TAG = "dagster/will_retry"
 PARTITION_TAG = "dagster/partition"
 MAX_PARK_PAUSE_SECONDS = 600.0
 # How late a parked document may start after its service is back.
-PARKED_INTERVAL_SECONDS = 10
+PARKED_INTERVAL_SECONDS = 5
 
 
 def batch_has_live_run(instance: dg.DagsterInstance, batch_key: str | None) -> bool:
