@@ -538,7 +538,7 @@ def _outage_then_recovery(stack: Stack) -> float:
         stack.drop("d", OUTAGE_DOCS)
         wait_for(
             lambda: _parked(stack, "d") == OUTAGE_DOCS,
-            OUTAGE_S + 60,
+            180,  # every batch's run launched and failed fast: launches are slow on 2 cores
             f"all {OUTAGE_DOCS} documents parked for the parser",
             0.5,
         )
@@ -575,7 +575,7 @@ def test_a_run_and_every_retry_of_it_killed_recovers_within_a_minute(stack: Stac
     as the last failure is reported, and they complete within 60 s of the last kill."""
     instance = stack.instance
     assert instance is not None
-    wait_for(lambda: not stack.batch_runs(statuses=IN_PROGRESS), 60, "no run in flight")
+    wait_for(lambda: not stack.batch_runs(statuses=IN_PROGRESS), 180, "no run in flight")
     before = {r.run_id for r in stack.batch_runs()}
     stack.drop("e", 10)
     killed: set[str] = set()
