@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
@@ -118,6 +119,19 @@ def relaunch_parked(
     return batches, waiting
 
 
+def _dagster_will_retry(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Whether Dagster's run retries will re-run this failed run. Dagster tags the run just
+    after it stores the failure event, so a sensor can see the event first: wait for the tag
+    (briefly) rather than re-queue a batch Dagster is about to re-run."""
+    for _ in range(10):
+        value = run.tags.get(WILL_RETRY_TAG)
+        if value is not None or not instance.run_retries_enabled:
+            return value == "true"
+        time.sleep(0.5)
+        run = instance.get_run_by_id(run.run_id) or run
+    return False
+
+
 def _failure_message(context: dg.RunFailureSensorContext) -> str:
     """Why the run failed: its first failed step's error, else the run's failure message
     (a killed worker has no failed step: run monitoring says the process exited)."""
@@ -155,12 +169,11 @@ def dead_run_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     from docpipe_dagster.defs.intake.sensors import batch_run_requests
 
-    # Fresh: Dagster adds the will-retry tag as it stores the failure.
-    run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
+    run = context.dagster_run
     batch = run.tags.get(PARTITION_TAG)
     if not batch:
         return dg.SkipReason(f"run {run.run_id[:8]} has no batch")
-    if run.tags.get(WILL_RETRY_TAG) == "true":
+    if _dagster_will_retry(context.instance, run):
         return dg.SkipReason(f"run {run.run_id[:8]} failed; Dagster re-runs it")
     if batch_has_live_run(context.instance, batch):
         return dg.SkipReason(f"batch {batch} has a live run")
