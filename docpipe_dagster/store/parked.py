@@ -71,11 +71,11 @@ _PARKED_SQL = f"""
         WHERE e.job_id = j.job_id ORDER BY e.event_id DESC LIMIT 1) last
     CROSS JOIN LATERAL (
         SELECT count(*) AS parks, min(p.created_at) AS first_parked_at FROM {S}.events p
-        WHERE p.job_id = j.job_id AND p.event_type = '{PARKED_EVENT}'
+        WHERE p.job_id = j.job_id AND p.event_type = %(parked)s
           AND p.event_id > coalesce((
               SELECT max(q.event_id) FROM {S}.events q WHERE q.job_id = j.job_id
               AND q.event_type <> ALL(%(waiting)s)), 0)) waits
-    WHERE j.state = ANY(%(states)s) AND last.event_type = '{PARKED_EVENT}'
+    WHERE j.state = ANY(%(states)s) AND last.event_type = %(parked)s
 """
 
 
@@ -100,7 +100,11 @@ class ParkedStore(StoreBase):
         ]
 
     def _parked(self) -> list[tuple[ParkedJob, datetime]]:
-        params = {"waiting": list(_WAITING_EVENTS), "states": list(IN_FLIGHT_STATES)}
+        params = {
+            "waiting": list(_WAITING_EVENTS),
+            "states": list(IN_FLIGHT_STATES),
+            "parked": PARKED_EVENT,
+        }
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(_PARKED_SQL + " ORDER BY last.created_at, j.storage_key", params)
             rows = cur.fetchall()
