@@ -172,6 +172,29 @@ def service_checks(names: Iterable[str] = tuple(SERVICE_PROBES)) -> list[CheckRe
     return [check(name) for name in names]
 
 
+def parked_check(url: str) -> CheckResult | None:
+    """Documents left queued because a service was down, naming it; None when there are none.
+    Fails while any wait: the service is the cause, and they resume once it answers."""
+    from docpipe_dagster.store.queries import Store
+
+    waiting: list = []
+
+    def probe() -> str:
+        with Store.open(url, max_size=1) as store:
+            waiting.extend(store.parked_services())
+        if waiting:
+            lines = "; ".join(f"{w.line()}: {w.reason}" for w in waiting)
+            raise RuntimeError(f"{lines} (they resume once it answers)")
+        return "none"
+
+    result = timed("parked documents", probe)
+    if result.ok:
+        return None
+    return CheckResult(
+        result.name, False, result.latency_ms, result.detail.removeprefix("RuntimeError: ")
+    )
+
+
 def run_all_checks(webserver_url: str | None = None) -> list[CheckResult]:
     """Everything that exists: database, services, and the webserver/daemon when running."""
     from docpipe_dagster.store.server import resolve_database
@@ -185,9 +208,12 @@ def run_all_checks(webserver_url: str | None = None) -> list[CheckResult]:
         return "embedded" if target.embedded else "external (DOCPIPE_DATABASE_URL)"
 
     results.append(timed("database config", database_target))
-    if resolved:
-        results += database_checks(resolved[0])
+    database = database_checks(resolved[0]) if resolved else []
+    results += database
     results += service_checks()
+    if database and all(r.ok for r in database):
+        parked = parked_check(resolved[0])
+        results += [parked] if parked else []
     explicit = webserver_url is not None
     base = (webserver_url or "http://127.0.0.1:3000").rstrip("/")
     web = webserver_checks(base)

@@ -10,6 +10,7 @@ registers and processes them.
 # runtime, and they refer to local names (the bearer dependency).
 import asyncio
 import hmac
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -18,14 +19,19 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from docpipe_dagster.api.settings import ApiSettings, SearchSettings, api_key
-from docpipe_dagster.clients.storage import InvalidKeyError, StorageError, validate_key
+from docpipe_dagster.clients.storage import (
+    InvalidKeyError,
+    ObjectNotFoundError,
+    StorageError,
+    validate_key,
+)
 from docpipe_dagster.core.hashing import sha256_bytes
 from docpipe_dagster.core.ids import document_id as document_id_for
 from docpipe_dagster.core.ids import job_id as job_id_for
@@ -159,6 +165,18 @@ def create_app(
     def pool() -> ConnectionPool:
         return state["pool"]
 
+    def clean_query(request: Request) -> None:
+        # Postgres cannot hold a NUL and no query needs a control character: the client's
+        # mistake, said as such (422), not a DataError and a dropped connection.
+        for name, value in request.query_params.multi_items():
+            bad = _CONTROL_IN_QUERY.search(value)
+            if bad:
+                raise HTTPException(
+                    422,
+                    f"query parameter {name!r} contains a control character "
+                    f"(U+{ord(bad.group()):04X} at position {bad.start()})",
+                )
+
     def checked_key(raw: str) -> str:
         try:
             key = validate_key(raw)
@@ -168,7 +186,7 @@ def create_app(
             raise HTTPException(400, f"{key!r} is a hidden or temporary file name, never ingested")
         return key
 
-    v1 = [Depends(authorized)]
+    v1 = [Depends(authorized), Depends(clean_query)]
 
     @app.post("/v1/documents", status_code=202, dependencies=v1)
     async def upload(
@@ -195,7 +213,7 @@ def create_app(
         try:
             await asyncio.to_thread(state["storage"].write, full, bytes(data))
         except StorageError as exc:
-            raise HTTPException(502, f"storage refused the file: {exc}") from exc
+            raise _storage_http_error("the file", exc) from None
         sha = sha256_bytes(bytes(data))
         doc = document_id_for(full)
         job = job_id_for(doc, sha)
@@ -233,7 +251,7 @@ def create_app(
                     WHERE j.storage_key = %s ORDER BY e.event_id""",
                 (full,),
             ).fetchall()
-        in_storage = state["storage"].exists(full)
+        in_storage = _in_storage(state["storage"], full)
         if not versions and not in_storage:
             raise HTTPException(404, f"no document {full!r} in storage or in the pipeline")
         by_job: dict[str, list[dict[str, Any]]] = {}
@@ -252,12 +270,12 @@ def create_app(
         its chunks out of search."""
         full = checked_key(key)
         storage = state["storage"]
-        if not storage.exists(full):
+        if not _in_storage(storage, full):
             raise HTTPException(404, f"no document {full!r} in storage")
         try:
             storage.delete(full)
         except StorageError as exc:
-            raise HTTPException(502, f"storage refused the delete: {exc}") from exc
+            raise _storage_http_error("the delete", exc) from None
         return {"storage_key": full, "deleted_from_storage": True}
 
     @app.get("/v1/search", dependencies=v1)
@@ -326,6 +344,33 @@ def create_app(
 
     install_metrics(app, pool)  # GET /metrics, and the API's requests counted by route
     return app
+
+
+# C0 controls but tab, line feed and carriage return (a pasted query may hold them), and DEL.
+_CONTROL_IN_QUERY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _storage_http_error(what: str, exc: StorageError) -> HTTPException:
+    """A storage error as the client should see it: 4xx when the request was at fault (a
+    key outside storage, a name the file system refuses, no such object, a 4xx from the
+    storage API other than auth or rate limits), 502 when storage itself failed. The
+    message, never a traceback."""
+    if isinstance(exc, InvalidKeyError):
+        return HTTPException(400, f"storage refused {what}: {exc}")
+    if isinstance(exc, ObjectNotFoundError):
+        return HTTPException(404, str(exc))
+    if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (401, 403, 429):
+        return HTTPException(400 if exc.status != 404 else 404, f"storage refused {what}: {exc}")
+    return HTTPException(502, f"storage failed on {what}: {exc}")
+
+
+def _in_storage(storage: Any, key: str) -> bool:
+    """Whether the object exists; a key that resolves outside storage (a symlink) is the
+    client's 400, a storage failure a 502."""
+    try:
+        return storage.exists(key)
+    except StorageError as exc:
+        raise _storage_http_error("the key", exc) from None
 
 
 def _ms(started: float) -> float:

@@ -79,25 +79,54 @@ def status_command(storage_key: str | None, failed: bool, as_json: bool) -> None
     help="An in-flight document not moved for this long counts as stuck.",
 )
 def verify_command(as_json: bool, stale_minutes: int) -> None:
-    """Check the pipeline's invariants; exit 1 with a readable report if any is violated."""
+    """Check the pipeline's invariants; exit 1 with a readable report if any is violated.
+
+    With the Dagster instance at hand (DAGSTER_HOME), a document in flight is fine while a
+    run of its batch is live and `stranded` once every run of it has ended; without it, one
+    not moved for --stale-minutes counts as stuck."""
     from datetime import timedelta
 
-    from docpipe_dagster.store.invariants import check_invariants
+    from docpipe_dagster.store.invariants import check_invariants, in_flight_batches
     from docpipe_dagster.store.pool import connect
     from docpipe_dagster.store.server import ready_database
 
     with connect(ready_database().url) as conn:
-        report = check_invariants(conn, stale_after=timedelta(minutes=stale_minutes))
+        runs = _batch_run_states(in_flight_batches(conn))
+        report = check_invariants(
+            conn, stale_after=timedelta(minutes=stale_minutes), run_states=runs
+        )
     if as_json:
         payload = {
             "ok": report.ok,
             "checked_jobs": report.checked_jobs,
+            "in_live_runs": report.in_live_runs,
+            "waiting": report.waiting,
+            "runs_known": runs is not None,
             "violations": [v.__dict__ for v in report.violations],
         }
         click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
     else:
         click.echo(report.render())
     sys.exit(0 if report.ok else 1)
+
+
+def _batch_run_states(batches: list[str]) -> dict[str, str] | None:
+    """Each batch's runs as Dagster records them; None when no instance can be asked."""
+    import os
+
+    if not batches:
+        return {}
+    if not os.environ.get("DAGSTER_HOME"):
+        return None
+    try:
+        import dagster as dg
+
+        from docpipe_dagster.defs.intake.recovery import batch_run_states
+
+        with dg.DagsterInstance.get() as instance:
+            return batch_run_states(instance, batches)
+    except Exception:  # no instance to ask: the staleness rule applies
+        return None
 
 
 def _collect(paths: tuple[str, ...], prefix: str) -> list[tuple[str, Path]]:
@@ -346,6 +375,8 @@ def run_status(as_json: bool) -> int:
 
     with Store.open(ready_database().url, max_size=1) as store:
         status = store.status()
+        waiting = store.parked_services()
+    status["waiting"] = [w.as_dict() for w in waiting]
     if as_json:
         click.echo(json.dumps(status, ensure_ascii=False, indent=2, default=str))
         return 0
@@ -358,12 +389,24 @@ def run_status(as_json: bool) -> int:
     buffers = status["buffers"]
     if buffers["chunks"] or buffers["vectors"]:
         click.echo(f"staged: {buffers['chunks']} chunks, {buffers['vectors']} vectors in flight")
+    _echo_waiting(waiting)
     for failure in status["failures"]:
         retry = " (retry scheduled)" if failure["retry_scheduled"] else ""
         click.echo(
             f"FAILED {failure['storage_key']} at {failure['stage']}: {failure['reason']}{retry}"
         )
     return 0
+
+
+def _echo_waiting(waiting: list[Any]) -> None:
+    """Parked documents: which service they wait for, since when, and what happens next."""
+    for w in waiting:
+        click.echo(f"{w.line()}: {w.reason}")
+    if waiting:
+        click.echo(
+            "  they resume by themselves once it answers (under `docpipe dev`); "
+            "or now: `docpipe ingest <folder> --wait`"
+        )
 
 
 COMMANDS = [ingest_command, search_command, status_command, verify_command]

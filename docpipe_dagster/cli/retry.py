@@ -87,6 +87,12 @@ def run_retry(keys: Sequence[str], all_failed: bool, stage: str | None, wait: bo
             click.echo(f"not retried {key}: its newest version is not failed", err=True)
         if not jobs:
             click.echo("nothing to retry")
+            # Parked documents are not failed: say where they are, and how they go on.
+            for waiting in store.parked_services():
+                click.echo(
+                    f"{waiting.line()}: not failed, they resume once it answers "
+                    "(or now: `docpipe ingest <folder> --wait`)"
+                )
             return 1 if missing else 0
         batch = REQUEUE_PREFIX + make_batch_key(
             datetime.now(timezone.utc), [j.job_id for j in jobs]

@@ -134,6 +134,16 @@ async def embed_chunks(
             )
     report.count("vectors_staged", staged)
     if outage is not None:
+        # Parked: the event says why they wait, so status shows it and recovery finds them.
+        store.set_states(
+            sorted(untouched),
+            "chunked",
+            "embed",
+            "service_unavailable",
+            {"reason": outage.reason},
+            expected=["chunked"],
+            durable=True,
+        )
         report.count("not_attempted", len(untouched))
         report.finish()
         raise ServiceUnavailable(

@@ -7,7 +7,7 @@ and an audit trail that tells each job's story in order.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -40,6 +40,9 @@ class Violation:
 class InvariantReport:
     checked_jobs: int = 0
     violations: list[Violation] = field(default_factory=list)
+    # Not violations: in flight in a live run, and parked for a service that was down.
+    in_live_runs: int = 0
+    waiting: int = 0
 
     @property
     def ok(self) -> bool:
@@ -54,10 +57,21 @@ class InvariantReport:
             counts[v.invariant] = counts.get(v.invariant, 0) + 1
         return counts
 
+    def notes(self) -> list[str]:
+        notes = []
+        if self.in_live_runs:
+            notes.append(f"{self.in_live_runs} in flight in a live run")
+        if self.waiting:
+            notes.append(f"{self.waiting} waiting for a service (see `docpipe status`)")
+        return notes
+
     def render(self, limit: int = 50) -> str:
+        noted = f"; {', '.join(self.notes())}" if self.notes() else ""
         if self.ok:
-            return f"all invariants hold ({self.checked_jobs} jobs checked)"
-        lines = [f"{len(self.violations)} invariant violation(s) in {self.checked_jobs} jobs:"]
+            return f"all invariants hold ({self.checked_jobs} jobs checked{noted})"
+        lines = [
+            f"{len(self.violations)} invariant violation(s) in {self.checked_jobs} jobs{noted}:"
+        ]
         for v in self.violations[:limit]:
             where = f" [{v.storage_key}]" if v.storage_key else ""
             lines.append(f"  - {v.invariant}{where}: {v.detail}")
@@ -72,11 +86,15 @@ def check_invariants(
     live_batches: Collection[str] | None = None,
     stale_after: timedelta | None = None,
     batch_key: str | None = None,
+    run_states: Mapping[str, str] | None = None,
 ) -> InvariantReport:
     """Check every invariant (or only one batch's jobs). Read-only.
 
     An in-flight job is fine while its batch has a live run (`live_batches`, when the
     caller knows them) or, when the caller cannot tell, while it moved recently.
+    `run_states` (batch -> "live" | "dead" | "none", from Dagster's runs) tells more: a job
+    whose batch's runs all ended is `stranded` at once, whatever its age; one parked for a
+    service that was down only waits.
     """
     if stale_after is None:
         stale_after = timedelta(minutes=default_of("stale_minutes"))
@@ -94,14 +112,33 @@ def check_invariants(
 
         # 1. nothing lost: final, or in flight with a live run
         cur.execute(
-            f"""SELECT storage_key, state, batch_key, now() - updated_at > %(stale)s
+            f"""SELECT storage_key, state, batch_key, now() - updated_at > %(stale)s,
+                    (SELECT e.event_type FROM {S}.events e WHERE e.job_id = j.job_id
+                     ORDER BY e.event_id DESC LIMIT 1) = 'service_unavailable'
                 FROM {S}.upload_jobs j WHERE {in_jobs}
                 AND state IN ('uploaded', 'parsing', 'parsed', 'chunked', 'embedded')""",
             params,
         )
-        for key, state, batch, stale in cur.fetchall():
-            alive = (batch in live_batches) if live_batches is not None else not stale
-            if not alive:
+        for key, state, batch, stale, parked in cur.fetchall():
+            if live_batches is not None:
+                if batch not in live_batches:
+                    report.add(
+                        "in_flight_without_run", f"stuck in state {state!r} (batch {batch})", key
+                    )
+                continue
+            run = run_states.get(batch, "none") if run_states is not None else None
+            if run == "live":
+                report.in_live_runs += 1
+            elif parked:
+                report.waiting += 1
+            elif run == "dead":
+                report.add(
+                    "stranded",
+                    f"in state {state!r} and every run of batch {batch} has ended; "
+                    "dead_run_sensor re-queues it (or `docpipe ingest <folder> --wait`)",
+                    key,
+                )
+            elif stale:
                 report.add(
                     "in_flight_without_run", f"stuck in state {state!r} (batch {batch})", key
                 )
@@ -222,3 +259,12 @@ def _last_state_event(story: list[str]) -> str:
         if event not in _NON_STATE_EVENTS:
             return event
     return story[-1]
+
+
+def in_flight_batches(conn: psycopg.Connection) -> list[str]:
+    """The batches holding jobs in flight (for asking Dagster about their runs)."""
+    rows = conn.execute(
+        f"""SELECT DISTINCT batch_key FROM {S}.upload_jobs WHERE batch_key IS NOT NULL
+            AND state IN ('uploaded', 'parsing', 'parsed', 'chunked', 'embedded')"""
+    ).fetchall()
+    return [r[0] for r in rows]

@@ -8,6 +8,7 @@
 - store/vectors.py: vector spaces, the HNSW index lifecycle, bulk loads, search
 - store/reports.py: batch reports, `docpipe status`, check queries
 - store/metrics.py: what the Prometheus exporter reads, stage and provider runs
+- store/parked.py: documents waiting for a service, what a dead run left in flight
 
 State lives here and nowhere else. Writes are idempotent so a re-run repairs what a
 crash interrupted; a document's old chunks are swapped for its new ones in ONE
@@ -20,6 +21,7 @@ from docpipe_dagster.store.commit import CommitStore
 from docpipe_dagster.store.documents import DocumentStore
 from docpipe_dagster.store.jobs import JobStore
 from docpipe_dagster.store.metrics import MetricsStore
+from docpipe_dagster.store.parked import ParkedStore
 from docpipe_dagster.store.reports import ReportStore
 from docpipe_dagster.store.schema import (
     FINAL_STATES,
@@ -79,5 +81,6 @@ class Store(
     ReportStore,
     DocumentStore,
     MetricsStore,
+    ParkedStore,
 ):
     """The pipeline's database access over a psycopg connection pool."""

@@ -176,3 +176,78 @@ def test_upload_ingest_state_search_delete(api: tuple[str, dict[str, str]], tmp_
     after = httpx.get(f"{base}/v1/documents/docs/lighthouse.md", headers=auth).json()
     assert after["in_storage"] is False
     assert httpx.delete(f"{base}/v1/documents/docs/lighthouse.md", headers=auth).status_code == 404
+
+
+def test_client_mistakes_get_4xx_never_5xx(api: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    """NUL and other control characters in query parameters, keys that resolve outside
+    storage through a symlink, names the file system refuses: each a 4xx with the reason,
+    no traceback in the answer; the server stays up and answers the next request."""
+    base, env = api
+    auth = {"Authorization": f"Bearer {KEY}"}
+    # control characters in query parameters: 422 naming the parameter, on every route
+    for params in (
+        {"q": "light\x00house"},
+        {"q": "lamp", "prefix": "docs\x00"},
+        {"q": "bell\x07"},
+        {"q": "x", "mode": "text\x1b"},
+        {"q": "x", "media_type": "text/markdown\x7f"},
+    ):
+        got = httpx.get(f"{base}/v1/search", params=params, headers=auth, timeout=30)
+        assert got.status_code == 422, (params, got.status_code, got.text)
+        assert "control character" in got.json()["detail"]
+    got = httpx.get(f"{base}/v1/documents/a.md", params={"x": "\x00"}, headers=auth)
+    assert got.status_code == 422, got.text
+    # a tab or a line break in a pasted query is not a mistake
+    fine = httpx.get(f"{base}/v1/search", params={"q": "lamp\tlens\n"}, headers=auth, timeout=30)
+    assert fine.status_code == 200, fine.text
+    # unauthenticated requests still learn nothing but 401
+    assert httpx.get(f"{base}/v1/search", params={"q": "\x00"}).status_code == 401
+
+    # a symlink inside storage pointing outside it: refused on every route, nothing touched
+    storage = Path(env["DOCPIPE_HOME"]) / "storage"
+    storage.mkdir(parents=True, exist_ok=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text("# not for the API\n")
+    (storage / "linked").symlink_to(outside)
+    (storage / "file-link.md").symlink_to(outside / "secret.md")
+    for key in ("linked/secret.md", "file-link.md", "linked/new.md"):
+        for method in ("GET", "DELETE"):
+            got = httpx.request(method, f"{base}/v1/documents/{key}", headers=auth)
+            assert got.status_code in (400, 404), (method, key, got.status_code, got.text)
+            assert "Traceback" not in got.text
+        up = httpx.post(
+            f"{base}/v1/documents",
+            headers=auth,
+            files={"file": ("f.md", b"# x\n")},
+            data={"key": key},
+        )
+        assert up.status_code == 400, (key, up.status_code, up.text)
+        assert "outside the storage folder" in up.json()["detail"]
+    assert [p.name for p in outside.iterdir()] == ["secret.md"]
+    assert (outside / "secret.md").read_text() == "# not for the API\n"
+
+    # a name the file system refuses: 400 with the reason, on upload, GET and DELETE
+    long_name = "n" * 300 + ".md"
+    up = httpx.post(
+        f"{base}/v1/documents",
+        headers=auth,
+        files={"file": ("f.md", b"# x\n")},
+        data={"key": long_name},
+    )
+    assert up.status_code == 400, up.text
+    assert "refuses the name" in up.json()["detail"], up.text
+    assert httpx.get(f"{base}/v1/documents/{long_name}", headers=auth).status_code == 404
+    assert httpx.delete(f"{base}/v1/documents/{long_name}", headers=auth).status_code == 404
+    # a file where the key needs a folder
+    (storage / "plain.md").write_text("# plain\n")
+    clash = httpx.post(
+        f"{base}/v1/documents",
+        headers=auth,
+        files={"file": ("f.md", b"# x\n")},
+        data={"key": "plain.md/inner.md"},
+    )
+    assert clash.status_code == 400 and "collide" in clash.json()["detail"], clash.text
+
+    # and the server is still there
+    assert httpx.get(f"{base}/v1/documents/plain.md", headers=auth).status_code == 200

@@ -627,6 +627,36 @@ def test_keys_cannot_climb_out_of_either_storage_backend(
     assert outside.read_text() == "outside the storage folder"
 
 
+def test_folder_storage_refusals_are_the_keys_fault_and_a_bad_symlink_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the HTTP API turns into 4xx (cli/test_api.py): a name the file system refuses and
+    a file/folder clash are InvalidKeyError with the reason, not a storage failure; a symlink
+    out of storage is skipped on every listing but logged once, not at every intake tick."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (root / "linked").symlink_to(tmp_path / "elsewhere")
+    (root / "plain.md").write_text("x")
+    folder = FolderStorage(root)
+    long_key = "n" * 300 + ".md"
+    with pytest.raises(InvalidKeyError, match="refuses the name"):
+        folder.write(long_key, b"x")
+    with pytest.raises(InvalidKeyError, match="refuses the name"):
+        folder.read(long_key)
+    assert folder.exists(long_key) is False
+    with pytest.raises(InvalidKeyError, match="collide"):
+        folder.write("plain.md/inner.md", b"x")
+
+    caplog.set_level(logging.WARNING, logger="docpipe_dagster")
+    for _ in range(5):  # five intake ticks, each with a backend of its own
+        backend = FolderStorage(root)
+        assert [o.key for o in backend.list_objects()] == ["plain.md"]
+        assert [rel for rel, _ in backend.skipped] == ["linked"]
+    logged = [r for r in caplog.records if "linked" in r.getMessage()]
+    assert len(logged) == 1, [r.getMessage() for r in logged]
+
+
 # --- webhooks ----------------------------------------------------------------------------------
 
 

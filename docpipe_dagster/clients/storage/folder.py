@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import time
@@ -53,7 +54,13 @@ class FolderStorage:
 
     def _skip(self, rel: str, reason: str) -> None:
         self.skipped.append((rel, reason))
-        log.warning("storage: skipped %r: %s", rel, reason)
+        # Intake lists storage every few seconds: say it once per process, not every tick.
+        seen = (str(self.root), rel, reason)
+        if seen not in _LOGGED_SKIPS:
+            if len(_LOGGED_SKIPS) >= _MAX_LOGGED_SKIPS:
+                _LOGGED_SKIPS.clear()
+            _LOGGED_SKIPS.add(seen)
+            log.warning("storage: skipped %r: %s (logged once)", rel, reason)
 
     def list_objects(self, prefix: str = "") -> Iterator[StoredObject]:
         """Every object whose key starts with `prefix`, in key order."""
@@ -125,7 +132,7 @@ class FolderStorage:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFoundError(f"no object {key!r} in {self.describe()}") from None
         except OSError as exc:
-            raise StorageError(f"cannot read {key!r}: {exc.strerror}") from None
+            raise _os_error("read", key, exc) from None
 
     def write(self, key: str, data: bytes) -> StoredObject:
         """Write atomically: a temp file in the same folder, fsync, then rename over the key."""
@@ -147,9 +154,10 @@ class FolderStorage:
                     tmp.unlink()
             st = path.stat()
         except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
-            raise StorageError(f"cannot write {key!r}: a file and a folder collide") from exc
+            # The key's own fault: a folder where it needs a file, or the reverse.
+            raise InvalidKeyError(f"cannot write {key!r}: a file and a folder collide") from exc
         except OSError as exc:
-            raise StorageError(f"cannot write {key!r}: {exc.strerror}") from exc
+            raise _os_error("write", key, exc) from exc
         return StoredObject(key=key, size=st.st_size, modified_at=st.st_mtime, etag=None)
 
     def delete(self, key: str) -> None:
@@ -162,10 +170,16 @@ class FolderStorage:
         except IsADirectoryError:
             raise ObjectNotFoundError(f"{key!r} is a folder, not an object") from None
         except OSError as exc:
-            raise StorageError(f"cannot delete {key!r}: {exc.strerror}") from None
+            raise _os_error("delete", key, exc) from None
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        path = self._path(key)
+        try:
+            return path.is_file()
+        except OSError as exc:
+            if exc.errno in _NAME_REFUSED:
+                return False  # a name the file system cannot hold names no file
+            raise _os_error("stat", key, exc) from None
 
     def health(self) -> float:
         start = time.perf_counter()
@@ -175,6 +189,25 @@ class FolderStorage:
         with os.scandir(self.root) as it:
             next(it, None)
         return (time.perf_counter() - start) * 1000
+
+
+# (root, path, reason) already logged by this process; bounded, so a folder of many odd
+# entries cannot grow it without end (then they are logged once more).
+_LOGGED_SKIPS: set[tuple[str, str, str]] = set()
+_MAX_LOGGED_SKIPS = 10_000
+# What the file system says about a name it cannot hold: the key's fault, not storage's.
+_NAME_REFUSED = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ})
+
+
+def _os_error(verb: str, key: str, exc: OSError) -> StorageError:
+    """A file-system error as the storage error it is: InvalidKeyError when the name is
+    refused (too long, invalid for this file system), else a StorageError."""
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in _NAME_REFUSED:
+        return InvalidKeyError(
+            f"cannot {verb} {key!r}: the file system refuses the name ({reason})"
+        )
+    return StorageError(f"cannot {verb} {key!r}: {reason}")
 
 
 def _folder_sort_key(entry: os.DirEntry) -> str:

@@ -2,7 +2,9 @@
 
 A sensor observes it whenever anything changed: the asset page shows the table (storage key,
 state, failed stage and reason, attempts, chunks, batch) and plots the counts by state over
-time. `docpipe status KEY` tells one document's whole story.
+time; documents parked because a service was down read "uploaded (waiting for parser)" and
+the `waiting` entry names the service and since when. `docpipe status KEY` tells one
+document's whole story.
 """
 
 import hashlib
@@ -12,6 +14,7 @@ import dagster as dg
 
 from docpipe_dagster.defs.resources import DatabaseResource
 from docpipe_dagster.store.documents import DocumentRow
+from docpipe_dagster.store.parked import ParkedJob
 from docpipe_dagster.store.queries import Store
 
 DOCUMENTS_KEY = dg.AssetKey("documents")
@@ -40,15 +43,29 @@ DOCUMENT_COLUMNS = [
 ]
 
 
-def document_table(rows: list[DocumentRow]) -> dg.TableMetadataValue:
+def document_table(
+    rows: list[DocumentRow], waiting: dict[str, ParkedJob] | None = None
+) -> dg.TableMetadataValue:
+    """`waiting`: parked documents by storage key; their state reads "uploaded (waiting for
+    parser)" and their reason is the service's."""
+    waiting = waiting or {}
+
+    def state(r: DocumentRow) -> str:
+        parked = waiting.get(r.storage_key)
+        return f"{r.state} (waiting for {parked.service})" if parked else r.state
+
+    def reason(r: DocumentRow) -> str:
+        parked = waiting.get(r.storage_key)
+        return (parked.reason if parked else r.reason or "")[:300]
+
     return dg.MetadataValue.table(
         records=[
             dg.TableRecord(
                 {
                     "storage_key": r.storage_key,
-                    "state": r.state,
+                    "state": state(r),
                     "stage": r.stage or "",
-                    "reason": (r.reason or "")[:300],
+                    "reason": reason(r),
                     "attempts": r.attempts,
                     "chunks": r.chunks or 0,
                     "batch": r.batch_key or "",
@@ -75,9 +92,15 @@ def batch_document_table(store: Store, batch_key: str) -> dg.TableMetadataValue:
 def document_status_sensor(
     context: dg.SensorEvaluationContext, database: DatabaseResource
 ) -> dg.SensorResult:
-    rows = database.store().recent_documents(TABLE_LIMIT + 1)
+    store = database.store()
+    rows = store.recent_documents(TABLE_LIMIT + 1)
+    services = store.parked_services()
+    waiting = {j.storage_key: j for j in store.parked_jobs()} if services else {}
     digest = hashlib.sha256(
-        json.dumps([(r.storage_key, r.state, r.updated_at.isoformat()) for r in rows]).encode()
+        json.dumps(
+            [(r.storage_key, r.state, r.updated_at.isoformat()) for r in rows]
+            + [w.line() for w in services]
+        ).encode()
     ).hexdigest()[:16]
     if digest == context.cursor:
         return dg.SensorResult(skip_reason="no document changed")
@@ -85,8 +108,14 @@ def document_status_sensor(
     for r in rows:
         counts[r.state] = counts.get(r.state, 0) + 1
     # The table first: the asset page lists metadata in this order.
-    metadata: dict = {"documents": document_table(rows[:TABLE_LIMIT])}
+    metadata: dict = {"documents": document_table(rows[:TABLE_LIMIT], waiting)}
+    # Parked documents in plain sight: which service they wait for, and since when.
+    metadata["waiting"] = dg.MetadataValue.md(
+        "\n".join(f"- {w.line()}: {w.reason}" for w in services) or "nothing waiting"
+    )
     metadata |= {f"documents_{state}": n for state, n in counts.items()}
+    waiting_for = {"parser": 0, "embedder": 0} | {w.service: w.documents for w in services}
+    metadata |= {f"documents_waiting_for_{name}": n for name, n in waiting_for.items()}
     metadata["documents_shown"] = min(len(rows), TABLE_LIMIT)
     return dg.SensorResult(
         asset_events=[dg.AssetObservation(asset_key=DOCUMENTS_KEY, metadata=metadata)],

@@ -11,6 +11,7 @@ import dagster as dg
 
 from docpipe_dagster.config import settings
 from docpipe_dagster.core.ids import batch_key as make_batch_key
+from docpipe_dagster.defs.intake.recovery import batch_has_live_run
 from docpipe_dagster.defs.partitions import INGEST_JOB, batch_partitions
 from docpipe_dagster.defs.resources import DatabaseResource, PipelineSettings, StorageResource
 from docpipe_dagster.pipeline.intake import scan_storage
@@ -83,7 +84,7 @@ def storage_intake_sensor(
     description=(
         "Re-queues documents whose failure was transient once their backoff has elapsed "
         "(bounded attempts: after the last one they stay failed, the dead-letter list), and "
-        "re-launches documents stuck in flight whose run died."
+        "re-launches documents stuck in flight whose run died unreported."
     ),
 )
 def retry_sensor(
@@ -101,11 +102,16 @@ def retry_sensor(
         if store.requeue([j.job_id for j in due], key, "transient failure, backoff elapsed"):
             batches.append(key)
 
+    # The fallback for a run that died unreported (dead_run_sensor handles reported ones);
+    # parked documents wait for their service (parked_documents_sensor), not for this.
     candidates = store.stale_in_flight(
         pipeline_settings.stale_after, pipeline_settings.batch_max_files
     )
+    if candidates:
+        parked = {j.job_id for j in store.parked_jobs()}
+        candidates = [j for j in candidates if j.job_id not in parked]
     # One run lookup per batch, not per job: a dead batch's jobs all share its key.
-    live = {b: _batch_has_live_run(context.instance, b) for b in {j.batch_key for j in candidates}}
+    live = {b: batch_has_live_run(context.instance, b) for b in {j.batch_key for j in candidates}}
     stale = [job for job in candidates if not live[job.batch_key]]
     if stale:
         key = "resume-" + make_batch_key(now, [j.job_id for j in stale])
@@ -126,22 +132,4 @@ def retry_sensor(
 
 def _batch_ever_ran(instance: dg.DagsterInstance, batch_key: str) -> bool:
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch_key}), limit=1)
-    return bool(runs)
-
-
-def _batch_has_live_run(instance: dg.DagsterInstance, batch_key: str | None) -> bool:
-    if not batch_key:
-        return False
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(
-            tags={"dagster/partition": batch_key},
-            statuses=[
-                dg.DagsterRunStatus.QUEUED,
-                dg.DagsterRunStatus.NOT_STARTED,
-                dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED,
-            ],
-        ),
-        limit=1,
-    )
     return bool(runs)
