@@ -19,6 +19,7 @@ No Dagster import; the watchdog imports nothing but the standard library.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -146,6 +147,9 @@ class Lifeline:
                     start_new_session=True,  # no terminal signal reaches it with the parent
                     text=True,
                 )
+                # A clean exit waits for the watchdog, so nothing of ours is left running
+                # when the command returns (it only has what was not released to stop).
+                atexit.register(self.close)
             stdin = self._watchdog.stdin
             assert stdin is not None
             with contextlib.suppress(BrokenPipeError, ValueError):
