@@ -1,0 +1,13 @@
+"""Placeholder: being written on branch formats-backend."""
+
+from __future__ import annotations
+
+from docpipe_dagster.core.extract.base import UNSUPPORTED_FILE_TYPE, ExtractedPage, ExtractionError
+
+
+def extract_doc(data: bytes) -> list[ExtractedPage]:
+    raise ExtractionError(UNSUPPORTED_FILE_TYPE, "This file type is not parsed locally yet.")
+
+
+def extract_ppt(data: bytes) -> list[ExtractedPage]:
+    raise ExtractionError(UNSUPPORTED_FILE_TYPE, "This file type is not parsed locally yet.")
