@@ -81,9 +81,15 @@ class DocumentRow:
     chunks: int | None
     batch_key: str | None
     updated_at: datetime
+    parser: str | None = None  # parse profile of its newest parse (local-v1:..., llamaparse-v2:...)
 
 
 REQUEUE_PREFIX = "requeue-"
+# The parse profile a version was parsed under, from its newest `parsed` event (alias j).
+_PARSER = (
+    f"(SELECT ev.payload->>'parser' FROM {S}.events ev WHERE ev.job_id = j.job_id"
+    " AND ev.event_type = 'parsed' ORDER BY ev.event_id DESC LIMIT 1) AS parser"
+)
 
 
 class DocumentStore(StoreBase):
@@ -189,8 +195,8 @@ class DocumentStore(StoreBase):
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 f"""SELECT storage_key, state, failed_stage AS stage, failure_reason AS reason,
-                    attempts, chunk_count AS chunks, batch_key, updated_at
-                FROM {S}.upload_jobs WHERE batch_key = %s ORDER BY storage_key""",
+                    attempts, chunk_count AS chunks, batch_key, updated_at, {_PARSER}
+                FROM {S}.upload_jobs j WHERE batch_key = %s ORDER BY storage_key""",
                 (batch_key,),
             )
             return [DocumentRow(**r) for r in cur]
@@ -200,9 +206,9 @@ class DocumentStore(StoreBase):
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 f"""SELECT storage_key, state, failed_stage AS stage, failure_reason AS reason,
-                    attempts, chunk_count AS chunks, batch_key, updated_at
+                    attempts, chunk_count AS chunks, batch_key, updated_at, {_PARSER}
                     FROM (SELECT DISTINCT ON (document_id) * FROM {S}.upload_jobs
-                          ORDER BY document_id, registered_at DESC) latest
+                          ORDER BY document_id, registered_at DESC) j
                     ORDER BY updated_at DESC, storage_key LIMIT %s""",
                 (limit,),
             )

@@ -10,6 +10,7 @@ import json
 
 import dagster as dg
 
+from docpipe_dagster.clients.parsing import parser_label
 from docpipe_dagster.defs.resources import DatabaseResource
 from docpipe_dagster.store.documents import DocumentRow
 from docpipe_dagster.store.queries import Store
@@ -35,6 +36,7 @@ DOCUMENT_COLUMNS = [
     dg.TableColumn("reason", "string"),
     dg.TableColumn("attempts", "int"),
     dg.TableColumn("chunks", "int"),
+    dg.TableColumn("parser", "string", description="local, or llamaparse-v2 (tier)"),
     dg.TableColumn("batch", "string"),
     dg.TableColumn("updated_at", "string"),
 ]
@@ -51,6 +53,7 @@ def document_table(rows: list[DocumentRow]) -> dg.TableMetadataValue:
                     "reason": (r.reason or "")[:300],
                     "attempts": r.attempts,
                     "chunks": r.chunks or 0,
+                    "parser": parser_label(r.parser),
                     "batch": r.batch_key or "",
                     "updated_at": r.updated_at.isoformat(timespec="seconds"),
                 }
