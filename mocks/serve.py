@@ -122,7 +122,8 @@ def _port_options(command: Any) -> Any:
 @click.option("--log-level", default="warning", show_default=True)
 @click.option("--access-log", is_flag=True)
 def _command(service: str, port: int | None, **args: Any) -> None:
-    services = [s for s in SERVICES if s not in args.pop("skip")] if service == "all" else [service]
+    skip = args.pop("skip")
+    services = [s for s in SERVICES if s not in skip] if service == "all" else [service]
     if port is not None and len(services) > 1:
         raise click.UsageError("--port needs a single service; use --<service>-port with 'all'")
     ports: dict[str, int] = {}

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_generated_list_matches_the_installed_sdk() -> None:
-    assert SDK_VERSION == version("llama-cloud")
+    assert version("llama-cloud") == SDK_VERSION
     sdk = {e.lower() for e in typing.get_args(LlamaParseSupportedFileExtensions)}
     assert sdk == LLAMAPARSE_EXTENSIONS
     assert {".pdf", ".docx", ".pptx", ".xlsx", ".odt", ".epub", ".rtf", ".png"} <= sdk

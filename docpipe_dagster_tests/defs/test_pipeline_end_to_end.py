@@ -21,8 +21,8 @@ from docpipe_dagster_tests.defs.conftest import Pipeline, batch_keys, tick
 from mocks.llamaparse.testdata import build_text_pdf
 
 UPLOAD_ROUTE = "POST /api/v2/parse/upload"
-# Parsed in-process by default (no parser call): the extensions LlamaParse does not list.
-LOCAL = (".txt", ".json")
+# Parsed in-process by default (DOCPIPE_PARSE_LOCALLY=text, no parser call): the text-like types.
+LOCAL = (".txt", ".json", ".md", ".html", ".csv")
 
 GUIDE = "\n\n".join(
     [
@@ -170,7 +170,7 @@ def test_a_batch_of_varied_documents_becomes_searchable(pipeline: Pipeline) -> N
     assert meta["raw_documents"]["documents"] == len(DOCUMENTS)
     local = [k for k in DOCUMENTS if k.endswith(LOCAL)]
     assert meta["parsed_documents"]["external_calls"] == len(DOCUMENTS) - len(local)
-    assert meta["parsed_documents"]["local_parses"] == len(local) == 2
+    assert meta["parsed_documents"]["local_parses"] == len(local) == 5
     assert pipeline.parser.stats()["by_route"][UPLOAD_ROUTE] == len(DOCUMENTS) - len(local)
     assert meta["document_chunks"]["chunks"] == total_chunks
     assert meta["chunk_embeddings"]["external_calls"] >= 1
