@@ -230,7 +230,5 @@ def _join_blocks(blocks: list[_Block], parts: list[str]) -> str:
     return "".join(out)
 
 
-
-
 def extract_html(data: bytes) -> list[ExtractedPage]:
     return [html_to_page(decode_text(data))]

@@ -43,9 +43,7 @@ def extract_pdf(data: bytes) -> list[ExtractedPage]:
                 raise ExtractionError(
                     PDF_IS_PROTECTED, "Could not open PDF, as it seems to be protected."
                 )
-        pages = [
-            normalise_newlines(page.extract_text() or "").strip("\n") for page in reader.pages
-        ]
+        pages = [normalise_newlines(page.extract_text() or "").strip("\n") for page in reader.pages]
     except ExtractionError:
         raise
     except FileNotDecryptedError as exc:

@@ -84,8 +84,6 @@ def table_page(text: str, delimiter: str) -> ExtractedPage:
     return ExtractedPage(text=text, md=markdown_table(rows) or text)
 
 
-
-
 def extract_text(data: bytes) -> list[ExtractedPage]:
     """Plain text and markdown: a form feed is the only page break plain text has."""
     text = decode_text(data)
