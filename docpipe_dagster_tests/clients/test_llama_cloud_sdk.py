@@ -223,7 +223,11 @@ def test_sdk_sees_the_service_error_for_an_unsupported_type(llamaparse_mock: Moc
     UNSUPPORTED_FILE_TYPE, as on the real service; the mock advertises the SDK's list."""
     with pytest.raises(llama_cloud.PollingError) as info:
         sync_client(llamaparse_mock).parsing.parse(
-            tier="fast", version="latest", upload_file=("notes.txt", b"plain"), **FAST
+            tier="fast",
+            version="latest",
+            upload_file=("notes.txt", b"plain"),
+            expand=["markdown"],
+            **FAST,
         )
     assert "Unsupported file type: .txt" in str(info.value)
     advertised = httpx.get(
