@@ -64,6 +64,15 @@ class Pipeline:
         fields = {"settle_seconds": 0.0, **overrides}
         return {**self.resources, "pipeline_settings": PipelineSettings(**fields)}
 
+    def parse_remotely(self) -> None:
+        """DOCPIPE_PARSE_LOCALLY=none from now on: text-like types (md, csv, html) go to the
+        parser mock too, for tests about the parser's behaviour."""
+        parser = self.resources["parser"]
+        self.resources = {
+            **self.resources,
+            "parser": parser.model_copy(update={"parse_locally": "none"}),
+        }
+
     def run(self, batch_key: str, resources: dict[str, Any] | None = None) -> BatchOutcome:
         return run_batch(batch_key, resources=resources or self.resources, instance=self.instance)
 
