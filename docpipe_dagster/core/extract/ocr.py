@@ -54,7 +54,14 @@ class RapidOcrEngine:
     def __init__(self) -> None:
         from rapidocr_onnxruntime import RapidOCR
 
-        self._ocr = RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1)
+        # Detection at the image's own size up to 2,000 px a side (RapidOCR's default scales
+        # the SHORT side up to 736 px: a one-line strip became a 5,000 px wide image).
+        self._ocr = RapidOCR(
+            intra_op_num_threads=1,
+            inter_op_num_threads=1,
+            det_limit_type="max",
+            det_limit_side_len=2000,
+        )
 
     def lines(self, image: Image) -> list[Line]:
         import numpy as np
