@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     parse_deadline_seconds: float = var(
         "DOCPIPE_PARSE_DEADLINE_SECONDS", 600.0, "give up on one parse job after this long"
     )
+    # Local parsing of binary formats runs in worker processes with these bounds
+    # (core/extract/sandbox.py; docs/RELIABILITY.md).
+    parse_memory_mb: int = var(
+        "DOCPIPE_PARSE_MEMORY_MB", 3072, "address-space limit of a local parse worker"
+    )
+    parse_timeout_seconds: float = var(
+        "DOCPIPE_PARSE_TIMEOUT_SECONDS", 300.0, "wall-clock (and CPU) limit of one local parse"
+    )
+    parse_workers: int = var("DOCPIPE_PARSE_WORKERS", 2, "local parse worker processes at once")
     parser_api: str = var("DOCPIPE_PARSER_API", "v2", "LlamaParse API: v2 (current) or v1 (legacy)")
     parse_tier: str = var(
         "DOCPIPE_PARSE_TIER", "cost_effective", "v2 tier (part of the parse-cache key)"
