@@ -68,9 +68,10 @@ class Pipeline:
         """DOCPIPE_PARSE_LOCALLY=none from now on: text-like types (md, csv, html) go to the
         parser mock too, for tests about the parser's behaviour."""
         parser = self.resources["parser"]
+        fields = {name: getattr(parser, name) for name in type(parser).model_fields}
         self.resources = {
             **self.resources,
-            "parser": parser.model_copy(update={"parse_locally": "none"}),
+            "parser": type(parser)(**fields | {"parse_locally": "none"}),
         }
 
     def run(self, batch_key: str, resources: dict[str, Any] | None = None) -> BatchOutcome:
