@@ -260,7 +260,11 @@ def test_unsupported_type_is_named() -> None:
         # OOXML of another kind: the fix is a rename
         ("revenue.docx", _xlsx(), ["an Excel workbook", "rename it to revenue.xlsx"]),
         ("roadmap.xlsx", _pptx(), ["a PowerPoint presentation", "rename it to roadmap.pptx"]),
-        ("letter.ods", _odf("application/vnd.oasis.opendocument.text"), ["rename it to letter.odt"]),
+        (
+            "letter.ods",
+            _odf("application/vnd.oasis.opendocument.text"),
+            ["rename it to letter.odt"],
+        ),
         ("book.epub", _zip(("a.txt", b"x")), ["not an EPUB e-book"]),
         ("old.doc", _ole("Workbook"), ["legacy Excel", "rename it to old.xls"]),
         ("old.xls", b"<html><table></table></html>", ["not a legacy Excel workbook", "(text)"]),
