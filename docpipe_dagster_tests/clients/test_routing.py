@@ -76,3 +76,21 @@ def test_parser_label() -> None:
     )
     assert parser_label("llamaparse-v1:markdown") == "llamaparse-v1"
     assert parser_label(None) == ""
+
+
+def test_fully_offline_needs_no_parser_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `all`, `docpipe dev` starts no parser mock (nor checks its port), `ingest --wait`
+    neither starts nor probes one, and `validate` reports the parser as not used."""
+    from docpipe_dagster.devstack import DevStack, mock_ports
+    from docpipe_dagster.health import service_checks
+    from docpipe_dagster.services import endpoints
+
+    monkeypatch.delenv("DOCPIPE_PARSE_LOCALLY", raising=False)
+    assert "llamaparse" in mock_ports()
+    assert "parser" in {e.check for e in endpoints()}
+    monkeypatch.setenv("DOCPIPE_PARSE_LOCALLY", "all")
+    assert set(mock_ports()) == {"storage", "openai"}
+    assert "parser" not in {e.check for e in endpoints()}
+    assert not [p for p in DevStack(start_mocks=True).required_ports() if "llamaparse" in p[0]]
+    (parser,) = service_checks(["parser"])
+    assert parser.ok and "not used" in parser.detail
