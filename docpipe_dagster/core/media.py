@@ -191,9 +191,9 @@ def unsupported_reason(
     `data` is the whole file, or its head with `size` the file's size (a ZIP is then judged
     by its local headers only, and given the benefit of the doubt when they are not enough).
     `accepted`: the extensions the configured parser reads (default: any this module knows).
-    Checks, in order: ignored names, password protection and programs, the extension (a name
-    without one is accepted only when its content is text), then whether the content
-    contradicts the extension.
+    Checks, in order: ignored names, password protection, the extension (a name without one
+    is accepted only when its content is text), programs under any name, then whether the
+    content contradicts the extension.
     """
     if is_ignored_key(key):
         return "ignored: hidden, temporary or system file"
@@ -205,8 +205,6 @@ def unsupported_reason(
             f"{name} is {kind.name}: docpipe cannot read it; save a copy without the "
             "password and drop that instead"
         )
-    if kind is not None and kind.key in EXECUTABLES:
-        return f"{name} is {kind.name}, not a document: it is never parsed"
     if not ext:
         if kind is None and _looks_like_text(data[:_HEAD_BYTES]):
             return None  # parsed in-process as text
@@ -218,6 +216,8 @@ def unsupported_reason(
             f"unsupported file type {ext} (the supported types are listed in "
             f"docs/PARSER.md){found}{_rename(name, kind, accepted)}"
         )
+    if kind is not None and kind.key in EXECUTABLES:
+        return f"{name} is {kind.name}, not a document: it is never parsed"
     return _contradiction(name, ext, kind, data, size, accepted)
 
 
@@ -242,7 +242,8 @@ def _contradiction(
     if ext in TEXT_EXTENSIONS:
         if kind is not None:
             rename = _rename(name, kind, accepted)
-            return f"{name} is named {ext} but holds {kind.name}, not text{rename}"
+            what = f"{kind.name} ({kind.media_type})"
+            return f"{name} is named {ext} but holds {what}, not text{rename}"
         if not _looks_like_text(data[:_HEAD_BYTES]):
             return f"{name} is named {ext} but holds binary data, not text"
         return None

@@ -247,7 +247,7 @@ def test_unsupported_type_is_named() -> None:
     ("key", "data", "fragments"),
     [
         ("fake.pdf", b"<html>not a pdf", ["fake.pdf", "not a PDF document"]),
-        ("image.txt", PNG_HEAD, ["a PNG image, not text"]),
+        ("image.txt", PNG_HEAD, ["a PNG image (image/png), not text"]),
         ("binary.csv", b"a,b\x00\x00\x01", ["binary data, not text"]),
         ("archive", ZIP_HEAD + b"\x00" * 30, ["no extension", "ZIP archive"]),
         ("blob", b"\x00\x01\x02", ["no extension", "binary data"]),
