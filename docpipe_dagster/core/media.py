@@ -20,6 +20,7 @@ __all__ = [
     "detect_media_type",
     "extension",
     "is_ignored_key",
+    "looks_like_email",
     "unsupported_reason",
 ]
 
@@ -159,8 +160,30 @@ def detect_media_type(key: str, data: bytes, size: int | None = None) -> str:
         start = data.lstrip()[:64].lower()
         if start.startswith((b"<!doctype html", b"<html")):
             return "text/html"
-        return "text/plain"
+        return "message/rfc822" if looks_like_email(data[:_HEAD_BYTES]) else "text/plain"
     return "application/octet-stream"
+
+
+_EMAIL_HEADERS = frozenset(
+    {b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"received"}
+    | {b"return-path", b"delivered-to", b"reply-to", b"cc", b"content-type"}
+)
+
+
+def looks_like_email(head: bytes) -> bool:
+    """True when `head` opens with RFC 822 header lines, at least two of them the ones every
+    message has (From, To, Subject, Date, Message-ID, Received, ...)."""
+    known = 0
+    for line in head.replace(b"\r\n", b"\n").split(b"\n")[:40]:
+        if not line.strip():
+            break  # the blank line ending the headers
+        if line[:1] in (b" ", b"\t"):
+            continue  # a folded header
+        name, colon, _ = line.partition(b":")
+        if not colon or not name or b" " in name.strip():
+            return False
+        known += name.strip().lower() in _EMAIL_HEADERS
+    return known >= 2
 
 
 def _media_type_of_extension(ext: str) -> str | None:

@@ -126,7 +126,8 @@ def _local_name(filename: str, media_type: str | None) -> str:
     would have refused it) is parsed as what its content was detected to be."""
     if extension(filename):
         return filename
-    return filename + (".html" if media_type == "text/html" else ".txt")
+    by_type = {"text/html": ".html", "message/rfc822": ".eml"}
+    return filename + by_type.get(media_type or "", ".txt")
 
 
 def _read_verified(backend: StorageBackend, job: JobRow) -> bytes | None:

@@ -198,6 +198,8 @@ def test_detect_without_extension() -> None:
     assert detect_media_type("LICENSE", b"Permission is hereby granted") == "text/plain"
     assert detect_media_type("page", b"  <!DOCTYPE html><html>") == "text/html"
     assert detect_media_type("blob", b"\x00\x01\x02\xff") == "application/octet-stream"
+    assert detect_media_type("message-0001", _eml()) == "message/rfc822"
+    assert detect_media_type("NOTES", b"To do: buy milk\nDate: Monday\n") == "text/plain"
     # A UTF-8 character cut off by the end of the sample is still text.
     assert detect_media_type("README", "naïve café".encode()[:-1]) == "text/plain"
 
