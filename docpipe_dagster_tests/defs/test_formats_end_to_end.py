@@ -102,6 +102,11 @@ def test_intake_parses_extensionless_text_and_refuses_impostors(pipeline: Pipeli
     program = b"MZ" + b"\x00" * 58 + (64).to_bytes(4, "little") + b"PE\x00\x00" + b"\x00" * 64
     files = {
         "notes/README": b"The boiler room key hangs behind the second door.\n",
+        "notes/message-0001": (
+            b"From: Ada <ada@example.org>\r\nTo: facilities@example.org\r\n"
+            b"Subject: Gutters\r\nDate: Mon, 1 Dec 2026 10:00:00 +0000\r\n\r\n"
+            b"The gutters above the loading dock overflow in heavy rain.\r\n"
+        ),
         "notes/setup.docx": program,
         "notes/archive.docx": zip_members([("a.txt", "not office")]),
         "notes/blob": bytes(range(256)) * 4,
@@ -113,6 +118,10 @@ def test_intake_parses_extensionless_text_and_refuses_impostors(pipeline: Pipeli
     jobs = pipeline.jobs()
     assert jobs["notes/README"]["state"] == "completed"
     assert _search(pipeline, "boiler room key")[0] == "notes/README"
+    # An e-mail without an extension is detected and parsed as one (headers, then body).
+    assert jobs["notes/message-0001"]["media_type"] == "message/rfc822"
+    assert jobs["notes/message-0001"]["state"] == "completed"
+    assert _search(pipeline, "gutters above the loading dock")[0] == "notes/message-0001"
     reasons = {k: (j["state"], j["failed_stage"], j["failure_reason"]) for k, j in jobs.items()}
     for key, fragment in {
         "notes/setup.docx": "Windows program",
