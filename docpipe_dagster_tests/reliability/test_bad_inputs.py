@@ -105,6 +105,7 @@ def test_the_bad_input_corpus_settles_and_disturbs_nothing(
     corpus_pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline = corpus_pipeline
+    pipeline.parse_remotely()  # md, html, csv to the parser mock: its dedup is checked below
     root = pipeline.storage_dir
     cases = write_corpus(root, tmp_path / "outside")
     write_file(root, VANISHING.key, VANISHING_TEXT)
