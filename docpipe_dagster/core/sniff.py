@@ -239,8 +239,8 @@ def _zip_kind(data: bytes, complete: bool) -> str | None:
             for name in wanted:
                 with zf.open(name) as member:
                     wanted[name] = member.read(_MAX_MEMBER_BYTES)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError):
-        return "zip"  # a damaged archive: the parse stage says what is wrong with it
+    except Exception:  # whatever a damaged archive makes the zip reader raise (zlib, struct, ...)
+        return "zip"  # the parse stage says what is wrong with it
     return _classify_members(wanted) or ("epub" if "META-INF/container.xml" in names else "zip")
 
 
@@ -258,7 +258,8 @@ def _local_members(data: bytes) -> dict[str, bytes]:
         start = offset + 30 + nlen + xlen
         name = data[offset + 30 : offset + 30 + nlen].decode("utf-8", "replace")
         if name in ("[Content_Types].xml", "mimetype"):
-            body = data[start : start + csize] if csize else data[start:]
+            view = memoryview(data)  # no copy of a large file's tail
+            body = view[start : start + csize] if csize else view[start:]
             found[name] = _inflate(body, method)
         if flags & 0x08 and csize == 0:
             break  # sizes come after the data (a streamed zip): cannot skip to the next entry
@@ -268,9 +269,9 @@ def _local_members(data: bytes) -> dict[str, bytes]:
     return found
 
 
-def _inflate(body: bytes, method: int) -> bytes:
+def _inflate(body: memoryview, method: int) -> bytes:
     if method == 0:
-        return body[:_MAX_MEMBER_BYTES]
+        return bytes(body[:_MAX_MEMBER_BYTES])
     if method != 8:
         return b""
     try:
@@ -315,7 +316,7 @@ def _ole_kind(data: bytes) -> str:
     """Which legacy Office file this is, from the names of the root storage's streams."""
     try:
         names = _ole_root_names(data)
-    except (struct.error, IndexError, ValueError):
+    except Exception:  # a damaged directory: the name is trusted, the parser judges it
         names = set()
     for stream, kind in _OLE_STREAMS:
         if stream in names:

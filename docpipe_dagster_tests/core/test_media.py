@@ -323,3 +323,20 @@ def test_text_extensions_cover_the_local_text_types() -> None:
     from docpipe_dagster.core.extract import TEXT_LIKE_EXTENSIONS
 
     assert TEXT_LIKE_EXTENSIONS <= TEXT_EXTENSIONS
+
+
+def test_damaged_containers_never_raise() -> None:
+    """Intake reads hostile bytes: corrupted or cut-off ZIP and OLE2 files get a verdict
+    (or none), never an exception."""
+    import random
+
+    rng = random.Random(7)
+    for base in (_docx(), _xlsx(), _ole("WordDocument", "Workbook"), _odf("application/epub+zip")):
+        for _ in range(150):
+            data = bytearray(base)
+            for _ in range(rng.randint(1, 30)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            damaged = bytes(data[: rng.randint(0, len(data))])
+            sniff(damaged)
+            detect_media_type("x.docx", damaged)
+            unsupported_reason("x.docx", damaged, ACCEPTED)
