@@ -81,15 +81,12 @@ class DocumentRow:
     chunks: int | None
     batch_key: str | None
     updated_at: datetime
-    parser: str | None = None  # parse profile of its newest parse (local-v1:..., llamaparse-v2:...)
+    # the parse profile it was parsed under (local-..., llamaparse-v2:...), from its newest
+    # `parsed` event
+    parser: str | None = None
 
 
 REQUEUE_PREFIX = "requeue-"
-# The parse profile a version was parsed under, from its newest `parsed` event (alias j).
-_PARSER = (
-    f"(SELECT ev.payload->>'parser' FROM {S}.events ev WHERE ev.job_id = j.job_id"
-    " AND ev.event_type = 'parsed' ORDER BY ev.event_id DESC LIMIT 1) AS parser"
-)
 
 
 class DocumentStore(StoreBase):
@@ -195,7 +192,10 @@ class DocumentStore(StoreBase):
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 f"""SELECT storage_key, state, failed_stage AS stage, failure_reason AS reason,
-                    attempts, chunk_count AS chunks, batch_key, updated_at, {_PARSER}
+                    attempts, chunk_count AS chunks, batch_key, updated_at,
+                    (SELECT ev.payload->>'parser' FROM {S}.events ev WHERE ev.job_id = j.job_id
+                        AND ev.event_type = 'parsed' ORDER BY ev.event_id DESC LIMIT 1)
+                        AS parser
                 FROM {S}.upload_jobs j WHERE batch_key = %s ORDER BY storage_key""",
                 (batch_key,),
             )
@@ -206,7 +206,10 @@ class DocumentStore(StoreBase):
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 f"""SELECT storage_key, state, failed_stage AS stage, failure_reason AS reason,
-                    attempts, chunk_count AS chunks, batch_key, updated_at, {_PARSER}
+                    attempts, chunk_count AS chunks, batch_key, updated_at,
+                    (SELECT ev.payload->>'parser' FROM {S}.events ev WHERE ev.job_id = j.job_id
+                        AND ev.event_type = 'parsed' ORDER BY ev.event_id DESC LIMIT 1)
+                        AS parser
                     FROM (SELECT DISTINCT ON (document_id) * FROM {S}.upload_jobs
                           ORDER BY document_id, registered_at DESC) j
                     ORDER BY updated_at DESC, storage_key LIMIT %s""",

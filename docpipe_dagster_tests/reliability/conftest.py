@@ -198,6 +198,7 @@ def fault_environment(
         embedder,
         DOCPIPE_RETRY_BASE_SECONDS="0",
         DOCPIPE_MAX_ATTEMPTS=str(FAULT_MAX_ATTEMPTS),
+        DOCPIPE_PARSE_LOCALLY="none",  # md/html to the parser, as parser_resource() does
     )
 
 
