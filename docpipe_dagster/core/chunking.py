@@ -3,7 +3,9 @@
 Rules (what ``split_into_chunks`` guarantees):
 
 * The input is first passed through ``normalise_text``; every ``Chunk.start``/``end`` is an
-  offset into that normalised text and ``chunk.text == normalised[chunk.start:chunk.end]``.
+  offset into that normalised text and
+  ``chunk.text[chunk.header_chars:] == normalised[chunk.start:chunk.end]`` (``header_chars`` is
+  0 except for a repeated table header, below).
 * ``len(chunk.text) <= max_chars`` always. No chunk is empty, none starts or ends with
   whitespace. Empty or whitespace-only text gives ``[]``. The same text and config always give
   the same chunks (no randomness, no global state).
@@ -32,6 +34,11 @@ Rules (what ``split_into_chunks`` guarantees):
 * ``min_chars`` (default 1) is a best-effort floor: a heading does not close a section shorter
   than it, cuts that would leave a shorter chunk are not taken, and a shorter last chunk is
   merged into the one before when the result still fits ``max_chars``.
+* A markdown table (a header row, a ``|---|`` separator line, then rows) outside code fences:
+  a chunk that starts among its rows begins with the table's header row and separator line
+  (``header_chars`` characters, then the rows from ``start``), so every chunk of a long table
+  says which column is which; such a chunk takes no overlap (the header is its context). A
+  table whose header would take more than half of ``max_chars`` is split like other text.
 * Time and memory are linear: every search is bounded by about ``max_chars`` around the cut,
   runs in the ``re``/``str`` C code, and the output is built from slices of the text.
 """
@@ -88,6 +95,7 @@ class Chunk:
     end: int
     heading_path: tuple[str, ...]
     token_estimate: int
+    header_chars: int = 0  # leading characters repeating a table's header (not at start:end)
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -175,6 +183,9 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)$", re.MULTILINE)
 _HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+([^\n]*?))?[ \t]*$", re.MULTILINE)
 _CLOSING_HASHES = re.compile(r"(?:^|[ \t]+)#+$")
 _SKIP_WS = re.compile(r"\s*")
+# A markdown table's header row and separator line, then its body rows.
+_TABLE_HEAD = re.compile(r"^(\|[^\n]*\|)[ \t]*\n(\|(?:[ \t]*:?-+:?[ \t]*\|)+)[ \t]*$", re.MULTILINE)
+_TABLE_ROWS = re.compile(r"(?:\|[^\n]*(?:\n|\Z))*")
 _WS = re.compile(r"\s")
 
 _SENT_END = r"[.!?][\"'”’)\]]*(?=\s)|[。！？][」』”’)）]*(?=.)"
@@ -242,6 +253,7 @@ class _Splitter:
         self.unit_budget = config.max_chars - config.overlap_chars
         self._find_fences()
         self._find_headings()
+        self._find_tables()
 
     # -- structure
 
@@ -283,6 +295,34 @@ class _Splitter:
             level.append(len(m.group(1)))
             title.append(_heading_title(m.group(2)))
         self.hpos, self.hend, self.hlevel, self.htitle = pos, end, level, title
+
+    def _find_tables(self) -> None:
+        """Body spans of markdown tables and the header (row + separator + newline) of each."""
+        body: list[int] = []
+        end: list[int] = []
+        header: list[str] = []
+        for m in _TABLE_HEAD.finditer(self.t):
+            if self._in_fence(m.start()):
+                continue
+            start = m.end() + 1
+            prefix = f"{m.group(1)}\n{m.group(2)}\n"
+            if start >= self.n or len(prefix) > self.max_chars // 2:
+                continue
+            stop = self.ws_start(_TABLE_ROWS.match(self.t, start).end(), start)  # type: ignore[union-attr]
+            if stop > start:
+                body.append(start)
+                end.append(stop)
+                header.append(prefix)
+        self.tbody, self.tend, self.theader = body, end, header
+
+    def _in_fence(self, p: int) -> bool:
+        i = bisect_right(self.fstart, p) - 1
+        return i >= 0 and p < self.fend[i]
+
+    def table_header_at(self, p: int) -> str:
+        """The header to repeat for a chunk starting at ``p`` among a table's rows, or ""."""
+        i = bisect_right(self.tbody, p) - 1
+        return self.theader[i] if i >= 0 and p < self.tend[i] else ""
 
     # -- small helpers
 
@@ -429,11 +469,11 @@ class _Splitter:
 
     # -- main loop
 
-    def spans(self) -> list[tuple[int, int, tuple[str, ...]]]:
+    def spans(self) -> list[tuple[int, int, tuple[str, ...], str]]:
         n = self.n
         hpos, hend = self.hpos, self.hend
         nh = len(hpos)
-        out: list[tuple[int, int, tuple[str, ...]]] = []
+        out: list[tuple[int, int, tuple[str, ...], str]] = []
         stack: list[tuple[int, str]] = []
         hp = 0
         prev_start = prev_body = -1
@@ -459,7 +499,8 @@ class _Splitter:
                 j += 1  # section too short: let it run on into the next one
 
             o = pos
-            if out and not at_heading and self.overlap:
+            header = "" if at_heading or not out else self.table_header_at(pos)
+            if out and not at_heading and self.overlap and not header:
                 lo = max(pos - self.overlap, prev_start + 1, prev_body)
                 # Shrink the overlap rather than cut a word or fence that fits a chunk, or
                 # leave a sliver: when the rest of the section fits one chunk, keep it whole.
@@ -470,7 +511,7 @@ class _Splitter:
                 if unit:
                     lo = max(lo, pos - (self.max_chars - unit))
                 o = self.overlap_start(lo, pos)
-            budget = self.max_chars - (pos - o)
+            budget = self.max_chars - (pos - o) - len(header)
             if section_end - pos <= budget:
                 e, nxt = section_end, self.skip_ws(section_end)
             else:
@@ -482,15 +523,15 @@ class _Splitter:
                     stack.pop()
                 stack.append((level, self.htitle[hp]))
                 hp += 1
-            out.append((o, e, tuple(title for _, title in stack if title)))
+            out.append((o, e, tuple(title for _, title in stack if title), header))
             # Overlap may come from anywhere in this chunk's text except its leading headings.
             prev_start, prev_body = o, (body_start if at_heading else o)
             pos = nxt
 
         if len(out) >= 2 and out[-1][1] - out[-1][0] < self.min_chars:
             last, before = out[-1], out[-2]
-            if last[1] - before[0] <= self.max_chars:
-                out[-2:] = [(before[0], last[1], last[2])]
+            if len(before[3]) + last[1] - before[0] <= self.max_chars:
+                out[-2:] = [(before[0], last[1], last[2], before[3])]
         return out
 
 
@@ -505,7 +546,7 @@ def split_into_chunks(
     if not norm or norm.isspace():
         return []
     chunks = []
-    for index, (start, end, path) in enumerate(_Splitter(norm, cfg).spans()):
-        piece = norm[start:end]
-        chunks.append(Chunk(index, piece, start, end, path, estimate_tokens(piece)))
+    for index, (start, end, path, header) in enumerate(_Splitter(norm, cfg).spans()):
+        piece = header + norm[start:end]
+        chunks.append(Chunk(index, piece, start, end, path, estimate_tokens(piece), len(header)))
     return chunks

@@ -32,7 +32,7 @@ def check_invariants(text: str, config: ChunkingConfig) -> list[Chunk]:
     rebuilt = [chunks[0].text]
     for i, chunk in enumerate(chunks):
         assert chunk.index == i
-        assert chunk.text == norm[chunk.start : chunk.end]
+        assert chunk.text[chunk.header_chars :] == norm[chunk.start : chunk.end]
         assert chunk.text.strip() == chunk.text and chunk.text, repr(chunk.text)
         assert len(chunk.text) <= config.max_chars
         assert chunk.token_estimate == estimate_tokens(chunk.text)
@@ -577,3 +577,37 @@ def test_estimate_tokens_roughly_linear() -> None:
     para = "Embedding models map text to vectors; similar texts land close together. "
     assert estimate_tokens(para * 100) <= 101 * estimate_tokens(para)
     assert estimate_tokens(para * 100) >= 90 * estimate_tokens(para)
+
+
+# --- markdown tables: the header row repeats in every chunk -------------------------------
+
+
+def _table(rows: int) -> str:
+    body = "\n".join(f"| row {i} | {i * 7} | item {i} |" for i in range(rows))
+    return f"| Name | Qty | Note |\n|---|---|---|\n{body}"
+
+
+def test_long_table_repeats_its_header_in_every_chunk() -> None:
+    text = f"# Stock\n\nBefore.\n\n{_table(300)}\n\nAfter the table."
+    config = ChunkingConfig(max_chars=200, overlap_chars=40)
+    chunks = check_invariants(text, config)
+    assert len(chunks) > 10
+    header = "| Name | Qty | Note |\n|---|---|---|\n"
+    for chunk in chunks[1:]:
+        assert chunk.text.startswith(header) and chunk.header_chars == len(header)
+        assert chunk.heading_path == ("Stock",)
+    assert chunks[0].header_chars == 0 and header in chunks[0].text
+    # Every row is in some chunk, whole.
+    rows = [line for c in chunks for line in c.text[c.header_chars :].split("\n")]
+    assert all(f"| row {i} | {i * 7} | item {i} |" in rows for i in range(300))
+    assert chunks[-1].text.endswith("After the table.")
+
+
+def test_table_header_not_repeated_in_fences_or_when_too_wide() -> None:
+    fenced = "```\n" + _table(200) + "\n```"
+    for chunk in check_invariants(fenced, SMALL):
+        assert chunk.header_chars == 0
+    wide = "| " + " | ".join(f"column {i}" for i in range(40)) + " |\n|" + "---|" * 40 + "\n"
+    wide += "\n".join("| " + " | ".join(str(i) for _ in range(40)) + " |" for i in range(50))
+    for chunk in check_invariants(wide, ChunkingConfig(max_chars=300, overlap_chars=30)):
+        assert chunk.header_chars == 0

@@ -69,7 +69,7 @@ PDF_EXTENSIONS = (".pdf",)
 
 _TEXT = "text:extract_text"
 _OOXML_WORD = "office:extract_docx"
-_OOXML_SLIDES = "office:extract_pptx"
+_OOXML_SLIDES = "pptx:extract_pptx"
 _IMAGE = "images:extract_image"
 
 # extension -> "module:function" (module relative to this package; the function takes bytes).

@@ -100,7 +100,7 @@ def extract_doc(data: bytes) -> list[ExtractedPage]:
 
 def extract_ppt(data: bytes) -> list[ExtractedPage]:
     """A PowerPoint 97-2003 presentation, converted to PPTX by LibreOffice."""
-    from docpipe_dagster.core.extract.office import extract_pptx
+    from docpipe_dagster.core.extract.pptx import extract_pptx
 
     if data.startswith(ZIP_MAGIC):
         return extract_pptx(data)

@@ -20,6 +20,8 @@ _OUTLINE = re.compile(r"\\outlinelevel(\d)(?![0-9])")
 _CODEPAGE = re.compile(r"\\ansicpg(\d+)")
 _MARK = "\x01H"
 _MARKED = re.compile("\x01H(\\d)\x01\\s*")
+_CELL_BREAK = re.compile(r"\n+\|")
+_NESTED_BULLETS = "\u25e6\u25aa\u2013"
 _BULLET = re.compile("^\\s*[\u2022\u25e6\u25aa\u2013\u00b7\u2014-]\\t\\s*")
 
 
@@ -59,8 +61,9 @@ def _to_markdown(text: str) -> str:
             blocks.append(markdown_table(rows))
             rows.clear()
 
-    for raw in text.replace("\r", "").split("\n"):
-        line = raw.replace("\x01", "") if _MARK not in raw else raw
+    # A cell's own paragraph mark (pandoc writes one) puts its "|" on the next line.
+    text = _CELL_BREAK.sub("|", text.replace("\r", ""))
+    for line in text.split("\n"):
         marked = _MARKED.search(line)
         if marked:
             flush()
@@ -78,7 +81,7 @@ def _to_markdown(text: str) -> str:
         if bullet:
             if rows:
                 flush()
-            depth = 1 if line[bullet.start() : bullet.end()].strip()[:1] in "\u25e6\u25aa" else 0
+            depth = 1 if line[bullet.start() : bullet.end()].strip()[:1] in _NESTED_BULLETS else 0
             items.append("  " * depth + "- " + " ".join(line[bullet.end() :].split()))
             continue
         flush()

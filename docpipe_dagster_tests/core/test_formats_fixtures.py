@@ -1,0 +1,91 @@
+"""The local parser backend on files no docpipe code wrote: made by pandoc and LibreOffice
+(docpipe_dagster_tests/fixtures/formats/README.md says how), with known text."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from docpipe_dagster.core.chunking import ChunkingConfig, split_into_chunks
+from docpipe_dagster.core.extract import NEEDS_LIBREOFFICE, ExtractionError, extract
+from docpipe_dagster_tests.core.test_formats import recall
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "formats"
+REPORT = (FIXTURES / "src.md").read_text()
+SLIDES = (FIXTURES / "slides.md").read_text().replace("::: notes", "").replace(":::", "")
+TITLE = "Quarterly Census Report"
+REPORT_PATHS = [(TITLE,), (TITLE, "Methods"), (TITLE, "Results"), (TITLE, "Results", "Remarks")]
+
+
+def _check_report(name: str) -> None:
+    pages = extract(name, (FIXTURES / name).read_bytes())
+    md = "\n\n".join(p.md for p in pages)
+    assert recall(REPORT, md) >= 0.95, md
+    assert "- Door to door interviews" in md and "  - Follow up calls" in md
+    assert "| District | Households | Growth |" in md and "| Riverside | 860 | 2 |" in md
+    paths = {c.heading_path for c in split_into_chunks(md, ChunkingConfig(120, 20))}
+    assert set(REPORT_PATHS) <= paths, sorted(paths)
+
+
+@pytest.mark.parametrize(
+    "name", ["pandoc.docx", "pandoc.odt", "pandoc.epub", "pandoc.rtf", "libreoffice.rtf"]
+)
+def test_report_keeps_headings_lists_and_tables(name: str) -> None:
+    _check_report(name)
+
+
+def test_pandoc_slides_page_per_slide_with_notes() -> None:
+    pages = extract("pandoc.pptx", (FIXTURES / "pandoc.pptx").read_bytes())
+    assert len(pages) == 2
+    assert pages[0].md.startswith("# Roadmap Overview\n")
+    assert "Notes: Remember to thank the logistics team." in pages[0].md
+    assert pages[1].md.startswith("# Budget Plan\n")
+    assert recall(SLIDES, "\n".join(p.md for p in pages)) >= 0.95
+
+
+def test_libreoffice_xls_sheet_as_table() -> None:
+    pages = extract("libreoffice.xls", (FIXTURES / "libreoffice.xls").read_bytes())
+    assert len(pages) == 1
+    assert "| Region | Revenue | Quarter |\n|---|---|---|" in pages[0].md
+    assert "| South | 2300 | Q2 |" in pages[0].md
+
+
+def test_legacy_doc_without_libreoffice_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no soffice on PATH
+    with pytest.raises(ExtractionError) as info:
+        extract("libreoffice.doc", (FIXTURES / "libreoffice.doc").read_bytes())
+    assert info.value.code == NEEDS_LIBREOFFICE
+    assert "LibreOffice" in info.value.message and "LlamaParse" in info.value.message
+
+
+def libreoffice() -> str:
+    """soffice, apt-installed when missing (about a minute on a Debian runner)."""
+    if found := shutil.which("soffice"):
+        return found
+    steps = (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-qq",
+         "--no-install-recommends", "libreoffice-writer-nogui", "libreoffice-impress-nogui"],
+    )  # fmt: skip
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            pytest.fail(
+                f"LibreOffice is missing and `{' '.join(step)}` failed: {done.stderr[-500:]}"
+            )
+    found = shutil.which("soffice")
+    if not found:
+        pytest.fail("apt-get installed LibreOffice but no `soffice` is on PATH")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_legacy_doc_through_libreoffice() -> None:
+    libreoffice()
+    _check_report("libreoffice.doc")
