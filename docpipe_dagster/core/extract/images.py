@@ -44,8 +44,8 @@ def open_image(data: bytes):  # -> PIL.Image.Image
             image = Image.open(io.BytesIO(data))
             _check_size(image.size)
             return image
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _too_big(exc) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _too_big() from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ExtractionError(
             UNREADABLE_FILE, f"The image could not be read: it is corrupted or truncated ({exc})."
@@ -55,14 +55,14 @@ def open_image(data: bytes):  # -> PIL.Image.Image
 def _check_size(size: tuple[int, int]) -> None:
     width, height = size
     if width * height > MAX_IMAGE_PIXELS:
-        raise _too_big(f"{width} x {height} pixels")
+        raise _too_big(f": {width:,} x {height:,} pixels")
 
 
-def _too_big(detail: object) -> ExtractionError:
+def _too_big(detail: str = "") -> ExtractionError:
     return ExtractionError(
         LIMIT_EXCEEDED,
         f"The image is too large to decode safely (over {MAX_IMAGE_PIXELS // 1_000_000} "
-        f"megapixels: {detail}); a decompression bomb or a scan at an extreme resolution.",
+        f"megapixels{detail}); a decompression bomb or a scan at an extreme resolution.",
     )
 
 
@@ -83,8 +83,8 @@ def _frames(data: bytes):  # -> Iterator[PIL.Image.Image]
                 _check_size(image.size)
                 frame = ImageOps.exif_transpose(image) if index == 0 else image.copy()
                 yield frame.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _too_big(exc) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _too_big() from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ExtractionError(
             UNREADABLE_FILE, f"The image could not be read: it is corrupted or truncated ({exc})."
