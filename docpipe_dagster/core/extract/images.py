@@ -25,9 +25,10 @@ MAX_FRAMES = 500
 
 
 def extract_image(data: bytes) -> list[ExtractedPage]:
+    image = open_image(data)  # bounds checked from the header before the engine is loaded
     engine = ocr.require("The image")
     pages = []
-    for frame in _frames(data):
+    for frame in _frames(image):
         text = ocr.recognise(frame, engine)
         pages.append(ExtractedPage(text=text, md=text))
     return pages
@@ -66,10 +67,9 @@ def _too_big(detail: str = "") -> ExtractionError:
     )
 
 
-def _frames(data: bytes):  # -> Iterator[PIL.Image.Image]
+def _frames(image):  # (PIL.Image.Image) -> Iterator[PIL.Image.Image]
     from PIL import Image, ImageOps
 
-    image = open_image(data)
     frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
     if frames > MAX_FRAMES:
         raise ExtractionError(
