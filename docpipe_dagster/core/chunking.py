@@ -301,6 +301,9 @@ class _Splitter:
         body: list[int] = []
         end: list[int] = []
         header: list[str] = []
+        self.tbody, self.tend, self.theader = body, end, header
+        if "|-" not in self.t and "| -" not in self.t and "|:" not in self.t:
+            return  # no separator line anywhere: skip the line-by-line scan
         for m in _TABLE_HEAD.finditer(self.t):
             if self._in_fence(m.start()):
                 continue
@@ -313,7 +316,6 @@ class _Splitter:
                 body.append(start)
                 end.append(stop)
                 header.append(prefix)
-        self.tbody, self.tend, self.theader = body, end, header
 
     def _in_fence(self, p: int) -> bool:
         i = bisect_right(self.fstart, p) - 1

@@ -220,7 +220,7 @@ def test_api_choice_and_profiles(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="DOCPIPE_PARSE_VERSION must be"):
         parser_env()
     monkeypatch.setenv("DOCPIPE_PARSE_VERSION", "2025-12-11")
-    monkeypatch.setenv("DOCPIPE_PARSE_LOCALLY", "txt,docx")
+    monkeypatch.setenv("DOCPIPE_PARSE_LOCALLY", "txt,key")
     with pytest.raises(ValueError, match="DOCPIPE_PARSE_LOCALLY"):
         parser_env()
     monkeypatch.setenv("DOCPIPE_PARSE_LOCALLY", "txt,md")
@@ -239,8 +239,8 @@ def test_local_extensions(monkeypatch: pytest.MonkeyPatch) -> None:
     assert local_extensions() == {".md"}
     assert local_extensions("txt, .JSON,md,csv,html") == {".txt", ".json", ".md", ".csv", ".html"}
     assert local_extensions("none") == frozenset() == local_extensions("")
-    with pytest.raises(ValueError, match=r"cannot parse \.docx locally"):
-        local_extensions("txt,docx")
+    with pytest.raises(ValueError, match=r"cannot parse \.key locally"):
+        local_extensions("txt,key")
 
 
 def test_parse_locally_matches_the_mock(llamaparse_mock: MockServer) -> None:

@@ -7,8 +7,10 @@ says so: install it, or parse these types with LlamaParse (which reads them).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -57,18 +59,23 @@ def convert(data: bytes, source_ext: str, target_ext: str) -> bytes:
             str(src),
         ]
         env = {**os.environ, "HOME": str(work)}
+        # Its own session, so a timeout ends soffice.bin too, not only the launcher script.
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
+        )
         try:
-            proc = subprocess.run(
-                cmd, capture_output=True, timeout=CONVERT_TIMEOUT_S, env=env, check=False
-            )
+            stdout, stderr = proc.communicate(timeout=CONVERT_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
             raise ExtractionError(
                 LIMIT_EXCEEDED,
                 f"LibreOffice did not convert the {source_ext} file within {CONVERT_TIMEOUT_S} s.",
             ) from exc
         result = out / f"document{target_ext}"
         if not result.exists():
-            detail = (proc.stderr or proc.stdout).decode(errors="replace").strip()[-300:]
+            detail = (stderr or stdout).decode(errors="replace").strip()[-300:]
             raise ExtractionError(
                 CORRUPTED_FILE,
                 f"LibreOffice could not read the {source_ext} file (exit {proc.returncode}"

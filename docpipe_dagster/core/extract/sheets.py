@@ -87,6 +87,10 @@ def extract_xlsx(data: bytes) -> list[ExtractedPage]:
     try:
         pages = []
         for ws in wb.worksheets:
+            # The declared dimension would pad every row to the widest and fill every missing
+            # row up to the last: two cells at A1 and XFD1048576 would be 17 billion. Without
+            # it, only the rows and cells present are read.
+            ws.reset_dimensions()
             writer = _SheetWriter(ws.title, budget)
             for row in ws.iter_rows(values_only=True):
                 writer.add(row)
