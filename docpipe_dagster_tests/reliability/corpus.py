@@ -476,7 +476,8 @@ def reason_problems(reason: Any, secrets: Iterable[str] = ()) -> list[str]:
 # --- hostile binaries (docs/RELIABILITY.md, "Hostile binaries") -------------------------------
 # Parsed locally, in the parse sandbox's worker processes (core/extract/sandbox.py). Each must
 # end failed with a readable reason or completed, within the per-document bound, alone.
-# Office files come from support/formats_corpus.py, scans from support/scans.py.
+# Office files come from support/formats_corpus.py and formats_hostile.py, scans from
+# support/scans.py.
 
 # Rows of the big spreadsheet: 200,000 by hand (DOCPIPE_HOSTILE_SHEET_ROWS=200000), fewer in
 # the suite, where generating and embedding it would cost minutes.
@@ -507,7 +508,7 @@ def _bomb_package(package: bytes, part: str, inflated_mb: int) -> bytes:
     MB of zeros from ~1 KB per MB: the deflate stream is one compressed megabyte repeated."""
     import zlib
 
-    from docpipe_dagster_tests.support.formats_corpus import _raw_zip
+    from docpipe_dagster_tests.support.formats_hostile import _raw_zip
 
     base = zipfile.ZipFile(io.BytesIO(package))
     members = []
@@ -532,6 +533,7 @@ def _bomb_package(package: bytes, part: str, inflated_mb: int) -> bytes:
 def hostile_files(sheet_rows: int = HOSTILE_SHEET_ROWS) -> list[tuple[HostileCase, bytes]]:
     """Every hostile file with its expected outcome."""
     from docpipe_dagster_tests.support import formats_corpus as fc
+    from docpipe_dagster_tests.support import formats_hostile as fh
     from docpipe_dagster_tests.support import scans
 
     doc = fc.document()
@@ -546,20 +548,20 @@ def hostile_files(sheet_rows: int = HOSTILE_SHEET_ROWS) -> list[tuple[HostileCas
     protected = ("password", "protected", "ole2 compound file")
     return [
         (HostileCase("zip bomb DOCX (2 GB inflated)", "hostile/bomb.docx", FAILED, bomb),
-         fc.zip_bomb(2048)),
+         fh.zip_bomb(2048)),
         (HostileCase("zip bomb XLSX (2 GB inflated)", "hostile/bomb.xlsx", FAILED, bomb),
          _bomb_package(small_sheet, "xl/worksheets/sheet2.xml", 2048)),
         (HostileCase("XML entity bomb in a DOCX", "hostile/laughs.docx", FAILED, ("entit",)),
-         fc.entity_bomb()),
+         fh.entity_bomb()),
         (HostileCase("password-protected DOCX", "hostile/locked.docx", FAILED, protected),
-         fc.encrypted_ooxml()),
+         fh.encrypted_ooxml()),
         (HostileCase("password-protected XLSX", "hostile/locked.xlsx", FAILED, protected),
-         fc.encrypted_ooxml()),
+         fh.encrypted_ooxml()),
         (HostileCase("encrypted PDF", "hostile/locked.pdf", FAILED, protected),
          build_encrypted_pdf(["The vault code is written on this page."], "hunter2")),
         (HostileCase("truncated zip named .docx", "hostile/cut.docx", FAILED,
                      ("truncated", "corrupt", "not a valid", "not a word")),
-         fc.truncated(word)),
+         fh.truncated(word)),
         (HostileCase("macro-enabled .docm (text read, macro never run)", "hostile/macro.docm",
                      COMPLETED, query=doc.sections[0][1][0]), macro_word),
         (HostileCase("macro-enabled .xlsm (text read, macro never run)", "hostile/macro.xlsm",
