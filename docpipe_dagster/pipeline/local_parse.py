@@ -9,11 +9,12 @@ the parser client's, so the chunks are the same; see docs/PARSER.md.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 
 from docpipe_dagster.clients.llamaparse import PAGE_SEPARATOR, ParsedDocument, ParseError
-from docpipe_dagster.config import settings
+from docpipe_dagster.config import Settings, settings
 from docpipe_dagster.core.extract import (
     TEXT_LIKE_EXTENSIONS,
     UNSUPPORTED_FILE_TYPE,
@@ -66,10 +67,21 @@ def sandbox() -> SandboxPool:
     limits = sandbox_limits()
     with _pool_lock:
         if _pool is None or _pool.limits != limits:
-            old, _pool = _pool, SandboxPool(limits)
+            old, _pool = _pool, SandboxPool(limits, env=_worker_env())
             if old is not None:
                 old.close()
         return _pool
+
+
+def _worker_env() -> dict[str, str]:
+    """This process's environment without docpipe's secrets (API keys, database URLs): a
+    process that parses untrusted files has no use for them."""
+    secret = {
+        field.json_schema_extra["env"]  # type: ignore[index]
+        for field in Settings.model_fields.values()
+        if field.json_schema_extra["secret"]  # type: ignore[index]
+    }
+    return {k: v for k, v in os.environ.items() if k not in secret}
 
 
 def _close_sandbox() -> None:

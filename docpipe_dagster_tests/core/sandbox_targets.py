@@ -16,6 +16,8 @@ def misbehave(filename: str, data: bytes) -> list[ExtractedPage]:
     action = filename.rsplit(".", 1)[0]
     if action == "echo":
         return [ExtractedPage(text=data.decode(), md=f"# {data.decode()}")]
+    if action == "env":
+        return [ExtractedPage(text=" ".join(sorted(os.environ)), md="")]
     if action == "pid":
         return [ExtractedPage(text=str(os.getpid()), md=str(os.getpid()))]
     if action == "print":  # a library writing to stdout must not corrupt the protocol

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -161,3 +162,49 @@ def test_parse_locally_runs_images_and_pdfs_in_the_sandbox() -> None:
     with pytest.raises(ParseError) as info:
         parse_locally("huge.png", scans.huge_png(20_000, 20_000))
     assert info.value.code == "LIMIT_EXCEEDED" and not info.value.retryable
+
+
+def tesseract_path() -> str:
+    """The `tesseract` binary, apt-installed when missing (CI starts without it)."""
+    if found := shutil.which("tesseract"):
+        return found
+    steps = (
+        ["apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-qq"],
+        ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-qq", "tesseract-ocr"],
+    )
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            pytest.fail(f"tesseract is missing and `{' '.join(step)}` failed: {done.stderr[-500:]}")
+    found = shutil.which("tesseract")
+    if not found:
+        pytest.fail("apt-get installed tesseract-ocr but no `tesseract` is on PATH")
+    return found
+
+
+_TESSERACT_ONLY = """
+import json, sys
+sys.modules["rapidocr_onnxruntime"] = None  # no ocr extra: the system Tesseract is used
+from docpipe_dagster.core.extract import extract, ocr
+pages = extract(sys.argv[1], open(sys.argv[1], "rb").read())
+print(json.dumps([ocr.engine().name, [p.text for p in pages]]))
+"""
+
+
+def test_without_the_extra_a_system_tesseract_reads_the_scans(tmp_path) -> None:
+    binary = tesseract_path()
+    (tmp_path / "photo.jpg").write_bytes(scans.photo_of_page(scans.PHOTO_LINES))
+    env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(binary), "/usr/bin", "/bin"]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-c", _TESSERACT_ONLY, "photo.jpg"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    name, pages = json.loads(done.stdout)
+    assert name == "tesseract"
+    assert scans.recall("\n".join(scans.PHOTO_LINES), pages[0]) >= MIN_RECALL, pages

@@ -125,3 +125,19 @@ def test_workers_are_recycled_and_shared_by_threads() -> None:
     finally:
         pool.close()
     assert pool.pids() == []
+
+
+def test_workers_of_local_parsing_hold_no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from docpipe_dagster.pipeline.local_parse import _worker_env
+
+    for name in ("OPENAI_API_KEY", "LLAMA_CLOUD_API_KEY", "DOCPIPE_DATABASE_URL"):
+        monkeypatch.setenv(name, "secret-value")
+    env = _worker_env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+    pool = SandboxPool(Limits(memory_mb=1024, workers=1, target=TARGET), env=env)
+    try:
+        names = set(pool.extract("env.bin", b"")[0].text.split())
+    finally:
+        pool.close()
+    assert "PATH" in names
+    assert not {"OPENAI_API_KEY", "LLAMA_CLOUD_API_KEY", "DOCPIPE_DATABASE_URL"} & names

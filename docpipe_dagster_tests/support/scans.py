@@ -71,12 +71,13 @@ def image_bytes(image: Image.Image, fmt: str, **options: object) -> bytes:
 def photo_of_page(lines: tuple[str, ...] | list[str], seed: int = 3) -> bytes:
     """A JPEG like a phone photo of a printed page: grey paper on a dark desk, tilted 3.5
     degrees, sensor noise, JPEG artefacts."""
-    random.seed(seed)  # Image.effect_noise draws from the global generator
+    rng = random.Random(seed)
     page = page_image(lines).convert("RGB")
     paper = Image.new("RGB", (page.width + 120, page.height + 120), (214, 208, 196))
     paper.paste(page.point(lambda v: 40 + v * 0.75), (60, 60))
     tilted = paper.rotate(3.5, resample=Image.Resampling.BICUBIC, fillcolor=(90, 90, 90))
-    noise = Image.effect_noise(tilted.size, 24).convert("RGB")
+    noise = Image.frombytes("L", tilted.size, rng.randbytes(tilted.width * tilted.height))
+    noise = noise.convert("RGB")  # uniform sensor noise, the same for a seed
     return image_bytes(Image.blend(tilted, noise, 0.06), "JPEG", quality=80)
 
 

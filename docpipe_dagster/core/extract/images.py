@@ -25,9 +25,10 @@ MAX_FRAMES = 500
 
 
 def extract_image(data: bytes) -> list[ExtractedPage]:
+    image = open_image(data)  # bounds checked from the header before the engine is loaded
     engine = ocr.require("The image")
     pages = []
-    for frame in _frames(data):
+    for frame in _frames(image):
         text = ocr.recognise(frame, engine)
         pages.append(ExtractedPage(text=text, md=text))
     return pages
@@ -44,8 +45,8 @@ def open_image(data: bytes):  # -> PIL.Image.Image
             image = Image.open(io.BytesIO(data))
             _check_size(image.size)
             return image
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _too_big(exc) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _too_big() from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ExtractionError(
             UNREADABLE_FILE, f"The image could not be read: it is corrupted or truncated ({exc})."
@@ -55,21 +56,20 @@ def open_image(data: bytes):  # -> PIL.Image.Image
 def _check_size(size: tuple[int, int]) -> None:
     width, height = size
     if width * height > MAX_IMAGE_PIXELS:
-        raise _too_big(f"{width} x {height} pixels")
+        raise _too_big(f": {width:,} x {height:,} pixels")
 
 
-def _too_big(detail: object) -> ExtractionError:
+def _too_big(detail: str = "") -> ExtractionError:
     return ExtractionError(
         LIMIT_EXCEEDED,
         f"The image is too large to decode safely (over {MAX_IMAGE_PIXELS // 1_000_000} "
-        f"megapixels: {detail}); a decompression bomb or a scan at an extreme resolution.",
+        f"megapixels{detail}); a decompression bomb or a scan at an extreme resolution.",
     )
 
 
-def _frames(data: bytes):  # -> Iterator[PIL.Image.Image]
+def _frames(image):  # (PIL.Image.Image) -> Iterator[PIL.Image.Image]
     from PIL import Image, ImageOps
 
-    image = open_image(data)
     frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
     if frames > MAX_FRAMES:
         raise ExtractionError(
@@ -83,8 +83,8 @@ def _frames(data: bytes):  # -> Iterator[PIL.Image.Image]
                 _check_size(image.size)
                 frame = ImageOps.exif_transpose(image) if index == 0 else image.copy()
                 yield frame.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _too_big(exc) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _too_big() from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ExtractionError(
             UNREADABLE_FILE, f"The image could not be read: it is corrupted or truncated ({exc})."

@@ -58,7 +58,7 @@ _REPLY_HEADER = struct.Struct(">Q")
 class Limits:
     """Bounds of one document's parse."""
 
-    memory_mb: int = 3072  # address space of a worker; the OCR engine alone maps ~1.6 GB
+    memory_mb: int = 3072  # address space of a worker (OCR of a scanned page fits in 1,024)
     timeout_seconds: float = 300.0  # wall clock per document
     cpu_seconds: float | None = None  # CPU per document; None: the same as timeout_seconds
     workers: int = 2
