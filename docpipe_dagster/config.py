@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from docpipe_dagster.bundled import CHECKOUT_ROOT, is_checkout
@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     parse_deadline_seconds: float = var(
         "DOCPIPE_PARSE_DEADLINE_SECONDS", 600.0, "give up on one parse job after this long"
     )
+    # Local parsing of binary formats runs in worker processes with these bounds
+    # (core/extract/sandbox.py; docs/RELIABILITY.md).
+    parse_memory_mb: int = var(
+        "DOCPIPE_PARSE_MEMORY_MB", 3072, "address-space limit of a local parse worker"
+    )
+    parse_timeout_seconds: float = var(
+        "DOCPIPE_PARSE_TIMEOUT_SECONDS", 300.0, "wall-clock (and CPU) limit of one local parse"
+    )
+    parse_workers: int = var("DOCPIPE_PARSE_WORKERS", 2, "local parse worker processes at once")
     parser_api: str = var("DOCPIPE_PARSER_API", "v2", "LlamaParse API: v2 (current) or v1 (legacy)")
     parse_tier: str = var(
         "DOCPIPE_PARSE_TIER", "cost_effective", "v2 tier (part of the parse-cache key)"
@@ -84,12 +93,12 @@ class Settings(BaseSettings):
     parse_version: str = var(
         "DOCPIPE_PARSE_VERSION", "latest", "v2 parser version: latest or YYYY-MM-DD"
     )
-    # Not in LlamaParse's supported-extension list (llama-cloud 2.19: 147 entries; .md, .html,
-    # .csv and .pdf are there, these are not): sending them would be refused or paid for nothing.
+    # text: text-like types in-process, layout types to LlamaParse; all: everything
+    # in-process (no parser service at all); none: everything LlamaParse reads goes to it.
     parse_locally: str = var(
         "DOCPIPE_PARSE_LOCALLY",
-        "txt,markdown,json",
-        "extensions parsed in-process, no parser call (none: every file to the parser)",
+        "text",
+        "text | all | none | a list of extensions parsed in-process (docs/PARSER.md)",
     )
     # --- embedder
     embedder_base_url: str = var("OPENAI_BASE_URL", "http://127.0.0.1:8002/v1", "embeddings API")
@@ -191,6 +200,11 @@ class Settings(BaseSettings):
             }
         return data
 
+    @field_validator("parse_locally")
+    @classmethod
+    def _parse_locally(cls, value: str) -> str:
+        return parse_locally_value(value)
+
     @property
     def vector_dims(self) -> int | None:
         """The vector size the pipeline writes: DOCPIPE_EMBEDDING_DIMENSIONS, else the
@@ -203,6 +217,30 @@ class Settings(BaseSettings):
     def env_names(cls) -> list[str]:
         """Every variable the model reads, in declaration order."""
         return [f.json_schema_extra["env"] for f in cls.model_fields.values()]  # type: ignore[index]
+
+
+PARSE_LOCALLY_MODES = ("text", "all", "none")
+
+
+def parse_locally_value(value: str) -> str:
+    """DOCPIPE_PARSE_LOCALLY normalised: "text", "all", "none", or a sorted comma list of
+    extensions the local backend reads ("csv,md,txt"). Anything else raises ValueError."""
+    from docpipe_dagster.core.extract import LOCAL_EXTENSIONS
+
+    raw = value.strip().lower()
+    if raw in PARSE_LOCALLY_MODES:
+        return raw
+    if not raw:
+        return "none"  # the old spelling of "nothing in-process"
+    exts = {"." + part.strip().lstrip(".") for part in raw.split(",") if part.strip()}
+    unknown = sorted(exts - LOCAL_EXTENSIONS)
+    if unknown:
+        raise ValueError(
+            f"expected text, all, none or extensions parsed in-process; cannot parse "
+            f"{', '.join(unknown)} locally (possible: "
+            f"{', '.join(sorted(e.lstrip('.') for e in LOCAL_EXTENSIONS))})"
+        )
+    return ",".join(sorted(e.lstrip(".") for e in exts))
 
 
 def settings() -> Settings:

@@ -46,6 +46,7 @@ def mock_ports() -> dict[str, int]:
     """Start each mock where the configuration points (defaults 8000/8001/8002)."""
     from urllib.parse import urlsplit
 
+    from docpipe_dagster.clients.parsing import routing
     from docpipe_dagster.config import service_settings
 
     settings = service_settings()
@@ -54,6 +55,8 @@ def mock_ports() -> dict[str, int]:
         "llamaparse": settings.parser_base_url,
         "openai": settings.embedder_base_url,
     }
+    if not routing().uses_service:  # DOCPIPE_PARSE_LOCALLY=all: nothing is sent to a parser
+        del urls["llamaparse"]
     return {name: urlsplit(url).port or MOCK_PORTS[name] for name, url in urls.items()}
 
 
@@ -260,6 +263,7 @@ class DevStack:
                     "--host",
                     "127.0.0.1",
                     *(f"--{name}-port={port}" for name, port in ports.items()),
+                    *(f"--skip={name}" for name in MOCK_PORTS if name not in ports),
                 ],
                 env,
             )

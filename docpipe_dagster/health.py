@@ -157,12 +157,20 @@ SERVICE_PROBES: dict[
 }
 
 
+def _parser_used() -> bool:
+    from docpipe_dagster.clients.parsing import routing
+
+    return routing().uses_service
+
+
 def service_checks(names: Iterable[str] = tuple(SERVICE_PROBES)) -> list[CheckResult]:
     """Parser, embedder and storage (or just those named), through the pipeline's clients.
     The detail names the endpoint, whether it answered or not."""
     settings = service_settings()
 
     def check(name: str) -> CheckResult:
+        if name == "parser" and not _parser_used():
+            return CheckResult(name, True, 0.0, "not used: DOCPIPE_PARSE_LOCALLY=all")
         target, probe = SERVICE_PROBES[name]
         where = target(settings)
         result = timed(name, lambda: f"{probe(settings):.1f} ms")

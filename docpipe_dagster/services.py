@@ -61,6 +61,8 @@ class Endpoint:
 
 def endpoints(settings: ServiceSettings | None = None) -> list[Endpoint]:
     """The parser and embedder, and Supabase storage when that backend is chosen."""
+    from docpipe_dagster.clients.parsing import routing
+
     s = settings or service_settings()
     found = [
         Endpoint(
@@ -80,6 +82,8 @@ def endpoints(settings: ServiceSettings | None = None) -> list[Endpoint]:
             s.embedder_api_key_env,
         ),
     ]
+    if not routing().uses_service:  # DOCPIPE_PARSE_LOCALLY=all: no parser service at all
+        found = [e for e in found if e.check != "parser"]
     if s.storage_backend == "supabase":
         found.append(
             Endpoint(

@@ -110,6 +110,7 @@ def _port_options(command: Any) -> Any:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=None, help="port for a single service (not with 'all')")
 @_port_options
+@click.option("--skip", multiple=True, type=click.Choice(SERVICES), help="with 'all': not this one")
 @click.option("--api-key", default=None, help="'none' disables auth")
 @click.option("--latency-ms", type=float, default=None)
 @click.option("--jitter-ms", type=float, default=None)
@@ -121,7 +122,8 @@ def _port_options(command: Any) -> Any:
 @click.option("--log-level", default="warning", show_default=True)
 @click.option("--access-log", is_flag=True)
 def _command(service: str, port: int | None, **args: Any) -> None:
-    services = list(SERVICES) if service == "all" else [service]
+    skip = args.pop("skip")
+    services = [s for s in SERVICES if s not in skip] if service == "all" else [service]
     if port is not None and len(services) > 1:
         raise click.UsageError("--port needs a single service; use --<service>-port with 'all'")
     ports: dict[str, int] = {}

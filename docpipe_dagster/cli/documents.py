@@ -386,6 +386,13 @@ def run_status(as_json: bool) -> int:
     click.echo(
         f"searchable: {status['searchable_documents']} documents, {status['chunks']} chunks, {status['vectors']} vectors"
     )
+    if status.get("parsers"):
+        from docpipe_dagster.clients.parsing import parser_label
+
+        by_label: dict[str, int] = {}
+        for profile, n in status["parsers"].items():
+            by_label[parser_label(profile)] = by_label.get(parser_label(profile), 0) + n
+        click.echo("parsed by: " + ", ".join(f"{n} {label}" for label, n in by_label.items()))
     buffers = status["buffers"]
     if buffers["chunks"] or buffers["vectors"]:
         click.echo(f"staged: {buffers['chunks']} chunks, {buffers['vectors']} vectors in flight")

@@ -1,57 +1,62 @@
 """Which storage keys are documents, and what kind.
 
 The intake sensor calls ``is_ignored_key`` to skip editor/OS/download debris silently, and
-``unsupported_reason`` to fail a real but unusable file with a reason a person can act on,
-instead of sending it to the parser and paying for an error.
+the intake check calls ``unsupported_reason`` to fail a real but unusable file with a reason
+a person can act on, instead of sending it to the parser and paying for an error: a type
+nobody parses, or content that contradicts its name (a renamed program, a ZIP called
+``.docx`` that is not a Word document). What the content is comes from ``core.sniff``.
 """
 
 from __future__ import annotations
 
+import mimetypes
 import posixpath
+from collections.abc import Collection
+
+from docpipe_dagster.core.sniff import EXECUTABLES, KINDS, Kind, sniff
 
 __all__ = [
-    "MEDIA_TYPES",
-    "SUPPORTED_EXTENSIONS",
+    "TEXT_EXTENSIONS",
     "detect_media_type",
+    "extension",
     "is_ignored_key",
+    "looks_like_email",
     "unsupported_reason",
 ]
 
-# Lower-case, with the dot, as ``posixpath.splitext`` gives them.
-MEDIA_TYPES: dict[str, str] = {
+# Names that promise text: their content must be text (no binary signature, decodable).
+TEXT_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        *(".txt", ".text", ".log", ".md", ".markdown", ".rst", ".adoc", ".org", ".tex"),
+        *(".json", ".jsonl", ".ndjson", ".yaml", ".yml", ".toml", ".ini", ".cfg"),
+        *(".csv", ".tsv", ".html", ".htm", ".xhtml", ".xhtm", ".xml", ".svg", ".eml"),
+        *(".fodt", ".fods", ".fodp", ".fodg", ".slk", ".sylk", ".dif", ".prn"),
+    }
+)
+_TEXT_MEDIA_TYPES = {
     ".txt": "text/plain",
     ".md": "text/markdown",
     ".markdown": "text/markdown",
     ".html": "text/html",
     ".htm": "text/html",
-    ".pdf": "application/pdf",
     ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values",
     ".json": "application/json",
+    ".xml": "application/xml",
+    ".eml": "message/rfc822",
 }
-SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(MEDIA_TYPES)
 
-_TEXT_EXTENSIONS = SUPPORTED_EXTENSIONS - {".pdf"}
-
-# Signatures strong enough to trust over a file name. (A bare "MZ" is too weak for that.)
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-    (b"PK\x03\x04", "application/zip"),
-    (b"\x1f\x8b", "application/gzip"),
-    (b"\x7fELF", "application/x-executable"),
-    (b"Rar!\x1a\x07", "application/vnd.rar"),
-    (b"7z\xbc\xaf\x27\x1c", "application/x-7z-compressed"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "application/x-ole-storage"),  # .doc/.xls/.msg
-)
-_ZIP_CONTAINERS = {
-    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-    ".epub": "application/epub+zip",
-    ".odt": "application/vnd.oasis.opendocument.text",
-}
+# Extensions whose content is checked against what their name promises: ext -> kind keys.
+_EXPECTED: dict[str, frozenset[str]] = {}
+for _kind in KINDS.values():
+    for _ext in _kind.extensions:
+        _EXPECTED[_ext] = _EXPECTED.get(_ext, frozenset()) | {_kind.key}
+# Word saves RTF under .doc; OLE2 files whose streams could not be told apart are given the
+# benefit of the doubt when the name says legacy Office.
+_ALSO_FITS = {".doc": frozenset({"rtf", "ole"}), ".dot": frozenset({"rtf", "ole"})}
+for _ext in (".xls", ".xlt", ".xlw", ".ppt", ".pot", ".pps", ".msg"):
+    _ALSO_FITS[_ext] = frozenset({"ole"})
+_CONTAINER_KEYS = frozenset({"zip", "ooxml", "ole"})
 
 # Name patterns of files that are never documents: partial downloads, editor swap/backup
 # files, Office lock files, OS metadata. Hidden names (leading ".") are handled separately.
@@ -74,7 +79,8 @@ def _segments(key: str) -> list[str]:
     return [p for p in key.replace("\\", "/").split("/") if p not in ("", ".")]
 
 
-def _extension(key: str) -> str:
+def extension(key: str) -> str:
+    """The lower-case extension of the last segment of `key`, with the dot ("" if none)."""
     parts = _segments(key)
     if not parts:
         return ""
@@ -103,17 +109,6 @@ def is_ignored_key(key: str) -> bool:
     return lower.endswith(_IGNORED_SUFFIXES)
 
 
-def _sniff_magic(head: bytes, ext: str) -> str | None:
-    # PDF readers accept junk before the header within the first 1024 bytes, but a text file
-    # that merely mentions "%PDF-" must stay text: be lenient only when the name allows a PDF.
-    if head.startswith(b"%PDF-") or (ext not in _TEXT_EXTENSIONS and b"%PDF-" in head[:1024]):
-        return "application/pdf"
-    for magic, media_type in _MAGIC:
-        if head.startswith(magic):
-            return media_type
-    return None
-
-
 def _looks_like_text(head: bytes) -> bool:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with BOM
         return True
@@ -140,59 +135,156 @@ def _few_controls(head: bytes) -> bool:
     return controls <= len(head) * 0.05
 
 
-def detect_media_type(key: str, head: bytes) -> str:
-    """Media type of a stored object from its key and its first bytes (1-8 KB is plenty).
+def _sniff(ext: str, data: bytes, size: int | None) -> Kind | None:
+    # PDF readers accept junk before the header within the first 1024 bytes, but a text file
+    # that merely mentions "%PDF-" must stay text: lenient only when the name is not text.
+    return sniff(data, size, lenient_pdf=ext not in TEXT_EXTENSIONS)
 
-    Strong magic numbers win over the file name (a PNG renamed ``.txt`` is a PNG); then the
-    extension decides; a name without a known extension is sniffed: HTML, UTF-8 text or
-    ``application/octet-stream``.
+
+def detect_media_type(key: str, data: bytes, size: int | None = None) -> str:
+    """Media type of a stored object from its key and its bytes (the whole file, or its first
+    bytes with `size` the file's size).
+
+    The content wins over the name when its signature is strong (a PNG renamed ``.txt`` is a
+    PNG; a ZIP holding a Word document is a Word document); then the extension decides; a
+    name without a known extension is sniffed: HTML, text or ``application/octet-stream``.
     """
-    ext = _extension(key)
-    magic = _sniff_magic(head, ext)
-    if magic == "application/zip" and ext in _ZIP_CONTAINERS:
-        return _ZIP_CONTAINERS[ext]
-    if magic is not None:
-        return magic
-    if ext in MEDIA_TYPES:
-        return MEDIA_TYPES[ext]
-    if _looks_like_text(head):
-        start = head.lstrip()[:64].lower()
+    ext = extension(key)
+    kind = _sniff(ext, data, size)
+    by_name = _media_type_of_extension(ext)
+    if kind is not None and not (kind.key in _CONTAINER_KEYS and ext in _EXPECTED and by_name):
+        return kind.media_type
+    if by_name:
+        return by_name
+    if _looks_like_text(data[:_HEAD_BYTES]):
+        start = data.lstrip()[:64].lower()
         if start.startswith((b"<!doctype html", b"<html")):
             return "text/html"
-        return "text/plain"
+        return "message/rfc822" if looks_like_email(data[:_HEAD_BYTES]) else "text/plain"
     return "application/octet-stream"
 
 
-def _supported_list() -> str:
-    return ", ".join(sorted(SUPPORTED_EXTENSIONS))
+_EMAIL_HEADERS = frozenset(
+    {b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"received"}
+    | {b"return-path", b"delivered-to", b"reply-to", b"cc", b"content-type"}
+)
 
 
-def unsupported_reason(key: str, head: bytes) -> str | None:
-    """None if the pipeline can ingest the file, else a reason a person can act on.
+def looks_like_email(head: bytes) -> bool:
+    """True when `head` opens with RFC 822 header lines, at least two of them the ones every
+    message has (From, To, Subject, Date, Message-ID, Received, ...)."""
+    known = 0
+    for line in head.replace(b"\r\n", b"\n").split(b"\n")[:40]:
+        if not line.strip():
+            break  # the blank line ending the headers
+        if line[:1] in (b" ", b"\t"):
+            continue  # a folded header
+        name, colon, _ = line.partition(b":")
+        if not colon or not name or b" " in name.strip():
+            return False
+        known += name.strip().lower() in _EMAIL_HEADERS
+    return known >= 2
 
-    Checks, in order: ignored names, the extension (a name without one is accepted only when
-    its content looks like text), and whether the content contradicts the extension (a
-    ``.pdf`` without a PDF header, a text file holding binary data).
+
+def _media_type_of_extension(ext: str) -> str | None:
+    if not ext:
+        return None
+    if ext in _TEXT_MEDIA_TYPES:
+        return _TEXT_MEDIA_TYPES[ext]
+    for key in sorted(_EXPECTED.get(ext, ())):
+        return KINDS[key].media_type
+    guessed, _ = mimetypes.guess_type("x" + ext, strict=False)
+    if guessed:
+        return guessed
+    return "text/plain" if ext in TEXT_EXTENSIONS else None
+
+
+_HEAD_BYTES = 8192
+
+
+def unsupported_reason(
+    key: str,
+    data: bytes,
+    accepted: Collection[str] | None = None,
+    *,
+    size: int | None = None,
+) -> str | None:
+    """None if the file may go on to be parsed, else a reason a person can act on.
+
+    `data` is the whole file, or its head with `size` the file's size (a ZIP is then judged
+    by its local headers only, and given the benefit of the doubt when they are not enough).
+    `accepted`: the extensions the configured parser reads (default: any this module knows).
+    Checks, in order: ignored names, password protection, the extension (a name without one
+    is accepted only when its content is text), programs under any name, then whether the
+    content contradicts the extension.
     """
     if is_ignored_key(key):
         return "ignored: hidden, temporary or system file"
-    ext = _extension(key)
-    magic = _sniff_magic(head, ext)
+    name = _segments(key)[-1]
+    ext = extension(key)
+    kind = _sniff(ext, data, size)
+    if kind is not None and kind.key == "encrypted":
+        return (
+            f"{name} is {kind.name}: docpipe cannot read it; save a copy without the "
+            "password and drop that instead"
+        )
     if not ext:
-        if magic is None and _looks_like_text(head):
-            return None
-        kind = magic or "binary data"
-        return f"unsupported file without an extension ({kind}; supported: {_supported_list()})"
-    if ext not in SUPPORTED_EXTENSIONS:
-        return f"unsupported file type {ext} (supported: {_supported_list()})"
-    if ext == ".pdf":
-        if magic != "application/pdf":
-            found = f" ({magic})" if magic else ""
-            return f"file named {ext} is not a PDF: no %PDF- header{found}"
+        if kind is None and _looks_like_text(data[:_HEAD_BYTES]):
+            return None  # parsed in-process as text
+        what = kind.name if kind else "binary data"
+        return f"{name} has no extension and holds {what}{_rename(name, kind, accepted)}"
+    if accepted is not None and ext not in accepted:
+        found = f"; the content is {kind.name}" if kind is not None else ""
+        return (
+            f"unsupported file type {ext} (the supported types are listed in "
+            f"docs/PARSER.md){found}{_rename(name, kind, accepted)}"
+        )
+    if kind is not None and kind.key in EXECUTABLES:
+        return f"{name} is {kind.name}, not a document: it is never parsed"
+    return _contradiction(name, ext, kind, data, size, accepted)
+
+
+def _rename(name: str, kind: Kind | None, accepted: Collection[str] | None) -> str:
+    """ "; rename it to NAME.ext" when the content is a type the parser reads, else ""."""
+    if kind is None or not kind.canonical or accepted is None or kind.canonical not in accepted:
+        return ""
+    stem = posixpath.splitext(name)[0] if "." in name.lstrip(".") else name
+    return f"; rename it to {stem}{kind.canonical}"
+
+
+def _contradiction(
+    name: str,
+    ext: str,
+    kind: Kind | None,
+    data: bytes,
+    size: int | None,
+    accepted: Collection[str] | None,
+) -> str | None:
+    if not data:
+        return None  # empty: the parse stage says so (NO_DATA_FOUND_IN_FILE)
+    if ext in TEXT_EXTENSIONS:
+        if kind is not None:
+            rename = _rename(name, kind, accepted)
+            what = f"{kind.name} ({kind.media_type})"
+            return f"{name} is named {ext} but holds {what}, not text{rename}"
+        if not _looks_like_text(data[:_HEAD_BYTES]):
+            return f"{name} is named {ext} but holds binary data, not text"
         return None
-    if ext in _TEXT_EXTENSIONS:
-        if magic is not None:
-            return f"file named {ext} contains binary data ({magic}), not text"
-        if not _looks_like_text(head):
-            return f"file named {ext} contains binary data, not text"
-    return None
+    expected = _EXPECTED.get(ext)
+    if expected is None:
+        return None  # a type this module has no signature for: the parser judges it
+    if kind is not None and (kind.key in expected or kind.key in _ALSO_FITS.get(ext, ())):
+        return None
+    if kind is None and data.startswith(b"PK") and size is not None and size > len(data):
+        return None  # a ZIP judged by its head only: the name is trusted
+    promised = KINDS[sorted(expected)[0]].name
+    if kind is None:
+        found = "text" if _looks_like_text(data[:_HEAD_BYTES]) else "no known file signature"
+        return f"{name} is named {ext} but is not {promised} ({found})"
+    detail = ""
+    if kind.key in ("zip", "ooxml"):
+        detail = " (no Office content types)" if kind.key == "ooxml" else ""
+        if any(k in expected for k in ("docx", "xlsx", "pptx", "vsdx")) and kind.key == "zip":
+            detail = " (no [Content_Types].xml: not Office Open XML)"
+    rename = _rename(name, kind, accepted)
+    return f"{name} is named {ext} but is {kind.name}, not {promised}{detail}{rename}"

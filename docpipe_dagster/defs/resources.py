@@ -20,9 +20,10 @@ from docpipe_dagster.clients.llamaparse import LlamaParseClient
 from docpipe_dagster.clients.llamaparse_v2 import TIERS
 from docpipe_dagster.clients.parsing import (
     DEFAULT_PARSE_LOCALLY,
-    local_extensions,
+    Routing,
     make_parser_client,
     parser_api,
+    routing,
 )
 from docpipe_dagster.clients.storage import FolderStorage, StorageBackend, SupabaseStorage
 from docpipe_dagster.config import (
@@ -136,7 +137,7 @@ class ParserResource(ApiResource):
     api: str = default_of("parser_api")  # "v2" or "v1"
     tier: str = default_of("parse_tier")  # v2: fast | cost_effective | agentic | agentic_plus
     version: str = default_of("parse_version")  # v2: "latest" or a dated version YYYY-MM-DD
-    parse_locally: str = DEFAULT_PARSE_LOCALLY  # extensions, comma-separated ("" = none)
+    parse_locally: str = DEFAULT_PARSE_LOCALLY  # text | all | none | extensions (docs/PARSER.md)
 
     @property
     def profile(self) -> str:
@@ -147,8 +148,9 @@ class ParserResource(ApiResource):
         return f"llamaparse-v2:{self.tier}:{self.version}:{self.result_type}"
 
     @property
-    def local_extensions(self) -> frozenset[str]:
-        return local_extensions(self.parse_locally)
+    def routing(self) -> Routing:
+        """Which file types are parsed in-process, which by the service, which refused."""
+        return routing(self.parse_locally)
 
     @asynccontextmanager
     async def client(self) -> AsyncIterator[LlamaParseClient]:
@@ -260,7 +262,8 @@ def api_key(env_name: str, base_url: str) -> str | dg.EnvVar:
 
 def parser_env(current: Settings | None = None) -> dict[str, str]:
     """ParserResource fields from DOCPIPE_PARSER_API / _PARSE_TIER / _PARSE_VERSION /
-    _PARSE_LOCALLY (validated here, so a typo fails at load with the variable's name)."""
+    _PARSE_LOCALLY (validated here or by the settings model, so a typo fails at load with
+    the variable's name)."""
     s = current or settings()
     fields = {
         "api": parser_api(s.parser_api),
@@ -275,7 +278,6 @@ def parser_env(current: Settings | None = None) -> dict[str, str]:
     version = fields["version"]
     if version != "latest" and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", version):
         raise ValueError(f"DOCPIPE_PARSE_VERSION must be 'latest' or YYYY-MM-DD, got {version!r}")
-    local_extensions(fields["parse_locally"])
     return fields
 
 

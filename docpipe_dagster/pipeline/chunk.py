@@ -6,11 +6,12 @@ stages its chunks (one COPY) and moves its jobs to `chunked`.
 
 from __future__ import annotations
 
+from docpipe_dagster.clients.parsing import Routing, routing
 from docpipe_dagster.core.chunking import ChunkingConfig, normalise_text, split_into_chunks
 from docpipe_dagster.core.hashing import sha256_text
 from docpipe_dagster.core.ids import chunk_id
 from docpipe_dagster.core.pages import page_ranges
-from docpipe_dagster.pipeline.local_parse import is_local, local_profile
+from docpipe_dagster.pipeline.local_parse import local_profile
 from docpipe_dagster.pipeline.report import StageReport, batch_jobs, fail_job
 from docpipe_dagster.store.queries import ChunkRow, JobRow, Store
 
@@ -22,16 +23,17 @@ def chunk_documents(
     profile: str,
     config: ChunkingConfig,
     group_size: int = 50,
-    local_extensions: frozenset[str] = frozenset(),
+    routes: Routing | None = None,
     result_type: str = "markdown",
 ) -> StageReport:
-    """`profile` is the parser's parse-cache profile; files parsed locally (extension in
-    `local_extensions`) are read from the local profile instead, as the parse stage wrote them."""
+    """`profile` is the parser's parse-cache profile; files `routes` parses locally are read
+    from the local profile instead, as the parse stage wrote them."""
+    routes = routes or routing("text")
     report = StageReport("chunk")
     jobs = batch_jobs(store, batch_key, ["parsed"], report)
     by_profile: dict[str, list[JobRow]] = {}
     for job in jobs:
-        local = is_local(job.storage_key, local_extensions)
+        local = routes.is_local(job.storage_key)
         by_profile.setdefault(local_profile(result_type) if local else profile, []).append(job)
     for job_profile, group in by_profile.items():
         for start in range(0, len(group), group_size):

@@ -128,7 +128,7 @@ def scan_storage(
                 storage_key=obj.key,
                 content_sha256=sha,
                 size_bytes=len(data),
-                media_type=detect_media_type(obj.key, data[:4096]),
+                media_type=detect_media_type(obj.key, data),
                 source_modified_at=_as_datetime(obj.modified_at),
             )
         )

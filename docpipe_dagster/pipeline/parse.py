@@ -1,9 +1,9 @@
 """Validate the batch's files, then parse them to markdown (LlamaParse contract).
 
 The parse cache is keyed by content hash and parser profile: the same bytes are never
-parsed twice, across documents, batches and re-runs. Files whose extension is in
-`local_extensions` are parsed in-process (no parser call, no credits) under their own
-profile, so a local result and a parser's never stand in for each other.
+parsed twice, across documents, batches and re-runs. Files the routing (DOCPIPE_PARSE_LOCALLY,
+clients/parsing.py) keeps local are parsed in-process (no parser call, no credits) under
+their own profile, so a local result and a parser's never stand in for each other.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import asyncio
 import time
 
 from docpipe_dagster.clients.llamaparse import LlamaParseClient, ParseError
+from docpipe_dagster.clients.parsing import Routing, routing
 from docpipe_dagster.clients.storage import StorageBackend, StorageError
 from docpipe_dagster.core.breaker import ServiceUnavailable
 from docpipe_dagster.core.hashing import sha256_bytes
-from docpipe_dagster.core.media import unsupported_reason
+from docpipe_dagster.core.media import extension
 from docpipe_dagster.logs import bound
-from docpipe_dagster.pipeline.local_parse import is_local, local_profile, parse_locally
+from docpipe_dagster.pipeline.local_parse import local_profile, parse_locally
 from docpipe_dagster.pipeline.report import RetrySchedule, StageReport, batch_jobs, fail_job
 from docpipe_dagster.store.queries import JobRow, ParsedJob, Store
 
@@ -28,8 +29,12 @@ def check_raw_documents(
     batch_key: str,
     *,
     max_file_bytes: int,
+    routes: Routing | None = None,
 ) -> StageReport:
-    """Reject what cannot be parsed before paying for it: gone, changed, unsupported, too big."""
+    """Reject what cannot be parsed before paying for it: gone, changed, too big, a type
+    nobody parses under `routes` (default: DOCPIPE_PARSE_LOCALLY's default), or content
+    that contradicts its name."""
+    routes = routes or routing("text")
     report = StageReport("intake")
     vanished: list[JobRow] = []
     changed: list[JobRow] = []
@@ -50,7 +55,7 @@ def check_raw_documents(
         if sha256_bytes(data) != job.content_sha256:
             changed.append(job)  # the sensor registers the new content on its next tick
             continue
-        reason = unsupported_reason(job.storage_key, data[:4096])
+        reason = routes.refusal(job.storage_key, data)
         if reason:
             fail_job(store, report, job, reason, code="UNSUPPORTED")
             continue
@@ -116,6 +121,15 @@ class _GroupSaver:
             return results
 
 
+def _local_name(filename: str, media_type: str | None) -> str:
+    """A name the local backend dispatches on: a file without an extension (text, or intake
+    would have refused it) is parsed as what its content was detected to be."""
+    if extension(filename):
+        return filename
+    by_type = {"text/html": ".html", "message/rfc822": ".eml"}
+    return filename + by_type.get(media_type or "", ".txt")
+
+
 def _read_verified(backend: StorageBackend, job: JobRow) -> bytes | None:
     """The registered version's bytes, or None when the file changed since registration."""
     data = backend.read(job.storage_key)
@@ -131,16 +145,17 @@ async def parse_documents(
     profile: str,
     max_attempts: int,
     retry_base_seconds: float,
-    local_extensions: frozenset[str] = frozenset(),
+    routes: Routing | None = None,
     result_type: str = "markdown",
 ) -> StageReport:
+    routes = routes or routing("text")
     report = StageReport("parse")
     retry = RetrySchedule(max_attempts, retry_base_seconds)
     jobs = batch_jobs(store, batch_key, ["uploaded", "parsing"], report)
     local_prof = local_profile(result_type)
 
     def local(job: JobRow) -> bool:
-        return is_local(job.storage_key, local_extensions)
+        return routes.is_local(job.storage_key)
 
     def profile_of(job: JobRow) -> str:
         return local_prof if local(job) else profile
@@ -188,7 +203,8 @@ async def parse_documents(
         try:
             if job_profile == local_prof:
                 report.count("local_parses")
-                parsed = await asyncio.to_thread(parse_locally, filename, data, result_type)
+                name = _local_name(filename, first.media_type)
+                parsed = await asyncio.to_thread(parse_locally, name, data, result_type)
             else:
                 report.external_calls += 1
                 with bound(job_id=first.job_id, storage_key=first.storage_key):

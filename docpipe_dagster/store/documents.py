@@ -81,6 +81,9 @@ class DocumentRow:
     chunks: int | None
     batch_key: str | None
     updated_at: datetime
+    # the parse profile it was parsed under (local-..., llamaparse-v2:...), from its newest
+    # `parsed` event
+    parser: str | None = None
 
 
 REQUEUE_PREFIX = "requeue-"
@@ -189,8 +192,11 @@ class DocumentStore(StoreBase):
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 f"""SELECT storage_key, state, failed_stage AS stage, failure_reason AS reason,
-                    attempts, chunk_count AS chunks, batch_key, updated_at
-                FROM {S}.upload_jobs WHERE batch_key = %s ORDER BY storage_key""",
+                    attempts, chunk_count AS chunks, batch_key, updated_at,
+                    (SELECT ev.payload->>'parser' FROM {S}.events ev WHERE ev.job_id = j.job_id
+                        AND ev.event_type = 'parsed' ORDER BY ev.event_id DESC LIMIT 1)
+                        AS parser
+                FROM {S}.upload_jobs j WHERE batch_key = %s ORDER BY storage_key""",
                 (batch_key,),
             )
             return [DocumentRow(**r) for r in cur]
@@ -200,9 +206,12 @@ class DocumentStore(StoreBase):
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 f"""SELECT storage_key, state, failed_stage AS stage, failure_reason AS reason,
-                    attempts, chunk_count AS chunks, batch_key, updated_at
+                    attempts, chunk_count AS chunks, batch_key, updated_at,
+                    (SELECT ev.payload->>'parser' FROM {S}.events ev WHERE ev.job_id = j.job_id
+                        AND ev.event_type = 'parsed' ORDER BY ev.event_id DESC LIMIT 1)
+                        AS parser
                     FROM (SELECT DISTINCT ON (document_id) * FROM {S}.upload_jobs
-                          ORDER BY document_id, registered_at DESC) latest
+                          ORDER BY document_id, registered_at DESC) j
                     ORDER BY updated_at DESC, storage_key LIMIT %s""",
                 (limit,),
             )

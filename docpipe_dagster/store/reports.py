@@ -85,6 +85,20 @@ class ReportStore(StoreBase):
                 }
                 for r in cur
             ]
+            # Which parser produced each document's newest parsed version (its parse profile,
+            # recorded on the `parsed` event): local-v1:... or llamaparse-v2:...
+            cur.execute(
+                f"""SELECT e.payload->>'parser' AS parser, count(*) AS n
+                    FROM (SELECT DISTINCT ON (document_id) job_id, state FROM {S}.upload_jobs
+                          ORDER BY document_id, registered_at DESC) latest
+                    CROSS JOIN LATERAL (
+                        SELECT payload FROM {S}.events ev
+                        WHERE ev.job_id = latest.job_id AND ev.event_type = 'parsed'
+                        ORDER BY ev.event_id DESC LIMIT 1) e
+                    WHERE latest.state <> 'deleted' AND e.payload ? 'parser'
+                    GROUP BY 1 ORDER BY 1"""
+            )
+            parsers = {r["parser"]: r["n"] for r in cur}
             cur.execute(f"SELECT count(*) AS n FROM {S}.document_chunk_buffer")
             buffered_chunks = cur.fetchone()["n"]
             cur.execute(f"SELECT count(*) AS n FROM {S}.document_vector_buffer")
@@ -97,6 +111,7 @@ class ReportStore(StoreBase):
             "vector_spaces": spaces,
             "buffers": {"chunks": buffered_chunks, "vectors": buffered_vectors},
             "failures": failures,
+            "parsers": parsers,
         }
 
     # --- asset-check queries --------------------------------------------------------

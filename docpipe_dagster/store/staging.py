@@ -81,6 +81,7 @@ class StagingStore(StoreBase):
                             "chars": len(p.markdown),
                             "cache_hit": p.cache_hit,
                             "parse_job_id": p.parse_job_id,
+                            "parser": p.profile,
                             "seconds": round(p.seconds, 3),
                         },
                     )

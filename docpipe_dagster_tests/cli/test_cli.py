@@ -92,6 +92,10 @@ def test_ingest_wait_then_search_and_status(cli_env: dict[str, str], tmp_path: P
     assert summary["chunks"] == summary["vectors"] >= 3
     assert summary["failures"] == []
     assert summary["buffers"] == {"chunks": 0, "vectors": 0}
+    # Which parser produced them: the corpus is text-like, parsed in-process by default.
+    assert sum(summary["parsers"].values()) == 3
+    assert all(p.startswith("local") for p in summary["parsers"]), summary["parsers"]
+    assert "parsed by: 3 local" in docpipe(cli_env, "status").stdout
 
     human = docpipe(cli_env, "search", "lava from a volcano")
     assert human.returncode == 0 and "handbook/volcanoes.md" in human.stdout.splitlines()[0]
@@ -228,3 +232,27 @@ def test_a_command_leaves_its_objects_to_the_os_at_exit(cli_env: dict[str, str])
     assert out.returncode == 0, out.stderr
     frozen = int(out.stdout.rsplit("frozen objects:", 1)[1])
     assert frozen > 1000
+
+
+def test_ingest_wait_fully_offline_starts_no_parser(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """DOCPIPE_PARSE_LOCALLY=all: nothing goes to a parser, so `ingest --wait` neither starts
+    a parser mock on the configured (free) port nor probes one; every file completes."""
+    from docpipe_dagster.services import free_ports, port_in_use
+    from docpipe_dagster_tests.support.company_folder import docx_file, pptx_file
+
+    (port,) = free_ports(1)
+    env = {**cli_env, "DOCPIPE_PARSE_LOCALLY": "all"}
+    env["LLAMAPARSE_BASE_URL"] = f"http://127.0.0.1:{port}"
+    folder = tmp_path / "offline"
+    folder.mkdir()
+    (folder / "handbook.docx").write_bytes(docx_file())
+    (folder / "roadmap.pptx").write_bytes(pptx_file())
+    (folder / "notes.txt").write_text("The spare key is under the flowerpot.\n")
+    done = docpipe(env, "ingest", str(folder), "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 completed, 0 failed" in done.stdout
+    assert "parser" not in done.stderr, done.stderr  # no mock started, none probed
+    assert not port_in_use(port)
+    assert "parsed by: 3 local" in docpipe(env, "status").stdout

@@ -29,7 +29,8 @@ def test_json_logs_carry_run_batch_and_document_ids_and_no_secret(
     docs = tmp_path / "logged"
     docs.mkdir()
     (docs / "kites.md").write_text("# Kites\n\nA kite flies when the wind lifts it.\n")
-    env = dict(cli_env, DOCPIPE_LOG_FORMAT="json")
+    # DOCPIPE_PARSE_LOCALLY=none: the .md goes to the parser (text-like types are local).
+    env = dict(cli_env, DOCPIPE_LOG_FORMAT="json", DOCPIPE_PARSE_LOCALLY="none")
     out = docpipe(env, "ingest", str(docs), "--wait")
     assert out.returncode == 0, out.stdout + out.stderr
 

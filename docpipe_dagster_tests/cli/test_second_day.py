@@ -76,7 +76,7 @@ def test_ingest_again_retries_transient_failures_at_once(
     docs = tmp_path / "one"
     docs.mkdir()
     (docs / "report.md").write_text("# Report\n\nQuarterly numbers went up.\n")
-    env = dict(cli_env)  # .md goes to the parser (only .txt, .markdown, .json are local)
+    env = dict(cli_env, DOCPIPE_PARSE_LOCALLY="none")  # .md goes to the parser
     first = docpipe(env, "ingest", str(docs), "--wait")
     story = json.loads(docpipe(env, "status", "one/report.md", "--json").stdout)
     version = story["versions"][0]

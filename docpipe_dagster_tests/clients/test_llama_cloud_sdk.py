@@ -8,10 +8,13 @@ cursor, the error bodies), these fail. Sync and async clients.
 from __future__ import annotations
 
 import asyncio
+import io
 
+import httpx
 import llama_cloud
 import pytest
 
+from docpipe_dagster.core.llamaparse_extensions import LLAMAPARSE_EXTENSIONS
 from docpipe_dagster_tests.support import MockServer
 from mocks.llamaparse.testdata import build_text_pdf
 
@@ -149,3 +152,86 @@ def test_sdk_retries_a_429_with_retry_after(llamaparse_mock: MockServer) -> None
         tier="fast", version="latest", upload_file=("r.md", b"# Retried")
     )
     assert job.id and llamaparse_mock.stats()["faults"] == {"http_429": 1}
+
+
+def _office_files() -> dict[str, tuple[bytes, str]]:
+    """A DOCX, a PPTX and an XLSX written with the format libraries, with known text."""
+    import docx
+    import openpyxl
+    import pptx
+
+    out = io.BytesIO()
+    document = docx.Document()
+    document.add_heading("Census summary", 1)
+    document.add_paragraph("Households grew fastest in the river counties.")
+    document.save(out)
+    files = {"census.docx": (out.getvalue(), _OOXML + "wordprocessingml.document")}
+
+    out = io.BytesIO()
+    deck = pptx.Presentation()
+    for title in ("Roadmap", "Lighthouse launch"):
+        slide = deck.slides.add_slide(deck.slide_layouts[1])
+        slide.shapes.title.text = title
+        slide.placeholders[1].text = f"{title} details"
+    deck.save(out)
+    files["roadmap.pptx"] = (out.getvalue(), _OOXML + "presentationml.presentation")
+
+    out = io.BytesIO()
+    book = openpyxl.Workbook()
+    book.active.title = "Revenue"
+    book.active.append(["quarter", "revenue"])
+    book.active.append(["Q1", 1200])
+    costs = book.create_sheet("Costs")
+    costs.append(["quarter", "costs"])
+    costs.append(["Q1", 800])
+    book.save(out)
+    files["revenue.xlsx"] = (out.getvalue(), _OOXML + "spreadsheetml.sheet")
+    return files
+
+
+_OOXML = "application/vnd.openxmlformats-officedocument."
+
+
+def test_sdk_round_trips_office_documents(llamaparse_mock: MockServer) -> None:
+    """The mock parses DOCX, PPTX and XLSX with the local backend: real text, a page per
+    slide and per sheet, as the SDK reads them."""
+    llamaparse_mock.set_faults([])
+    client = sync_client(llamaparse_mock)
+    pages: dict[str, list[str]] = {}
+    for name, (data, media_type) in _office_files().items():
+        result = client.parsing.parse(
+            tier="cost_effective",
+            version="latest",
+            upload_file=(name, data, media_type),
+            expand=["markdown"],
+            **FAST,
+        )
+        assert result.job.status == "COMPLETED", (name, result.job.error_message)
+        assert result.markdown is not None
+        pages[name] = [p.markdown for p in result.markdown.pages]  # type: ignore[union-attr]
+    (docx_page,) = pages["census.docx"]
+    assert "# Census summary" in docx_page and "river counties" in docx_page
+    assert len(pages["roadmap.pptx"]) == 2  # one page per slide
+    assert "Roadmap" in pages["roadmap.pptx"][0] and "Lighthouse launch" in pages["roadmap.pptx"][1]
+    assert len(pages["revenue.xlsx"]) == 2  # one page per sheet
+    assert "1200" in pages["revenue.xlsx"][0] and "800" in pages["revenue.xlsx"][1]
+    assert "| quarter |" in pages["revenue.xlsx"][0].replace("|quarter|", "| quarter |")
+
+
+def test_sdk_sees_the_service_error_for_an_unsupported_type(llamaparse_mock: MockServer) -> None:
+    """LlamaParse does not read .txt (it is not on the SDK's list): the job fails with
+    UNSUPPORTED_FILE_TYPE, as on the real service; the mock advertises the SDK's list."""
+    with pytest.raises(llama_cloud.PollingError) as info:
+        sync_client(llamaparse_mock).parsing.parse(
+            tier="fast",
+            version="latest",
+            upload_file=("notes.txt", b"plain"),
+            expand=["markdown"],
+            **FAST,
+        )
+    assert "Unsupported file type: .txt" in str(info.value)
+    advertised = httpx.get(
+        f"{llamaparse_mock.base_url}/api/parsing/supported_file_extensions",
+        headers={"Authorization": f"Bearer {llamaparse_mock.api_key}"},
+    ).json()
+    assert set(advertised) == LLAMAPARSE_EXTENSIONS

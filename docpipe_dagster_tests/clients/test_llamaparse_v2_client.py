@@ -14,7 +14,7 @@ import pytest
 
 from docpipe_dagster.clients.llamaparse import LlamaParseClient, ParsedDocument, ParseError
 from docpipe_dagster.clients.llamaparse_v2 import LlamaParseV2Client
-from docpipe_dagster.clients.parsing import local_extensions, make_parser_client, parser_api
+from docpipe_dagster.clients.parsing import make_parser_client, parser_api
 from docpipe_dagster.core.retry import RetryPolicy
 from docpipe_dagster.defs.resources import ParserResource, parser_env
 from docpipe_dagster.pipeline.local_parse import local_profile, parse_locally
@@ -223,24 +223,13 @@ def test_api_choice_and_profiles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCPIPE_PARSE_LOCALLY", "txt,key")
     with pytest.raises(ValueError, match="DOCPIPE_PARSE_LOCALLY"):
         parser_env()
-    monkeypatch.setenv("DOCPIPE_PARSE_LOCALLY", "txt,md")
+    monkeypatch.setenv("DOCPIPE_PARSE_LOCALLY", "txt,.MD")
     assert parser_env() == {
         "api": "v2",
         "tier": "agentic",
         "version": "2025-12-11",
-        "parse_locally": "txt,md",
+        "parse_locally": "md,txt",
     }
-
-
-def test_local_extensions(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DOCPIPE_PARSE_LOCALLY", raising=False)
-    assert local_extensions() == {".txt", ".markdown", ".json"}
-    monkeypatch.setenv("DOCPIPE_PARSE_LOCALLY", "md")
-    assert local_extensions() == {".md"}
-    assert local_extensions("txt, .JSON,md,csv,html") == {".txt", ".json", ".md", ".csv", ".html"}
-    assert local_extensions("none") == frozenset() == local_extensions("")
-    with pytest.raises(ValueError, match=r"cannot parse \.key locally"):
-        local_extensions("txt,key")
 
 
 def test_parse_locally_matches_the_mock(llamaparse_mock: MockServer) -> None:

@@ -64,6 +64,16 @@ class Pipeline:
         fields = {"settle_seconds": 0.0, **overrides}
         return {**self.resources, "pipeline_settings": PipelineSettings(**fields)}
 
+    def parse_remotely(self) -> None:
+        """DOCPIPE_PARSE_LOCALLY=none from now on: text-like types (md, csv, html) go to the
+        parser mock too, for tests about the parser's behaviour."""
+        parser = self.resources["parser"]
+        fields = {name: getattr(parser, name) for name in type(parser).model_fields}
+        self.resources = {
+            **self.resources,
+            "parser": type(parser)(**fields | {"parse_locally": "none"}),
+        }
+
     def run(self, batch_key: str, resources: dict[str, Any] | None = None) -> BatchOutcome:
         return run_batch(batch_key, resources=resources or self.resources, instance=self.instance)
 

@@ -35,6 +35,8 @@ def test_the_documents_asset_lists_every_document_with_state_and_reason(pipeline
     rows = _table(observation.metadata)
     assert rows["guide/kites.md"]["state"] == "completed"
     assert rows["guide/kites.md"]["chunks"] >= 1
+    assert rows["guide/kites.md"]["parser"] == "local"  # which parser produced it
+    assert rows["guide/setup.exe"]["parser"] == ""  # never parsed
     assert rows["guide/setup.exe"]["state"] == "failed"
     assert "unsupported" in rows["guide/setup.exe"]["reason"]
     assert rows["guide/setup.exe"]["batch"] == outcome.batch_key

@@ -21,8 +21,8 @@ from docpipe_dagster_tests.defs.conftest import Pipeline, batch_keys, tick
 from mocks.llamaparse.testdata import build_text_pdf
 
 UPLOAD_ROUTE = "POST /api/v2/parse/upload"
-# Parsed in-process by default (no parser call): the extensions LlamaParse does not list.
-LOCAL = (".txt", ".json")
+# Parsed in-process by default (DOCPIPE_PARSE_LOCALLY=text, no parser call): the text-like types.
+LOCAL = (".txt", ".json", ".md", ".html", ".csv")
 
 GUIDE = "\n\n".join(
     [
@@ -170,7 +170,7 @@ def test_a_batch_of_varied_documents_becomes_searchable(pipeline: Pipeline) -> N
     assert meta["raw_documents"]["documents"] == len(DOCUMENTS)
     local = [k for k in DOCUMENTS if k.endswith(LOCAL)]
     assert meta["parsed_documents"]["external_calls"] == len(DOCUMENTS) - len(local)
-    assert meta["parsed_documents"]["local_parses"] == len(local) == 2
+    assert meta["parsed_documents"]["local_parses"] == len(local) == 5
     assert pipeline.parser.stats()["by_route"][UPLOAD_ROUTE] == len(DOCUMENTS) - len(local)
     assert meta["document_chunks"]["chunks"] == total_chunks
     assert meta["chunk_embeddings"]["external_calls"] >= 1
@@ -179,7 +179,7 @@ def test_a_batch_of_varied_documents_becomes_searchable(pipeline: Pipeline) -> N
 
 
 def test_a_rerun_makes_no_external_call_and_touches_no_row(pipeline: Pipeline) -> None:
-    for key in ("guide.md", "notes.txt", "data.json"):
+    for key in ("guide.md", "notes.txt", "data.json", "report.pdf"):
         pipeline.write(key, DOCUMENTS[key])
     (outcome,) = ingest_pending(resources=pipeline.resources, instance=pipeline.instance)
     assert outcome.success
@@ -321,11 +321,13 @@ def test_bad_documents_fail_alone_with_a_reason(pipeline: Pipeline) -> None:
         assert chunk_versions(pipeline, key) == {}
     checks = pipeline.check_results(outcome.run_id)
     assert checks["batch_settled"] is True and all(checks.values()), checks
-    # Nothing unusable was sent to the parser: only table.csv (the rest is parsed locally).
-    assert pipeline.parser.stats()["by_route"][UPLOAD_ROUTE] == 1
+    # Nothing was sent to the parser: the unusable files failed at intake, the rest are
+    # text-like and parsed in-process.
+    assert pipeline.parser.stats()["by_route"].get(UPLOAD_ROUTE, 0) == 0
 
 
 def test_the_same_content_is_parsed_and_embedded_once(pipeline: Pipeline) -> None:
+    pipeline.parse_remotely()
     pipeline.write("copy-a.md", GUIDE)
     pipeline.write("copy-b.md", GUIDE)
     pipeline.write("notes.txt", NOTES)
@@ -354,6 +356,7 @@ def test_the_same_content_is_parsed_and_embedded_once(pipeline: Pipeline) -> Non
 
 
 def test_a_file_deleted_while_it_is_parsed_stays_deleted(pipeline: Pipeline) -> None:
+    pipeline.parse_remotely()
     pipeline.write("notes.md", NOTES)
     pipeline.write("stays.md", "Kept: the tide tables for the harbour mouth.")
     (batch,) = batch_keys(tick(pipeline, None))

@@ -14,8 +14,8 @@ DOCS = 60
 
 
 def _write_docs(pipeline: Pipeline) -> None:
+    pipeline.parse_remotely()  # .md goes to the parser (text-like types are local by default)
     for i in range(DOCS):
-        # .md goes to the parser (only .txt/.markdown/.json are parsed locally)
         pipeline.write(
             f"outage/doc-{i:03d}.md", f"# Doc {i}\n\nParagraph {i} about topic {i % 7}.\n"
         )

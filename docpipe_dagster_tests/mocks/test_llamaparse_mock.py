@@ -206,7 +206,9 @@ def test_v1_prefix_and_extensions(api: httpx.Client) -> None:
     assert _wait(api, job_id)["status"] == "SUCCESS"
     assert api.get(f"/api/v1/parsing/job/{job_id}/result/markdown").json()["markdown"] == "# v1"
     exts = api.get("/api/parsing/supported_file_extensions").json()
-    assert {".pdf", ".txt", ".html", ".csv", ".json", ".md"} <= set(exts)
+    # The real service's list (the SDK's): .pdf, .html, .csv, .md, office..., not .txt/.json.
+    assert {".pdf", ".html", ".csv", ".md", ".docx"} <= set(exts)
+    assert not {".txt", ".json"} & set(exts)
 
 
 def test_parse_stuck_then_resubmit(api: httpx.Client, llamaparse_mock: MockServer) -> None:

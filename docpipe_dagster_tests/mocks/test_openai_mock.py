@@ -373,3 +373,30 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_cli_rejects_port_with_all() -> None:
     assert serve_main(["all", "--port", "9999"]) == 2
+
+
+def test_cli_all_can_skip_a_mock() -> None:
+    """`python -m mocks all --skip llamaparse`: what `docpipe dev` runs when nothing is sent
+    to a parser (DOCPIPE_PARSE_LOCALLY=all)."""
+    import subprocess
+    import sys
+
+    from docpipe_dagster.devstack import wait_for_http
+    from docpipe_dagster.services import named_free_ports, port_in_use
+
+    ports = named_free_ports(["storage", "llamaparse", "openai"])
+    args = [f"--{name}-port={port}" for name, port in ports.items()]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mocks", "all", "--skip", "llamaparse", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for name in ("storage", "openai"):
+            url = f"http://127.0.0.1:{ports[name]}/health"
+            assert wait_for_http(url, 30, lambda: process.poll() is None), name
+        assert not port_in_use(ports["llamaparse"])
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=15)
+    assert "mock llamaparse" not in out and "mock storage" in out

@@ -63,6 +63,9 @@ class FaultRig(Pipeline):
             "timeout_s": 5.0,
             "retry_max_attempts": FAULT_CLIENT_ATTEMPTS,
             "retry_base_delay_s": 0.01,
+            # The faults aim at the parser: md and html go to it (text-like types are parsed
+            # in-process by default; .txt, which LlamaParse does not read, stays local).
+            "parse_locally": "none",
             **overrides,
         }
         return ParserResource(**fields)
@@ -195,6 +198,7 @@ def fault_environment(
         embedder,
         DOCPIPE_RETRY_BASE_SECONDS="0",
         DOCPIPE_MAX_ATTEMPTS=str(FAULT_MAX_ATTEMPTS),
+        DOCPIPE_PARSE_LOCALLY="none",  # md/html to the parser, as parser_resource() does
     )
 
 

@@ -471,3 +471,112 @@ def reason_problems(reason: Any, secrets: Iterable[str] = ()) -> list[str]:
         problems.append("longer than 2000 characters")
     problems += [f"contains the secret {s[:6]}…" for s in secrets if s and s in reason]
     return problems
+
+
+# --- hostile binaries (docs/RELIABILITY.md, "Hostile binaries") -------------------------------
+# Parsed locally, in the parse sandbox's worker processes (core/extract/sandbox.py). Each must
+# end failed with a readable reason or completed, within the per-document bound, alone.
+# Office files come from support/formats_corpus.py and formats_hostile.py, scans from
+# support/scans.py.
+
+# Rows of the big spreadsheet: 200,000 by hand (DOCPIPE_HOSTILE_SHEET_ROWS=200000), fewer in
+# the suite, where generating and embedding it would cost minutes.
+HOSTILE_SHEET_ROWS = int(os.environ.get("DOCPIPE_HOSTILE_SHEET_ROWS", "20000"))
+HOSTILE_PDF_PAGES = 500
+HOSTILE_IMAGE_SIDE = 20_000
+# DOCPIPE_PARSE_TIMEOUT_SECONDS for the hostile corpus (the full-size sheet needs minutes)
+HOSTILE_TIMEOUT_SECONDS = 60 if HOSTILE_SHEET_ROWS <= 20_000 else 300
+HOSTILE_MEMORY_MB = 2048  # DOCPIPE_PARSE_MEMORY_MB for the hostile corpus
+HOSTILE_LOCAL = "pdf,docx,docm,xlsx,xlsm,png,md"  # DOCPIPE_PARSE_LOCALLY for the corpus
+
+
+@dataclass(frozen=True)
+class HostileCase:
+    """One hostile file: `expect` COMPLETED (then `query` finds it) or FAILED (then the reason
+    holds one of `any_of`). Intake may refuse some before parsing (a password-protected
+    OOXML file is an OLE2 container), so the stage is intake or parse."""
+
+    kind: str
+    key: str
+    expect: str
+    any_of: tuple[str, ...] = ()
+    query: str | None = None
+
+
+def _bomb_package(package: bytes, part: str, inflated_mb: int) -> bytes:
+    """`package` (an OOXML zip) plus `part`, honestly declared, inflating to `inflated_mb`
+    MB of zeros from ~1 KB per MB: the deflate stream is one compressed megabyte repeated."""
+    import zlib
+
+    from docpipe_dagster_tests.support.formats_hostile import _raw_zip
+
+    base = zipfile.ZipFile(io.BytesIO(package))
+    members = []
+    # [Content_Types].xml first, as Office writes it (intake sniffs the head of the file).
+    infos = sorted(base.infolist(), key=lambda i: i.filename != "[Content_Types].xml")
+    for info in infos:
+        data = base.read(info)
+        comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+        members.append(
+            (info.filename, comp.compress(data) + comp.flush(), zlib.crc32(data), len(data))
+        )
+    mb = b"\0" * (1024 * 1024)
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = comp.compress(mb) + comp.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(inflated_mb):
+        crc = zlib.crc32(mb, crc)
+    members.append((part, block * inflated_mb + comp.flush(), crc, inflated_mb * len(mb)))
+    return _raw_zip(members)
+
+
+def hostile_files(sheet_rows: int = HOSTILE_SHEET_ROWS) -> list[tuple[HostileCase, bytes]]:
+    """Every hostile file with its expected outcome."""
+    from docpipe_dagster_tests.support import formats_corpus as fc
+    from docpipe_dagster_tests.support import formats_hostile as fh
+    from docpipe_dagster_tests.support import scans
+
+    doc = fc.document()
+    word = fc.docx(doc)
+    small_sheet = fc.xlsx({"Ledger": fc.sheet_rows(20)})
+    macro_word = fc.retype(word, *fc.MACRO_TYPES[".docm"], vba=True)
+    macro_book = fc.retype(small_sheet, *fc.MACRO_TYPES[".xlsm"], vba=True)
+    big_rows = fc.sheet_rows(sheet_rows)
+    last = big_rows[-1]
+    bomb = ("zip bomb", "inflates")
+    # Intake may see only an OLE2 container where the parser sees the encryption streams.
+    protected = ("password", "protected", "ole2 compound file")
+    return [
+        (HostileCase("zip bomb DOCX (2 GB inflated)", "hostile/bomb.docx", FAILED, bomb),
+         fh.zip_bomb(2048)),
+        (HostileCase("zip bomb XLSX (2 GB inflated)", "hostile/bomb.xlsx", FAILED, bomb),
+         _bomb_package(small_sheet, "xl/worksheets/sheet2.xml", 2048)),
+        (HostileCase("XML entity bomb in a DOCX", "hostile/laughs.docx", FAILED, ("entit",)),
+         fh.entity_bomb()),
+        (HostileCase("password-protected DOCX", "hostile/locked.docx", FAILED, protected),
+         fh.encrypted_ooxml()),
+        (HostileCase("password-protected XLSX", "hostile/locked.xlsx", FAILED, protected),
+         fh.encrypted_ooxml()),
+        (HostileCase("encrypted PDF", "hostile/locked.pdf", FAILED, protected),
+         build_encrypted_pdf(["The vault code is written on this page."], "hunter2")),
+        (HostileCase("truncated zip named .docx", "hostile/cut.docx", FAILED,
+                     ("truncated", "corrupt", "not a valid", "not a word")),
+         fh.truncated(word)),
+        (HostileCase("macro-enabled .docm (text read, macro never run)", "hostile/macro.docm",
+                     COMPLETED, query=doc.sections[0][1][0]), macro_word),
+        (HostileCase("macro-enabled .xlsm (text read, macro never run)", "hostile/macro.xlsm",
+                     COMPLETED, query="item7"), macro_book),
+        (HostileCase(f"{sheet_rows:,}-row spreadsheet", "hostile/rows.xlsx", COMPLETED,
+                     query=f"{last[0]} item{sheet_rows - 1} {last[2]}"),
+         fc.xlsx({"Shipments": big_rows})),
+        (HostileCase(f"{HOSTILE_PDF_PAGES}-page PDF", "hostile/ledger.pdf", COMPLETED,
+                     query="Ledger page 377: the tally of barrels landed at the west quay"),
+         build_text_pdf([f"Ledger page {i}: the tally of barrels landed at the west quay"
+                         for i in range(1, HOSTILE_PDF_PAGES + 1)])),
+        (HostileCase(f"{HOSTILE_IMAGE_SIDE:,} x {HOSTILE_IMAGE_SIDE:,} pixel image",
+                     "hostile/huge.png", FAILED, ("too large",)),
+         scans.huge_png(HOSTILE_IMAGE_SIDE, HOSTILE_IMAGE_SIDE)),
+        (HostileCase("PDF with embedded JavaScript (text read, script never run)",
+                     "hostile/script.pdf", COMPLETED, query="Harbour dues for the spring season"),
+         scans.javascript_pdf("Harbour dues for the spring season")),
+    ]  # fmt: skip

@@ -8,10 +8,15 @@ each kind with its outcome and the test that checks it.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import time
 from pathlib import Path
 
+import pytest
+
 from docpipe_dagster.core.hashing import sha256_bytes
+from docpipe_dagster.core.media import unsupported_reason
 from docpipe_dagster.runner import ingest_pending
 from docpipe_dagster_tests.defs.conftest import Pipeline, batch_keys, tick
 from docpipe_dagster_tests.reliability.corpus import (
@@ -21,6 +26,9 @@ from docpipe_dagster_tests.reliability.corpus import (
     COMPLETED,
     DELETED,
     FAILED,
+    HOSTILE_LOCAL,
+    HOSTILE_MEMORY_MB,
+    HOSTILE_TIMEOUT_SECONDS,
     INJECTION,
     NOT_REGISTERED,
     OVERSIZE,
@@ -37,12 +45,15 @@ from docpipe_dagster_tests.reliability.corpus import (
     PeakRss,
     assert_invariants,
     assert_runs_succeeded,
+    hostile_files,
     oversize_text,
     reason_problems,
     search,
+    wired_pipeline,
     write_corpus,
     write_file,
 )
+from mocks.llamaparse.testdata import build_text_pdf
 
 UPLOAD_ROUTE = "POST /api/v2/parse/upload"
 GOOD_NEIGHBOUR = "A good neighbour: the ferry timetable is pinned to the harbour office door.\n"
@@ -105,6 +116,7 @@ def test_the_bad_input_corpus_settles_and_disturbs_nothing(
     corpus_pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline = corpus_pipeline
+    pipeline.parse_remotely()  # md, html, csv to the parser mock: its dedup is checked below
     root = pipeline.storage_dir
     cases = write_corpus(root, tmp_path / "outside")
     write_file(root, VANISHING.key, VANISHING_TEXT)
@@ -293,3 +305,140 @@ def test_a_50_mb_text_file_completes_in_bounded_memory(corpus_pipeline: Pipeline
     print(f"50 MB file: peak RSS growth {rss.growth / 2**20:.0f} MiB = {ratio:.1f}x the file")
     assert ratio < MAX_RSS_GROWTH, f"peak RSS grew {ratio:.1f}x the file size"
     assert_invariants(pipeline)
+
+
+# --- hostile binaries ---------------------------------------------------------------------------
+
+
+class _WorkerPeak:
+    """Peak RSS of the parse sandbox's worker processes (each one, not summed) while the
+    block runs, sampled every 20 ms."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        from docpipe_dagster.pipeline.local_parse import sandbox
+
+        while not self._stop.wait(0.02):
+            for pid in sandbox().pids():
+                with contextlib.suppress(psutil.Error):  # it ended since the listing
+                    self.peak = max(self.peak, psutil.Process(pid).memory_info().rss)
+
+    def __enter__(self) -> _WorkerPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# The run worker (this process) may grow by this much across the whole hostile corpus: the
+# bombs are inflated, if at all, in the sandbox's workers, never here.
+HOSTILE_MAX_RSS_GROWTH = 1024 * 2**20
+
+
+def test_hostile_binaries_fail_alone_within_the_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    database_url: str,
+    corpus_mocks: tuple,
+) -> None:
+    """Zip and entity bombs, password-protected and truncated office files, an encrypted
+    PDF, macros, a big sheet, a 500-page PDF, a 400-megapixel image and a PDF with JavaScript,
+    parsed locally in one batch with good neighbours: each ends completed or failed with a
+    readable reason, nothing is lost, and the run worker's memory stays bounded."""
+    parser, embedder = corpus_mocks
+    with wired_pipeline(
+        monkeypatch,
+        tmp_path / "storage",
+        database_url,
+        parser,
+        embedder,
+        DOCPIPE_EMBEDDING_DIMENSIONS="256",
+        DOCPIPE_PARSE_LOCALLY=HOSTILE_LOCAL,
+        DOCPIPE_PARSE_TIMEOUT_SECONDS=str(HOSTILE_TIMEOUT_SECONDS),
+        DOCPIPE_PARSE_MEMORY_MB=str(HOSTILE_MEMORY_MB),
+    ) as pipeline:
+        files = hostile_files()
+        for case, data in files:
+            write_file(pipeline.storage_dir, case.key, data)
+        pipeline.write("hostile/neighbour.md", GOOD_NEIGHBOUR)
+        pipeline.write("hostile/neighbour.pdf", build_text_pdf(["Buoy 7 was repainted red."]))
+        started = time.monotonic()
+        with PeakRss() as rss, _WorkerPeak() as workers:
+            outcomes = ingest_pending(resources=pipeline.resources, instance=pipeline.instance)
+        seconds = time.monotonic() - started
+        assert_runs_succeeded(pipeline, outcomes)
+
+        jobs = pipeline.jobs()
+        assert len(jobs) == len(files) + 2  # nothing lost, nothing left in flight
+        parsed = 0
+        for case, data in files:
+            job = jobs[case.key]
+            where = f"{case.kind} ({case.key})"
+            refused = unsupported_reason(case.key, data)
+            if refused and "unsupported file type" in refused:
+                # An intake that does not take this type yet refuses it, alone and clearly.
+                assert (job["state"], job["failed_stage"]) == ("failed", "intake"), where
+                assert job["failure_reason"] == refused, where
+                continue
+            parsed += 1
+            assert job["state"] == case.expect, (where, job["state"], job["failure_reason"])
+            if case.expect == FAILED:
+                reason = job["failure_reason"]
+                assert not reason_problems(reason), (where, reason)
+                assert any(p in reason.casefold() for p in case.any_of), (where, reason)
+                assert job["failed_stage"] in ("intake", "parse"), (where, job["failed_stage"])
+                assert job["retryable"] is False, where
+            else:
+                assert job["chunk_count"] > 0, where
+                assert case.key in searchable_keys(pipeline, case.query or ""), where
+        assert parsed >= 3  # the PDFs at least; every case once intake takes office files
+        for key in ("hostile/neighbour.md", "hostile/neighbour.pdf"):
+            assert jobs[key]["state"] == "completed", jobs[key]["failure_reason"]
+        # How long each document spent in the parse stage, from its audit trail.
+        spans = pipeline.rows(
+            "SELECT j.storage_key, extract(epoch FROM max(e.created_at) - min(e.created_at)) AS s"
+            " FROM {S}.events e JOIN {S}.upload_jobs j USING (job_id)"
+            " WHERE e.stage = 'parse' GROUP BY j.storage_key"
+        )
+        slowest = max((float(r["s"]), r["storage_key"]) for r in spans)
+        print(
+            f"hostile corpus: {len(files)} files ({parsed} past intake) + 2 neighbours in "
+            f"{seconds:.1f} s; run worker "
+            f"peak RSS {rss.peak / 2**20:.0f} MiB (grew {rss.growth / 2**20:.0f} MiB); "
+            f"parse workers' peak RSS {workers.peak / 2**20:.0f} MiB; slowest parse "
+            f"{slowest[0]:.1f} s ({slowest[1]})"
+        )
+        assert rss.growth < HOSTILE_MAX_RSS_GROWTH, rss.growth
+        assert workers.peak < HOSTILE_MEMORY_MB * 2**20
+        assert_invariants(pipeline)
+
+
+def test_hostile_binaries_through_the_sandbox_alone() -> None:
+    """The same files straight through parse_locally, as the parse stage calls it (no intake
+    in front): each is the sandbox's to bound. Runs with the default limits."""
+    from docpipe_dagster.clients.llamaparse import ParseError
+    from docpipe_dagster.pipeline.local_parse import parse_locally
+
+    for case, data in hostile_files(sheet_rows=2_000):
+        started = time.monotonic()
+        name = case.key.rsplit("/", 1)[-1]
+        if case.expect == COMPLETED:
+            parsed = parse_locally(name, data)
+            assert parsed.markdown.strip(), case.kind
+        else:
+            with pytest.raises(ParseError) as info:
+                parse_locally(name, data)
+            reason = info.value.reason
+            assert any(p in reason.casefold() for p in case.any_of), (case.kind, reason)
+            assert not info.value.retryable and not reason_problems(reason), case.kind
+        assert time.monotonic() - started < HOSTILE_TIMEOUT_SECONDS, case.kind

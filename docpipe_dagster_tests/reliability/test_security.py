@@ -242,9 +242,15 @@ def test_secrets_never_leak(
             store.write(key, data)
         outcomes = _ingest(monkeypatch, instance, **env)
         # A wrong parser key, then a wrong embedder key: each new document fails with a 401.
-        # (.md: a .txt file would be parsed in-process, never meeting the parser)
+        # (.md with DOCPIPE_PARSE_LOCALLY=none: text-like files are otherwise parsed
+        # in-process, never meeting the parser)
         store.write("wrong-parser-key.md", b"Parsed with a key the parser does not know.\n")
-        outcomes += _ingest(monkeypatch, instance, LLAMA_CLOUD_API_KEY=WRONG_PARSER_KEY)
+        outcomes += _ingest(
+            monkeypatch,
+            instance,
+            LLAMA_CLOUD_API_KEY=WRONG_PARSER_KEY,
+            DOCPIPE_PARSE_LOCALLY="none",
+        )
         store.write("wrong-embedder-key.txt", b"Embedded with a key the embedder refuses.\n")
         outcomes += _ingest(
             monkeypatch,

@@ -10,7 +10,8 @@ Routes (also served under /api/v1/parsing, the newer prefix some clients use):
 Mock-only: GET /_mock/jobs (counters), GET /_mock/webhooks (delivery log),
 POST /_mock/pending {"pending_seconds": s} (reset restores the start value).
 
-Behaviour: content is really parsed (extract.py). A job is PENDING for settings.pending_seconds
+Behaviour: content is really parsed (extract.py: the local backend, and the real service's
+UNSUPPORTED_FILE_TYPE for a type off the SDK's list on v2). A job is PENDING for settings.pending_seconds
 and then SUCCESS or ERROR. The job id is a UUIDv5 of (content sha256, extension, options), so
 the same upload returns the same id; re-uploading a finished job is a cache hit
 (job_is_cache_hit true, no new parse), while a failed, cancelled or stuck job is run again, as a
@@ -43,8 +44,8 @@ from mocks.llamaparse.extract import (
     SUPPORTED_EXTENSIONS,
     ExtractedPage,
     ExtractionError,
-    extract,
     file_extension,
+    parse_as_service,
 )
 from mocks.llamaparse.v2 import V2Context, add_v2_routes
 from mocks.llamaparse.webhook import SIGNATURE_HEADER, post_with_retries, sign, verify_signature
@@ -270,7 +271,12 @@ def create_app(settings: MockSettings) -> FastAPI:
     async def extract_job(job: Job, content: bytes) -> None:
         try:
             # pypdf is CPU-bound: a thread keeps the event loop (and /health) responsive.
-            job.pages = await asyncio.to_thread(extract, job.file_name, content)
+            job.pages = await asyncio.to_thread(
+                parse_as_service,
+                job.file_name,
+                content,
+                service_types_only=job.api == "v2",  # v1 (legacy) also parses .txt, .json
+            )
         except ExtractionError as exc:
             job.error_code, job.error_message = exc.code, exc.message
         except Exception as exc:  # a parser bug must surface as a failed job, not a 500

@@ -70,7 +70,7 @@ PDF_EXTENSIONS = (".pdf",)
 _TEXT = "text:extract_text"
 _OOXML_WORD = "office:extract_docx"
 _OOXML_SLIDES = "pptx:extract_pptx"
-_IMAGE = "base_stubs:needs_ocr"
+_IMAGE = "images:extract_image"
 
 # extension -> "module:function" (module relative to this package; the function takes bytes).
 EXTRACTORS: dict[str, str] = {

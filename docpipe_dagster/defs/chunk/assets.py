@@ -29,7 +29,7 @@ def document_chunks(
         context.partition_key,
         profile=parser.profile,
         config=pipeline_settings.chunking(),
-        local_extensions=parser.local_extensions,
+        routes=parser.routing,
         result_type=parser.result_type,
     )
     record_stage_run(database.store(), report, context.partition_key)

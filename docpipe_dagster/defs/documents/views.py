@@ -12,6 +12,7 @@ import json
 
 import dagster as dg
 
+from docpipe_dagster.clients.parsing import parser_label
 from docpipe_dagster.defs.resources import DatabaseResource
 from docpipe_dagster.store.documents import DocumentRow
 from docpipe_dagster.store.parked import ParkedJob
@@ -38,6 +39,7 @@ DOCUMENT_COLUMNS = [
     dg.TableColumn("reason", "string"),
     dg.TableColumn("attempts", "int"),
     dg.TableColumn("chunks", "int"),
+    dg.TableColumn("parser", "string", description="local, or llamaparse-v2 (tier)"),
     dg.TableColumn("batch", "string"),
     dg.TableColumn("updated_at", "string"),
 ]
@@ -68,6 +70,7 @@ def document_table(
                     "reason": reason(r),
                     "attempts": r.attempts,
                     "chunks": r.chunks or 0,
+                    "parser": parser_label(r.parser),
                     "batch": r.batch_key or "",
                     "updated_at": r.updated_at.isoformat(timespec="seconds"),
                 }

@@ -24,8 +24,9 @@ from docpipe_dagster.pipeline.parse import parse_documents
     kinds={"llamaparse"},
     pool="parser",  # one provider limit shared by all concurrent batch runs
     description=(
-        "Markdown of each document (LlamaParse v2 API; plain text and JSON parsed in-process). Cached by content hash: the same "
-        "bytes are never parsed twice."
+        "Markdown of each document: LlamaParse (v2 API) for layout types, the in-process "
+        "backend for text-like ones (DOCPIPE_PARSE_LOCALLY). Cached by content hash: the "
+        "same bytes are never parsed twice."
     ),
 )
 @correlated
@@ -47,7 +48,7 @@ def parsed_documents(
                     profile=parser.profile,
                     max_attempts=pipeline_settings.max_attempts,
                     retry_base_seconds=pipeline_settings.retry_base_seconds,
-                    local_extensions=parser.local_extensions,
+                    routes=parser.routing,
                     result_type=parser.result_type,
                 )
             finally:
