@@ -106,9 +106,12 @@ def test_compose_healthchecks_and_startup_order(services: dict[str, Any]) -> Non
     for name in topology.MOCK_SERVICES:
         port = services[name]["command"][services[name]["command"].index("--port") + 1]
         assert f"http://127.0.0.1:{port}/health" in " ".join(checks[name]), name
-    assert checks["code-server"] == ["CMD", *topology.code_server_health(CODE_SERVER_PORT)]
+    assert checks["code-server"] == [
+        "CMD-SHELL",
+        " ".join(topology.code_server_health(CODE_SERVER_PORT)),
+    ]
     assert "http://127.0.0.1:3000/server_info" in " ".join(checks["webserver"])
-    assert checks["daemon"] == ["CMD", "dagster-daemon", "liveness-check"]
+    assert checks["daemon"] == ["CMD-SHELL", "dagster-daemon liveness-check"]
 
     for name, service in services.items():
         for dependency, rule in service.get("depends_on", {}).items():
@@ -139,7 +142,7 @@ def test_compose_ports_and_variables_agree_with_env_example(
             if variable.startswith(("DOCPIPE_", "LLAMA", "OPENAI", "SUPABASE")):
                 assert variable in example, (name, variable)
         if service.get("image") != services["postgres"]["image"]:
-            assert service["env_file"] == "../.env", name
+            assert service["env_file"] == "${DOCPIPE_ENV_FILE:-../.env}", name
 
     # the mocks listen on the ports .env.example's URLs use, and the URLs compose sets for
     # docpipe use the same ports on the services' names
