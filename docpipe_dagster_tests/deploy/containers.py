@@ -304,7 +304,7 @@ class Compose:
         )
         return done.returncode == 0
 
-    def wait_ready(self, service: str, timeout_s: float = 300) -> float:
+    def wait_ready(self, service: str, timeout_s: float = 420) -> float:
         """Until the service's healthcheck passes (migrate: exits 0); returns when."""
         deadline = time.monotonic() + timeout_s
         one_shot = "healthcheck" not in self.services[service]
