@@ -100,13 +100,17 @@ class Stack:
     def run_errors(self, run_id: str) -> list[str]:
         """What Dagster recorded as going wrong in a run (for failure messages)."""
         query = (
-            '{ runOrError(runId: "' + run_id + '") { ... on Run { eventConnection { events { '
-            "__typename ... on MessageEvent { message level } } } } } }"
+            '{ runOrError(runId: "' + run_id + '") { ... on Run { tags { key value } '
+            "eventConnection { events { __typename ... on MessageEvent { message level } "
+            "... on ExecutionStepFailureEvent { error { message } } "
+            "... on RunFailureEvent { error { message } } } } } } }"
         )
-        events = graphql(self.ui, query)["runOrError"]["eventConnection"]["events"]
-        return [
-            f"{e['__typename']}: {e.get('message', '')[:500]}"
-            for e in events
+        run = graphql(self.ui, query)["runOrError"]
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        return [f"partition {tags.get('dagster/partition')}"] + [
+            f"{e['__typename']}: {e.get('message', '')[:300]} "
+            f"{((e.get('error') or {}).get('message') or '')[:1500]}"
+            for e in run["eventConnection"]["events"]
             if e.get("level") in ("ERROR", "CRITICAL") or "Failure" in e["__typename"]
         ]
 
@@ -264,9 +268,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         for service in ("migrate", "code-server", "daemon"):
             print(f"--- {service}\n{compose.logs(service, 30)}")
-        _remove_run_containers(compose)
-        compose.down_with_volumes()
-        socket.stop()
+        if not os.environ.get("DOCPIPE_CONTAINERS_KEEP"):  # keep: to look at the stack by hand
+            _remove_run_containers(compose)
+            compose.down_with_volumes()
+            socket.stop()
 
 
 def _remove_run_containers(compose: Compose) -> None:
@@ -334,7 +339,12 @@ def test_documents_complete_and_each_batch_runs_in_its_own_container(stack: Stac
     container_ids = [r["tags"].get("docker/container_id") for r in runs]
     assert all(container_ids) and len(set(container_ids)) == len(runs), container_ids
     assert {r["tags"].get("dagster/image") for r in runs} == {stack.images.docpipe}
-    service_ids = set(stack.compose.podman("ps", "-aq", "--no-trunc").split())
+    service_ids = set(
+        stack.compose.podman(
+            "ps", "-aq", "--no-trunc", "--filter", f"label=io.podman.compose.project={PROJECT}"
+        ).split()
+    )
+    assert len(service_ids) == len(stack.compose.services)
     assert not service_ids & set(container_ids), "a run ran in a service's container"
     stack.figures["batch_runs"] = len(runs)
 
