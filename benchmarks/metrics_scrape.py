@@ -185,7 +185,7 @@ class _Borrowed:
 def _plan_ms(url: str) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
         plan = conn.execute(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + snapshot_sql(COUNTER_NAMES, OUTCOMES)
+            sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + snapshot_sql(COUNTER_NAMES, OUTCOMES)
         ).fetchone()[0]
         return float(plan[0]["Execution Time"])
 

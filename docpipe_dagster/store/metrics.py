@@ -14,23 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from docpipe_dagster.store.schema import S
 
-
 # One round trip: every part of the snapshot is a subquery of one SELECT, returned as JSON.
 # Each reads a small tally table or an index (sql/0007_metrics.sql), never every job or chunk.
-def snapshot_sql(counter_names: Sequence[str], outcomes: Sequence[str]) -> str:
-    # The names become SQL literals: plain identifiers only (they are the exporter's constants).
-    assert all(re.fullmatch(r"[a-z_]+", n) for n in (*counter_names, *outcomes))
-    counters = ", ".join(
-        f"'{n}', coalesce(sum((counters->>'{n}')::double precision), 0)" for n in counter_names
-    )
-    outcome_sums = ", ".join(
-        f"'{o}', coalesce(sum((outcomes->>'{o}')::bigint), 0)" for o in outcomes
-    )
-    return f"""
+_SNAPSHOT = sql.SQL(
+    f"""
 SELECT json_build_object(
   'now', extract(epoch FROM statement_timestamp()),
   'states', (SELECT coalesce(json_agg(s), '[]') FROM (
@@ -46,10 +38,10 @@ SELECT json_build_object(
       SELECT stage, bucket_le AS le, sum(runs) AS n, sum(seconds) AS seconds
       FROM {S}.stage_runs GROUP BY 1, 2) r),
   'stage_counters', (SELECT coalesce(json_agg(c), '[]') FROM (
-      SELECT stage, json_build_object({counters}) AS totals
+      SELECT stage, json_build_object({{counters}}) AS totals
       FROM {S}.stage_runs GROUP BY 1) c),
   'providers', (SELECT coalesce(json_agg(p), '[]') FROM (
-      SELECT service, json_build_object({outcome_sums}) AS outcomes, sum(retries) AS retries
+      SELECT service, json_build_object({{outcome_sums}}) AS outcomes, sum(retries) AS retries
       FROM {S}.provider_runs GROUP BY 1) p),
   'breakers', (SELECT coalesce(json_agg(b), '[]') FROM (
       SELECT DISTINCT ON (service) service, breaker_open FROM {S}.provider_runs
@@ -75,6 +67,23 @@ SELECT json_build_object(
       'vectors', (SELECT count(*) FROM {S}.document_vector_buffer))
 )
 """
+)
+_COUNTER = sql.SQL("{name}, coalesce(sum((counters->>{name})::double precision), 0)")
+_OUTCOME = sql.SQL("{name}, coalesce(sum((outcomes->>{name})::bigint), 0)")
+
+
+def _sums(counter_names: Sequence[str], outcomes: Sequence[str]) -> dict[str, sql.Composable]:
+    """The json_build_object arguments summing each counter and each outcome (SQL literals)."""
+    # Plain identifiers only (they are the exporter's constants), though they go in as literals.
+    assert all(re.fullmatch(r"[a-z_]+", n) for n in (*counter_names, *outcomes))
+    return {
+        "counters": sql.SQL(", ").join(_COUNTER.format(name=sql.Literal(n)) for n in counter_names),
+        "outcome_sums": sql.SQL(", ").join(_OUTCOME.format(name=sql.Literal(o)) for o in outcomes),
+    }
+
+
+def snapshot_sql(counter_names: Sequence[str], outcomes: Sequence[str]) -> sql.Composed:
+    return _SNAPSHOT.format(**_sums(counter_names, outcomes))
 
 
 def snapshot(
@@ -90,6 +99,57 @@ def snapshot(
 FOLD_ABOVE = 500
 
 
+# Each fold: delete a tally table's rows and insert their sums, one row per group.
+_FOLD = {
+    "job_state_tallies": sql.SQL(
+        f"""
+            WITH gone AS (DELETE FROM {S}.job_state_tallies RETURNING *)
+            INSERT INTO {S}.job_state_tallies (state, failed_stage, code, retrying, delta)
+            SELECT state, failed_stage, code, retrying, sum(delta) FROM gone
+            GROUP BY 1, 2, 3, 4 HAVING sum(delta) <> 0"""
+    ),
+    "event_tallies": sql.SQL(
+        f"""
+            WITH gone AS (DELETE FROM {S}.event_tallies RETURNING *)
+            INSERT INTO {S}.event_tallies
+                (stage, event_type, code, bucket_le, n, chunks, seconds_sum, recorded_at)
+            SELECT stage, event_type, code, bucket_le, sum(n), sum(chunks), sum(seconds_sum),
+                   max(recorded_at)
+            FROM gone GROUP BY 1, 2, 3, 4"""
+    ),
+    "space_row_tallies": sql.SQL(
+        f"""
+            WITH gone AS (DELETE FROM {S}.space_row_tallies RETURNING *)
+            INSERT INTO {S}.space_row_tallies (embedding_model, dims, delta)
+            SELECT embedding_model, dims, sum(delta) FROM gone
+            GROUP BY 1, 2 HAVING sum(delta) <> 0"""
+    ),
+    "stage_runs": sql.SQL(
+        f"""
+            WITH gone AS (DELETE FROM {S}.stage_runs RETURNING *)
+            INSERT INTO {S}.stage_runs
+                (stage, seconds, bucket_le, documents, counters, runs, recorded_at)
+            SELECT stage, sum(seconds), bucket_le, sum(documents), jsonb_build_object({{counters}}),
+                   sum(runs), max(recorded_at)
+            FROM gone GROUP BY stage, bucket_le"""
+    ),
+    "provider_runs": sql.SQL(
+        f"""
+            WITH newest AS (
+                SELECT DISTINCT ON (service) provider_row_id FROM {S}.provider_runs
+                WHERE NOT folded ORDER BY service, provider_row_id DESC),
+            gone AS (
+                DELETE FROM {S}.provider_runs
+                WHERE provider_row_id NOT IN (SELECT provider_row_id FROM newest)
+                RETURNING *)
+            INSERT INTO {S}.provider_runs (service, outcomes, retries, folded, recorded_at)
+            SELECT service, jsonb_build_object({{outcome_sums}}), sum(retries), true,
+                   max(recorded_at)
+            FROM gone GROUP BY service"""
+    ),
+}
+
+
 def fold_tallies(
     conn: psycopg.Connection,
     tables: Sequence[str],
@@ -101,54 +161,10 @@ def fold_tallies(
     visible to the DELETE, so they stay and count once; a concurrent scrape sees the table
     before or after, never between. The newest unfolded provider run per service stays (its
     breaker state)."""
-    assert all(re.fullmatch(r"[a-z_]+", n) for n in (*counter_names, *outcomes))
-    counters = ", ".join(
-        f"'{n}', coalesce(sum((counters->>'{n}')::double precision), 0)" for n in counter_names
-    )
-    outcome_sums = ", ".join(
-        f"'{o}', coalesce(sum((outcomes->>'{o}')::bigint), 0)" for o in outcomes
-    )
-    statements = {
-        "job_state_tallies": f"""
-            WITH gone AS (DELETE FROM {S}.job_state_tallies RETURNING *)
-            INSERT INTO {S}.job_state_tallies (state, failed_stage, code, retrying, delta)
-            SELECT state, failed_stage, code, retrying, sum(delta) FROM gone
-            GROUP BY 1, 2, 3, 4 HAVING sum(delta) <> 0""",
-        "event_tallies": f"""
-            WITH gone AS (DELETE FROM {S}.event_tallies RETURNING *)
-            INSERT INTO {S}.event_tallies
-                (stage, event_type, code, bucket_le, n, chunks, seconds_sum, recorded_at)
-            SELECT stage, event_type, code, bucket_le, sum(n), sum(chunks), sum(seconds_sum),
-                   max(recorded_at)
-            FROM gone GROUP BY 1, 2, 3, 4""",
-        "space_row_tallies": f"""
-            WITH gone AS (DELETE FROM {S}.space_row_tallies RETURNING *)
-            INSERT INTO {S}.space_row_tallies (embedding_model, dims, delta)
-            SELECT embedding_model, dims, sum(delta) FROM gone
-            GROUP BY 1, 2 HAVING sum(delta) <> 0""",
-        "stage_runs": f"""
-            WITH gone AS (DELETE FROM {S}.stage_runs RETURNING *)
-            INSERT INTO {S}.stage_runs
-                (stage, seconds, bucket_le, documents, counters, runs, recorded_at)
-            SELECT stage, sum(seconds), bucket_le, sum(documents), jsonb_build_object({counters}),
-                   sum(runs), max(recorded_at)
-            FROM gone GROUP BY stage, bucket_le""",
-        "provider_runs": f"""
-            WITH newest AS (
-                SELECT DISTINCT ON (service) provider_row_id FROM {S}.provider_runs
-                WHERE NOT folded ORDER BY service, provider_row_id DESC),
-            gone AS (
-                DELETE FROM {S}.provider_runs
-                WHERE provider_row_id NOT IN (SELECT provider_row_id FROM newest)
-                RETURNING *)
-            INSERT INTO {S}.provider_runs (service, outcomes, retries, folded, recorded_at)
-            SELECT service, jsonb_build_object({outcome_sums}), sum(retries), true,
-                   max(recorded_at)
-            FROM gone GROUP BY service""",
-    }
+    sums = _sums(counter_names, outcomes)
     with conn.transaction():
         for table in tables:
-            conn.execute(statements[table])
+            conn.execute(_FOLD[table].format(**sums))
 
 
 def searchable_bounds(conn: psycopg.Connection) -> list[float]:

@@ -41,6 +41,7 @@ def test_the_database_and_the_exporter_use_the_same_buckets(database_url: str) -
 
 
 def test_metrics_agree_with_status_after_runs_with_failures(pipeline: Pipeline) -> None:
+    pipeline.parse_remotely()  # the .md files go to the parser mock: its 429s and 503s count
     for i in range(6):
         pipeline.write(f"m/doc-{i}.md", f"# Doc {i}\n\nParagraph {i} about metrics.\n")
     pipeline.write("m/empty.md", "")  # fails: nothing to chunk
