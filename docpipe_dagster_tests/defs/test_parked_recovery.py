@@ -61,6 +61,7 @@ def _cli(*args: str) -> Any:
 def test_a_parser_outage_parks_documents_in_plain_sight_and_its_end_relaunches_them(
     pipeline: Pipeline,
 ) -> None:
+    pipeline.parse_remotely()  # .md goes to the parser (text-like types are local by default)
     _write_docs(pipeline)
     pipeline.parser.set_faults({"kind": "http_503"})
     (outcome,) = ingest_pending(resources=pipeline.resources, instance=pipeline.instance)

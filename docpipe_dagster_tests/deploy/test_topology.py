@@ -255,6 +255,9 @@ def stack(
             "SUPABASE_URL": f"http://127.0.0.1:{ports['storage-mock']}",
             "DOCPIPE_STORAGE_BACKEND": "supabase",
             "DOCPIPE_STORAGE_BUCKET": "topology",
+            # the .md files go to the parser mock (text-like types are otherwise parsed
+            # in-process): its latency makes runs overlap, its pool and outages are tested here
+            "DOCPIPE_PARSE_LOCALLY": "none",
             "DOCPIPE_BATCH_MAX_FILES": str(BATCH_MAX_FILES),
             "DOCPIPE_SETTLE_SECONDS": "1",
             "DOCPIPE_SENSOR_INTERVAL_SECONDS": "2",
