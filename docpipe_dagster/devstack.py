@@ -24,6 +24,7 @@ import httpx
 
 from docpipe_dagster.bundled import bundled_path
 from docpipe_dagster.config import ENV_DAGSTER_DATABASE_URL, docpipe_home
+from docpipe_dagster.lifeline import group_alive
 from docpipe_dagster.supervise import DatabaseWatch, OutputGate
 
 SAMPLES_DIR = bundled_path("samples")
@@ -163,7 +164,7 @@ class Child:
                 os.killpg(pgid, sig)
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline:
-                if self.process.poll() is not None and not _group_alive(pgid):
+                if self.process.poll() is not None and not group_alive(pgid):
                     return self._release()
                 time.sleep(0.1)
         self._release()
@@ -172,16 +173,6 @@ class Child:
         from docpipe_dagster.lifeline import lifeline
 
         lifeline().release_group(self.process.pid)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass

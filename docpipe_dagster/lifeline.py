@@ -87,7 +87,7 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -117,13 +117,13 @@ def stop_postgres_fast(pgdata: Path, grace_s: float = POSTGRES_GRACE_S) -> bool:
 def stop_groups(groups: Sequence[int], grace_s: float = GROUP_GRACE_S) -> None:
     """SIGTERM each process group, SIGKILL the ones still alive after grace_s."""
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 3.0)):
-        alive = [g for g in groups if _group_alive(g)]
+        alive = [g for g in groups if group_alive(g)]
         for pgid in alive:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, sig)
         deadline = time.monotonic() + wait_s
         while alive and time.monotonic() < deadline:
-            alive = [g for g in alive if _group_alive(g)]
+            alive = [g for g in alive if group_alive(g)]
             time.sleep(0.05)
         if not alive:
             return

@@ -126,6 +126,11 @@ def _start_embedded(home: Path | None) -> DatabaseTarget:
         _wait_for_supervisor(home)
         was_running = embedded_running(home)
     crashed = not was_running and (pgdata / "postmaster.pid").exists()
+    if crashed:
+        # The postmaster is gone, or a zombie nobody reaped yet: Postgres and the server
+        # library take a pid that still answers kill(0) for a live server and would not start.
+        for lock in (pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")):
+            lock.unlink(missing_ok=True)
     server = _embedded_server(pgdata)
     if not was_running:
         if _STOP_WITH_PROCESS:
@@ -143,6 +148,8 @@ def _start_embedded(home: Path | None) -> DatabaseTarget:
                 flush=True,
             )
     base_url = server.get_uri("postgres")
+    if not was_running:
+        _wait_until_accepting(base_url)
     for name in (APP_DATABASE, DAGSTER_DATABASE):
         ensure_database_exists(base_url, name)
     return DatabaseTarget(
@@ -151,6 +158,20 @@ def _start_embedded(home: Path | None) -> DatabaseTarget:
         embedded=True,
         pgdata=pgdata,
     )
+
+
+def _wait_until_accepting(url: str, timeout_s: float = 60.0) -> None:
+    """Wait for a server just started to take connections: after a crash, its start returns
+    while Postgres is still replaying the log and refuses or answers "starting up"."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=5):
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 # Set by one-off commands (ingest, status…): a server they start is theirs to stop.

@@ -89,11 +89,13 @@ def _normalise(name: str) -> str:
 
 def test_every_imported_module_is_a_declared_dependency(installed: WheelVenv) -> None:
     modules = _third_party_imports([REPO_ROOT / "docpipe_dagster", REPO_ROOT / "mocks"])
-    declared = {
-        _normalise(re.split(r"[ ;<>=!\[~]", line.removeprefix("Requires-Dist: "))[0])
+    requires = [
+        line.removeprefix("Requires-Dist: ")
         for line in wheel_metadata(installed.wheel).splitlines()
-        if line.startswith("Requires-Dist: ") and "extra ==" not in line
-    }
+        if line.startswith("Requires-Dist: ")
+    ]
+    declared = {_normalise(re.split(r"[ ;<>=!\[~]", r)[0]) for r in requires if "extra ==" not in r}
+    in_extras = {_normalise(re.split(r"[ ;<>=!\[~]", r)[0]) for r in requires if "extra ==" in r}
     # Which distribution provides each module, asked of the installed venv itself.
     probe = (
         "import json, sys, importlib.metadata as m; d = m.packages_distributions();"
@@ -112,9 +114,21 @@ def test_every_imported_module_is_a_declared_dependency(installed: WheelVenv) ->
     undeclared = {
         module: dists
         for module, dists in providers.items()
-        if not any(_normalise(d) in declared for d in dists)
+        if dists and not any(_normalise(d) in declared for d in dists)
     }
     assert not undeclared, f"imported but not declared in [project.dependencies]: {undeclared}"
+    # A module the plain install lacks is imported only where an optional extra is in use
+    # (OCR): it must come from a distribution one of the extras declares.
+    from importlib.metadata import packages_distributions
+
+    here = packages_distributions()
+    absent = [module for module, dists in providers.items() if not dists]
+    outside_extras = {
+        module: here.get(module, [])
+        for module in absent
+        if not any(_normalise(d) in in_extras for d in here.get(module, []))
+    }
+    assert not outside_extras, f"imported but declared nowhere: {outside_extras}"
 
 
 def test_installed_package_migrates_ingests_and_searches_outside_the_checkout(

@@ -538,7 +538,10 @@ def hostile_files(sheet_rows: int = HOSTILE_SHEET_ROWS) -> list[tuple[HostileCas
 
     doc = fc.document()
     word = fc.docx(doc)
-    small_sheet = fc.xlsx({"Ledger": fc.sheet_rows(20)})
+    # Its own seed, so its rows differ from the big sheet's (both have an "item7" row).
+    small_rows = fc.sheet_rows(20, seed=11)
+    item7 = small_rows[8]  # after the header row
+    small_sheet = fc.xlsx({"Ledger": small_rows})
     macro_word = fc.retype(word, *fc.MACRO_TYPES[".docm"], vba=True)
     macro_book = fc.retype(small_sheet, *fc.MACRO_TYPES[".xlsm"], vba=True)
     big_rows = fc.sheet_rows(sheet_rows)
@@ -565,7 +568,7 @@ def hostile_files(sheet_rows: int = HOSTILE_SHEET_ROWS) -> list[tuple[HostileCas
         (HostileCase("macro-enabled .docm (text read, macro never run)", "hostile/macro.docm",
                      COMPLETED, query=doc.sections[0][1][0]), macro_word),
         (HostileCase("macro-enabled .xlsm (text read, macro never run)", "hostile/macro.xlsm",
-                     COMPLETED, query="item7"), macro_book),
+                     COMPLETED, query=f"{item7[0]} item7 {item7[2]}"), macro_book),
         (HostileCase(f"{sheet_rows:,}-row spreadsheet", "hostile/rows.xlsx", COMPLETED,
                      query=f"{last[0]} item{sheet_rows - 1} {last[2]}"),
          fc.xlsx({"Shipments": big_rows})),
