@@ -179,6 +179,8 @@ def ensure_images(env: dict[str, str]) -> Images:
     ensure_base(env, built)
     house = ensure_wheelhouse(built)
     offline = f"--no-index --find-links {WHEELHOUSE_IN_BUILD}"
+    # keyed by the wheel's inputs (pyproject.toml, so its dependencies, and the package
+    # sources), the Dockerfile, the instance config and the wheelhouse: a change rebuilds
     docpipe_key = _digest(
         source_hash(), DOCKERFILE.read_bytes(), (DEPLOY / "dagster.yaml").read_bytes(), house.name
     )
@@ -245,6 +247,20 @@ class EngineSocket:
             self.proc.kill()
 
 
+def active_services(services: dict[str, Any], profiles: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The services Docker Compose starts: those without `profiles:` and those in an enabled
+    profile (podman-compose 1.0.3 knows no profiles, so the harness applies the rule)."""
+    active = {
+        name: service
+        for name, service in services.items()
+        if not service.get("profiles") or set(service["profiles"]) & set(profiles)
+    }
+    for name, service in active.items():
+        missing = set(service.get("depends_on", {})) - set(active)
+        assert not missing, f"{name} depends on {missing}, which no enabled profile starts"
+    return active
+
+
 def startup_levels(services: dict[str, Any]) -> list[list[str]]:
     """The services in the order depends_on allows: each level only after the one before."""
     levels: list[list[str]] = []
@@ -268,16 +284,19 @@ class Compose:
     podman 4.3 runs healthchecks from systemd timers, which these hosts lack, and
     podman-compose 1.0.3 ignores depends_on conditions; so the stack is created by compose
     and started here level by level, each service waited for by its own healthcheck
-    (`podman healthcheck run`) or, for the one-shot migrate, its exit code.
+    (`podman healthcheck run`) or, for the one-shot migrate, its exit code. It knows no
+    profiles either: services under `profiles:` are left out unless named in `profiles`.
     """
 
     env: dict[str, str]
     project: str
     log: Callable[[str], None] = print
+    profiles: tuple[str, ...] = ()
     services: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.services = yaml.safe_load(COMPOSE_FILES[0].read_text())["services"]
+        everything = yaml.safe_load(COMPOSE_FILES[0].read_text())["services"]
+        self.services = active_services(everything, self.profiles)
 
     def compose(self, *args: str, timeout: float = 600) -> str:
         argv = ["podman-compose", "-p", self.project]
@@ -327,7 +346,8 @@ class Compose:
         """Create every container with compose, then start them in depends_on order; returns
         (service, seconds since the start) as each became ready."""
         started = time.monotonic()
-        self.compose("up", "--no-start")
+        # named services only: a bare `up` would also create the profiles' services
+        self.compose("up", "--no-start", *self.services)
         ready: list[tuple[str, float]] = []
         for level in startup_levels(self.services):
             self.podman("start", *(self.container(s) for s in level))

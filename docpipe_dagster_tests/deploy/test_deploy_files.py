@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from docpipe_dagster_tests.deploy import topology
+from docpipe_dagster_tests.deploy.containers import active_services, startup_levels
 from docpipe_dagster_tests.deploy.topology import DEPLOY, REPO_ROOT
 
 COMPOSE = DEPLOY / "docker-compose.yml"
@@ -130,6 +131,19 @@ def test_compose_healthchecks_and_startup_order(services: dict[str, Any]) -> Non
     )
     for name in ("webserver", "daemon"):
         assert services[name]["depends_on"] == {"code-server": {"condition": "service_healthy"}}
+
+
+def test_the_container_harness_leaves_profile_services_out_unless_asked(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    # podman-compose 1.0.3 ignores profiles; the harness applies Docker Compose's rule
+    assert active_services(compose["services"]) == services
+    with_monitoring = active_services(compose["services"], ("monitoring",))
+    assert set(with_monitoring) - set(services) == {"prometheus", "grafana"}
+    level = {name: i for i, names in enumerate(startup_levels(with_monitoring)) for name in names}
+    assert level["api"] < level["prometheus"] < level["grafana"]
+    with pytest.raises(AssertionError, match="depends on"):
+        active_services({"a": {"depends_on": {"b": {}}}, "b": {"profiles": ["x"]}})
 
 
 def test_compose_ports_and_variables_agree_with_env_example(
