@@ -503,33 +503,6 @@ class HostileCase:
     query: str | None = None
 
 
-def _bomb_package(package: bytes, part: str, inflated_mb: int) -> bytes:
-    """`package` (an OOXML zip) plus `part`, honestly declared, inflating to `inflated_mb`
-    MB of zeros from ~1 KB per MB: the deflate stream is one compressed megabyte repeated."""
-    import zlib
-
-    from docpipe_dagster_tests.support.formats_hostile import _raw_zip
-
-    base = zipfile.ZipFile(io.BytesIO(package))
-    members = []
-    # [Content_Types].xml first, as Office writes it (intake sniffs the head of the file).
-    infos = sorted(base.infolist(), key=lambda i: i.filename != "[Content_Types].xml")
-    for info in infos:
-        data = base.read(info)
-        comp = zlib.compressobj(6, zlib.DEFLATED, -15)
-        members.append(
-            (info.filename, comp.compress(data) + comp.flush(), zlib.crc32(data), len(data))
-        )
-    mb = b"\0" * (1024 * 1024)
-    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
-    block = comp.compress(mb) + comp.flush(zlib.Z_FULL_FLUSH)
-    crc = 0
-    for _ in range(inflated_mb):
-        crc = zlib.crc32(mb, crc)
-    members.append((part, block * inflated_mb + comp.flush(), crc, inflated_mb * len(mb)))
-    return _raw_zip(members)
-
-
 def hostile_files(sheet_rows: int = HOSTILE_SHEET_ROWS) -> list[tuple[HostileCase, bytes]]:
     """Every hostile file with its expected outcome."""
     from docpipe_dagster_tests.support import formats_corpus as fc
@@ -553,7 +526,7 @@ def hostile_files(sheet_rows: int = HOSTILE_SHEET_ROWS) -> list[tuple[HostileCas
         (HostileCase("zip bomb DOCX (2 GB inflated)", "hostile/bomb.docx", FAILED, bomb),
          fh.zip_bomb(2048)),
         (HostileCase("zip bomb XLSX (2 GB inflated)", "hostile/bomb.xlsx", FAILED, bomb),
-         _bomb_package(small_sheet, "xl/worksheets/sheet2.xml", 2048)),
+         fh.bomb_package(small_sheet, "xl/worksheets/sheet2.xml", 2048)),
         (HostileCase("XML entity bomb in a DOCX", "hostile/laughs.docx", FAILED, ("entit",)),
          fh.entity_bomb()),
         (HostileCase("password-protected DOCX", "hostile/locked.docx", FAILED, protected),

@@ -13,12 +13,19 @@ from docpipe_dagster_tests.support.ole_writer import write_ole
 
 
 def zip_bomb(inflated_mb: int = 2048) -> bytes:
-    """A .docx-shaped zip (~2 MB) with a part that inflates to `inflated_mb` MB of zeros,
-    declared honestly in the central directory as a real bomb is. The deflate stream is one
-    compressed megabyte repeated (each block ends with a full flush), so it is built fast."""
-    base = zipfile.ZipFile(io.BytesIO(docx(document())))
+    """A .docx-shaped zip (~2 MB) with a part that inflates to `inflated_mb` MB of zeros."""
+    return bomb_package(docx(document()), "word/media/padding.bin", inflated_mb)
+
+
+def bomb_package(package: bytes, part: str, inflated_mb: int) -> bytes:
+    """`package` (an OOXML zip) plus `part`, declared honestly in the central directory as a
+    real bomb is, inflating to `inflated_mb` MB of zeros. The deflate stream is one compressed
+    megabyte repeated (each block ends with a full flush), so it is built fast."""
+    base = zipfile.ZipFile(io.BytesIO(package))
     members = []
-    for info in base.infolist():
+    # [Content_Types].xml first, as Office writes it (intake sniffs the head of the file).
+    infos = sorted(base.infolist(), key=lambda i: i.filename != "[Content_Types].xml")
+    for info in infos:
         data = base.read(info)
         comp = zlib.compressobj(6, zlib.DEFLATED, -15)
         members.append(
@@ -30,8 +37,7 @@ def zip_bomb(inflated_mb: int = 2048) -> bytes:
     crc = 0
     for _ in range(inflated_mb):
         crc = zlib.crc32(mb, crc)
-    bomb = block * inflated_mb + comp.flush()
-    members.append(("word/media/padding.bin", bomb, crc, inflated_mb * len(mb)))
+    members.append((part, block * inflated_mb + comp.flush(), crc, inflated_mb * len(mb)))
     return _raw_zip(members)
 
 
