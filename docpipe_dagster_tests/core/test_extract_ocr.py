@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from docpipe_dagster.core.extract import ocr as ocr_module
 from docpipe_dagster.core.extract.images import MAX_IMAGE_PIXELS
 from docpipe_dagster.pipeline.local_parse import parse_locally
 from docpipe_dagster_tests.support import scans
+from docpipe_dagster_tests.support.apt import ensure_commands
 from mocks.llamaparse.testdata import build_text_pdf
 
 SCAN_TEXT = "\n".join(scans.SCAN_LINES)
@@ -166,20 +166,7 @@ def test_parse_locally_runs_images_and_pdfs_in_the_sandbox() -> None:
 
 def tesseract_path() -> str:
     """The `tesseract` binary, apt-installed when missing (CI starts without it)."""
-    if found := shutil.which("tesseract"):
-        return found
-    steps = (
-        ["apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-qq"],
-        ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-qq", "tesseract-ocr"],
-    )
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True, timeout=900)
-        if done.returncode != 0:
-            pytest.fail(f"tesseract is missing and `{' '.join(step)}` failed: {done.stderr[-500:]}")
-    found = shutil.which("tesseract")
-    if not found:
-        pytest.fail("apt-get installed tesseract-ocr but no `tesseract` is on PATH")
-    return found
+    return ensure_commands(("tesseract",), ("tesseract-ocr",), recommends=True)[0]
 
 
 _TESSERACT_ONLY = """

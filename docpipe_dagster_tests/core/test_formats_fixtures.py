@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from docpipe_dagster.core.chunking import ChunkingConfig, split_into_chunks
 from docpipe_dagster.core.extract import NEEDS_LIBREOFFICE, ExtractionError, extract
 from docpipe_dagster_tests.core.test_formats import recall
+from docpipe_dagster_tests.support.apt import ensure_commands
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "formats"
 REPORT = (FIXTURES / "src.md").read_text()
@@ -67,23 +66,8 @@ def test_legacy_doc_without_libreoffice_says_what_to_do(
 
 def libreoffice() -> str:
     """soffice, apt-installed when missing (about a minute on a Debian runner)."""
-    if found := shutil.which("soffice"):
-        return found
-    steps = (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-qq",
-         "--no-install-recommends", "libreoffice-writer-nogui", "libreoffice-impress-nogui"],
-    )  # fmt: skip
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True, timeout=900)
-        if done.returncode != 0:
-            pytest.fail(
-                f"LibreOffice is missing and `{' '.join(step)}` failed: {done.stderr[-500:]}"
-            )
-    found = shutil.which("soffice")
-    if not found:
-        pytest.fail("apt-get installed LibreOffice but no `soffice` is on PATH")
-    return found
+    packages = ("libreoffice-writer-nogui", "libreoffice-impress-nogui")
+    return ensure_commands(("soffice",), packages)[0]
 
 
 @pytest.mark.slow

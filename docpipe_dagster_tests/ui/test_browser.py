@@ -8,11 +8,11 @@ says why (never a silent skip). Screenshots go to $DOCPIPE_HOME/screenshots.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from docpipe_dagster_tests.support.apt import ensure_commands
 from docpipe_dagster_tests.support.dev_stack import DevStack, docpipe_dev, graphql, wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -30,15 +30,7 @@ def chromium_path() -> str:
     for name in ("chromium", "chromium-browser"):
         if found := shutil.which(name):
             return found
-    steps = (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"])
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            pytest.fail(f"chromium is missing and `{' '.join(step)}` failed: {done.stderr[-500:]}")
-    found = shutil.which("chromium")
-    if not found:
-        pytest.fail("apt-get installed chromium but no `chromium` is on PATH")
-    return found
+    return ensure_commands(("chromium",), ("chromium",), recommends=True)[0]
 
 
 def _samples_settled(stack: DevStack) -> bool:
