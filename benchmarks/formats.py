@@ -124,18 +124,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['docs_per_s']:>9}{r['mb_per_s']:>8}"
         )
     if not args.skip_install_size:
-        result["install_size"] = {
-            "local_backend": install_size(LOCAL_BACKEND),
-            "markitdown": install_size(MARKITDOWN),
-        }
-        for label, size in result["install_size"].items():
-            top = ", ".join(f"{k} {v}" for k, v in list(size["by_distribution_mb"].items())[:6])
-            print(f"install size, {label}: {size['total_mb']} MB ({top}, ...)")
-    out = Path(args.out)
+        add_install_sizes(result, {"local_backend": LOCAL_BACKEND, "markitdown": MARKITDOWN}, 6)
+    write_result(result, Path(args.out))
+    return 0
+
+
+def add_install_sizes(result: dict, requirements: dict[str, tuple[str, ...]], top: int) -> None:
+    """Measure each set of requirements in a fresh venv; print the largest distributions."""
+    result["install_size"] = {label: install_size(reqs) for label, reqs in requirements.items()}
+    for label, size in result["install_size"].items():
+        largest = ", ".join(f"{k} {v}" for k, v in list(size["by_distribution_mb"].items())[:top])
+        print(f"install size, {label}: {size['total_mb']} MB ({largest}, ...)")
+
+
+def write_result(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

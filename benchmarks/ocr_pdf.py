@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.formats import install_size
+from benchmarks.formats import add_install_sizes, write_result
 from docpipe_dagster.core.extract import extract
 from docpipe_dagster.core.extract import ocr as ocr_module
 from docpipe_dagster_tests.support import scans
@@ -123,17 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("startup:", startup)
     if not args.skip_install_size:
-        result["install_size"] = {
-            "ocr_extra": install_size(OCR_EXTRA),
-            "pypdfium2": install_size(PDF_TEXT),
-        }
-        for label, size in result["install_size"].items():
-            top = ", ".join(f"{k} {v}" for k, v in list(size["by_distribution_mb"].items())[:8])
-            print(f"install size, {label}: {size['total_mb']} MB ({top}, ...)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+        add_install_sizes(result, {"ocr_extra": OCR_EXTRA, "pypdfium2": PDF_TEXT}, 8)
+    write_result(result, Path(args.out))
     return 0
 
 
