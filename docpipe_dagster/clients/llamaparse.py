@@ -6,7 +6,8 @@ reuses this module's requests, retries and errors.
 One parse = upload (multipart `file`) -> poll the job with a growing interval -> fetch the JSON
 result (per-page text and markdown). What it adds over the official SDK's loop:
 - retries 408/409/429/5xx, timeouts, connection errors and malformed JSON with exponential
-  backoff + full jitter, honouring `retry-after(-ms)` (docpipe_dagster.core.retry);
+  backoff + full jitter, honouring `retry-after(-ms)`, on the shared `core.retry.Retrier`
+  with the client's circuit breaker (as the embeddings client does);
 - a hard deadline per job: a job still PENDING after `deadline_s` becomes
   ParseError(kind="stuck", retryable=True) instead of a poll loop that never ends;
 - failed jobs become ParseError with the server's error_code and message, and `retryable`
@@ -26,7 +27,7 @@ import logging
 import mimetypes
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, ClassVar, Literal
@@ -35,7 +36,7 @@ import httpx
 
 from docpipe_dagster.clients._http import AsyncApiClient
 from docpipe_dagster.core.breaker import CircuitBreaker
-from docpipe_dagster.core.retry import RetryPolicy, is_retryable_status
+from docpipe_dagster.core.retry import Retrier, RetryPolicy, ServiceError, is_retryable_status
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,16 @@ SIGNATURE_HEADER = "X-Docpipe-Signature"  # the mock's v1 webhooks
 LC_SIGNATURE_HEADER = "LC-Signature"  # LlamaParse v2 webhooks (same sha256=<hex> scheme)
 
 
-class ParseError(Exception):
+class ParseError(ServiceError):
     """A parse that did not produce a document.
 
-    reason: human-readable; code: the server's error_code if any; retryable: whether trying
-    again later may help; kind: "error" (job failed), "stuck" (deadline passed while PENDING),
-    "http" (request failed), "unsupported" (file type refused), "timeout" (requests timed out).
+    reason (the message): human-readable; code: the server's error_code if any; retryable:
+    whether trying again later may help; kind: "error" (job failed), "stuck" (deadline passed
+    while PENDING), "http" (request failed), "unsupported" (file type refused), "timeout"
+    (requests timed out); job_id: the service's job, once there is one.
     """
+
+    kind: ParseErrorKind
 
     def __init__(
         self,
@@ -80,14 +84,16 @@ class ParseError(Exception):
         code: str | None = None,
         job_id: str | None = None,
         status: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.kind = kind
-        self.retryable = retryable
-        self.code = code
+        super().__init__(
+            reason, retryable=retryable, status=status, code=code, headers=headers, kind=kind
+        )
         self.job_id = job_id
-        self.status = status
+
+    @property
+    def reason(self) -> str:
+        return self.message
 
     def __repr__(self) -> str:
         return (
@@ -223,64 +229,51 @@ class LlamaParseClient(AsyncApiClient):
         retry_not_found: bool = False,
         **kwargs: Any,
     ) -> Any:
-        """One API call with retries; returns the parsed JSON body."""
+        """One API call with retries (core.retry.Retrier, with the breaker); returns the
+        parsed JSON body."""
         client = self._http()
-        attempt = 0
-        while True:
-            attempt += 1
-            headers: httpx.Headers | None = None
-            self.breaker.check()
+
+        async def attempt() -> Any:
             try:
                 resp = await client.request(method, path, **kwargs)
             except httpx.TimeoutException:
-                problem = ParseError(
+                raise ParseError(
                     f"{what}: no answer within {self.timeout_s:g} s",
                     kind="timeout",
                     retryable=True,
                     job_id=job_id,
-                )
+                ) from None
             except httpx.TransportError as exc:
-                problem = ParseError(
+                raise ParseError(
                     f"{what}: cannot reach {self.base_url} ({type(exc).__name__})",
                     kind="http",
                     retryable=True,
                     job_id=job_id,
-                )
-            else:
-                problem = self._problem(resp, what, job_id, retry_not_found)
-                if problem is None:
-                    try:
-                        body = resp.json()
-                    except ValueError:
-                        body = None
-                        ok = False
-                    else:
-                        ok = validate(body) if validate else True
-                    if ok:
-                        self.breaker.success()
-                        return body
-                    problem = ParseError(
-                        f"{what}: malformed response (not the expected JSON)",
-                        kind="http",
-                        retryable=True,
-                        job_id=job_id,
-                        status=resp.status_code,
-                    )
-                headers = resp.headers
-            self.breaker.record(problem)
-            self.breaker.check()  # the failure that opened it ends this call's retries too
-            if not problem.retryable or not self.retry_policy.should_retry(attempt):
+                ) from None
+            problem = self._problem(resp, what, job_id, retry_not_found)
+            if problem is not None:
                 raise problem
-            delay = self.retry_policy.delay(attempt, headers, rng=self._rng)
-            # Worded and levelled as core.retry.Retrier words every other client's retries.
-            log.warning(
-                "llamaparse: attempt %d failed (%s); retrying in %.3fs",
-                attempt,
-                problem.reason,
-                delay,
-            )
-            self.breaker.retried()
-            await asyncio.sleep(delay)
+            try:
+                body = resp.json()
+            except ValueError:
+                ok = False
+            else:
+                ok = validate(body) if validate else True
+            if not ok:
+                raise ParseError(
+                    f"{what}: malformed response (not the expected JSON)",
+                    kind="http",
+                    retryable=True,
+                    job_id=job_id,
+                    status=resp.status_code,
+                    headers=resp.headers,
+                )
+            return body
+
+        retrier = Retrier(
+            self.retry_policy, service="llamaparse", logger=log, rng=self._rng, breaker=self.breaker
+        )
+        return await retrier.call_async(attempt)
 
     def _problem(
         self, resp: httpx.Response, what: str, job_id: str | None, retry_not_found: bool
@@ -302,6 +295,7 @@ class LlamaParseClient(AsyncApiClient):
             code="UNSUPPORTED_FILE_TYPE" if unsupported else None,
             job_id=job_id,
             status=status,
+            headers=resp.headers,
         )
 
     # --- the parse -------------------------------------------------------------------------

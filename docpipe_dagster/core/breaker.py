@@ -78,10 +78,7 @@ class CircuitBreaker:
         connection, timeout, 429, 5xx); a 400 or a bad input is the request's fault."""
         self.outcomes[outcome_of(error)] += 1
         if isinstance(error, ServiceError) and error.retryable:
-            self.failure(str(error.status) if error.status else type(error).__name__)
-        elif getattr(error, "retryable", False):
-            status = getattr(error, "status", None)
-            self.failure(str(status) if status else getattr(error, "kind", type(error).__name__))
+            self.failure(str(error.status) if error.status else error.kind or type(error).__name__)
 
     def retried(self) -> None:
         """The client is about to try a failed request again."""
@@ -101,7 +98,7 @@ class CircuitBreaker:
 
 def outcome_of(error: BaseException) -> str:
     """A failed request's outcome, from a small fixed set (a metric label)."""
-    status = getattr(error, "status", None)
+    status = error.status if isinstance(error, ServiceError) else None
     if isinstance(status, int):
         if status == 429:
             return "rate_limited"
@@ -110,5 +107,6 @@ def outcome_of(error: BaseException) -> str:
         if status >= 400:
             return "client_error"
         return "malformed"
-    text = f"{getattr(error, 'kind', '')} {type(error).__name__}".lower()
+    kind = error.kind if isinstance(error, ServiceError) else None
+    text = f"{kind or ''} {type(error).__name__}".lower()
     return "timeout" if "timeout" in text else "unreachable"

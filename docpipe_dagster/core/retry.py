@@ -8,12 +8,24 @@ Exponential backoff with *full jitter* (delay ~ uniform(0, min(cap, base * 2**(n
 spreads concurrent retries out instead of synchronising them. A delay the server asks for
 (`retry-after-ms`, `retry-after` seconds or HTTP date) wins over the computed backoff, because
 retrying earlier than the server allows only earns another 429.
+
+The exception tree (every error a client raises is a `ServiceError`; a `Retrier` retries
+exactly the ones with `retryable=True`, and the circuit breaker counts those as "down"):
+
+    ServiceError                 core/retry.py: message, retryable, status, code, headers, kind
+    ├── ServiceUnavailable       core/breaker.py: the breaker is open, nothing more is sent
+    ├── ParseError               clients/llamaparse.py: no document (kind: error, stuck, http,
+    │                            unsupported, timeout; job_id)
+    ├── EmbeddingError           clients/embeddings.py: a failed embeddings call
+    │   └── EmbeddingInputError  one input unusable (never retryable)
+    └── StorageError             clients/storage/base.py: a storage backend call
+        ├── InvalidKeyError      an unusable storage key (also a ValueError)
+        └── ObjectNotFoundError  no such object (also a KeyError)
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import email.utils
 import logging
 import random
@@ -120,7 +132,9 @@ class ServiceError(Exception):
 
     `retryable`: a later attempt may succeed (timeouts, 429, 5xx, a mangled body);
     `status`: the HTTP status when there was a response; `code`: the API's error code;
-    `headers`: the response headers, so a retry honours the server's Retry-After.
+    `headers`: the response headers, so a retry honours the server's Retry-After;
+    `kind`: what went wrong when there was no status, as a person reads it ("timeout"),
+    else None (the breaker's reason then names the class).
     """
 
     def __init__(
@@ -131,6 +145,7 @@ class ServiceError(Exception):
         status: int | None = None,
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -138,10 +153,13 @@ class ServiceError(Exception):
         self.status = status
         self.code = code
         self.headers = dict(headers) if headers is not None else None
+        self.kind = kind
 
     def gave_up(self, attempts: int) -> ServiceError:
         """The same error, saying how many attempts it outlasted (same class and fields)."""
-        error = copy.copy(self)
+        # Not copy.copy: that rebuilds from args, which a subclass's __init__ may not take.
+        error = type(self).__new__(type(self), *self.args)
+        error.__dict__.update(self.__dict__)
         error.message = f"{self.message} (gave up after {attempts} attempts)"
         error.args = (error.message,)
         return error
@@ -236,7 +254,7 @@ class Retrier:
             breaker.check()
             try:
                 result = await attempt()
-            except BaseException as error:
+            except Exception as error:  # a cancellation is no outcome of the service
                 breaker.record(error)
                 breaker.check()  # the failure that opened it ends the retries too
                 raise

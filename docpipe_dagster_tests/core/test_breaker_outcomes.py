@@ -10,20 +10,13 @@ from docpipe_dagster.core.retry import ServiceError
 from docpipe_dagster.metrics.names import OUTCOMES
 
 
-class _Kinded(Exception):
-    def __init__(self, kind: str) -> None:
-        super().__init__(kind)
-        self.kind = kind
-        self.retryable = True
-
-
 def test_outcomes_are_the_declared_ones() -> None:
     errors = [
         ServiceError("429", retryable=True, status=429),
         ServiceError("503", retryable=True, status=503),
         ServiceError("400", retryable=False, status=400),
         ServiceError("bad json", retryable=True, status=200),
-        _Kinded("timeout"),
+        ServiceError("no answer", retryable=True, kind="timeout"),
         httpx.ConnectError("refused"),
     ]
     seen = [outcome_of(e) for e in errors]
