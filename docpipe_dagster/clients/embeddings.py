@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import math
 import random
 import re
 import sys
@@ -30,6 +29,7 @@ import httpx
 from docpipe_dagster.clients._http import AsyncApiClient
 from docpipe_dagster.core.batching import pack
 from docpipe_dagster.core.breaker import CircuitBreaker
+from docpipe_dagster.core.chunking import estimate_tokens
 from docpipe_dagster.core.models import MODEL_DIMENSIONS
 from docpipe_dagster.core.retry import (
     Retrier,
@@ -40,7 +40,6 @@ from docpipe_dagster.core.retry import (
 
 log = logging.getLogger(__name__)
 
-_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 # 400 messages that mean "something about the inputs", so bisecting can isolate the cause.
 _INPUT_PROBLEM_RE = re.compile(
     r"maximum context length|tokens per request|'\$\.input' is invalid|too many inputs"
@@ -49,13 +48,6 @@ _INPUT_PROBLEM_RE = re.compile(
 )
 _ECHOED_KEY_RE = re.compile(r"(API key provided: )\S+?(?=\.?(\s|$))")
 _INPUT_PROBLEM_CODES = frozenset({"context_length_exceeded", "max_tokens_per_request"})
-
-
-def estimate_tokens(text: str) -> int:
-    """Conservative token estimate: the larger of the mock's rule (regex words + punctuation)
-    and UTF-8 bytes / 3 (real BPE tokenizers average ~4 bytes per token on English). A low
-    estimate is not fatal: the server's 400 makes the client split the request."""
-    return max(len(_TOKEN_RE.findall(text)), math.ceil(len(text.encode("utf-8")) / 3))
 
 
 class EmbeddingError(ServiceError):

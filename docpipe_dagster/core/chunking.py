@@ -131,50 +131,26 @@ def normalise_text(text: str) -> str:
 
 # --------------------------------------------------------------------------- token estimate
 
-_WORD = re.compile(r"\S+")
-# Long runs without spaces or most punctuation: base64, hex, hashes, URL paths. BPE
-# tokenisers find few merges in them (about 2-3 characters per token).
-_LONG_RUN = re.compile(r"[A-Za-z0-9+/=_-]{24,}")
-_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
-_ASCII_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_ASCII_DIGITS = b"0123456789"
-_ASCII_PUNCT = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+# A word or a single punctuation mark: the OpenAI mock's token rule (mocks/openai/app.py).
+_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def estimate_tokens(text: str) -> int:
-    """Conservative token count for cl100k-like BPE tokenisers, without tiktoken.
+    """Conservative token count for an embeddings request, without a tokenizer: the larger of
+    the words-and-punctuation count (the mock's own rule) and UTF-8 bytes / 3.
 
-    ``ceil(max(words * 4/3, c))`` where ``words`` counts whitespace-separated words and ``c``
-    adds up, per kind of character: ASCII letters / 3.5, ASCII digits / 2.5 (numbers split into
-    groups of at most three), 1 per ASCII punctuation mark, 1 per newline, characters in runs of
-    24+ letters/digits/``+/=_-`` without spaces (base64, hex, URLs) / 2, and UTF-8 bytes / 2 for
-    everything non-ASCII: a CJK character (3 bytes) counts 1.5 tokens, an emoji (4 bytes) 2,
-    Cyrillic/Greek/Hebrew/Arabic (2 bytes) 1. It errs on the high side, which only makes
-    request batches a little smaller; under-estimating would make requests fail.
+    The one estimator: chunks record it, and the embeddings client packs requests by it.
+    It is chosen for the packing, where counting low costs a rejected request (a 400, then
+    a bisection) and counting high only makes batches a little smaller. It is never below
+    the mock's count (by construction), and a cl100k-like BPE token is 3 or more bytes on
+    every kind of text the tests try: English about 4, a CJK character 3 and at least one
+    token, digits grouped by three, random base64 about 3. A per-kind-of-character formula
+    came closer on English but counted punctuation-dense code ("x=1;y=2;") below the mock.
+    Whitespace alone counts 0 (the mock's count; no chunk is only whitespace).
     """
-    if not text:
+    if not text or text.isspace():
         return 0
-    words = _WORD.subn("", text)[1]
-    if words == 0:
-        return 0
-    long_chars = 0
-
-    def _drop_long(m: re.Match[str]) -> str:
-        nonlocal long_chars
-        long_chars += len(m.group())
-        return " "
-
-    rest = _LONG_RUN.sub(_drop_long, text)
-    non_ascii_bytes = sum(len(m.group().encode("utf-8")) for m in _NON_ASCII.finditer(rest))
-    ascii_bytes = rest.encode("ascii", "ignore")
-    letters = len(ascii_bytes) - len(ascii_bytes.translate(None, _ASCII_LETTERS))
-    digits = len(ascii_bytes) - len(ascii_bytes.translate(None, _ASCII_DIGITS))
-    punct = len(ascii_bytes) - len(ascii_bytes.translate(None, _ASCII_PUNCT))
-    newlines = ascii_bytes.count(b"\n")
-    by_chars = (
-        letters / 3.5 + digits / 2.5 + punct + newlines + long_chars / 2 + non_ascii_bytes / 2
-    )
-    return math.ceil(max(words * 4 / 3, by_chars))
+    return max(len(_TOKEN.findall(text)), math.ceil(len(text.encode("utf-8", "surrogatepass")) / 3))
 
 
 # --------------------------------------------------------------------------- splitting

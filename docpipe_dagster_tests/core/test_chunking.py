@@ -573,6 +573,23 @@ def test_estimate_tokens_never_badly_under() -> None:
     assert estimate_tokens(words) >= 1000
 
 
+def test_estimate_tokens_is_never_below_the_embedders_count() -> None:
+    """The embeddings client packs requests by this estimate; below the server's count, a
+    request over the limit is rejected. The mock's rule is words plus punctuation marks."""
+    from mocks.openai.app import count_tokens
+
+    samples = [
+        "x=1;y=2;" * 50,  # punctuation-dense code: a per-character formula counted ~270
+        "a, b; c. d! " * 100,
+        "if (a[i] != b[j]) { return -1; }\n" * 40,
+        "The quick brown fox jumps over the lazy dog. " * 20,
+        "日本語のテキスト、中文文本。" * 20,
+        "1,234.56; 7,890.12 " * 30,
+    ]
+    for text in samples:
+        assert estimate_tokens(text) >= count_tokens(text), text[:20]
+
+
 def test_estimate_tokens_roughly_linear() -> None:
     para = "Embedding models map text to vectors; similar texts land close together. "
     assert estimate_tokens(para * 100) <= 101 * estimate_tokens(para)

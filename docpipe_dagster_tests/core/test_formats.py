@@ -20,7 +20,6 @@ from docpipe_dagster.core.extract import (
     LIMIT_EXCEEDED,
     LOCAL_EXTENSIONS,
     PROTECTED_FILE,
-    SUPPORTED_EXTENSIONS,
     TEXT_LIKE_EXTENSIONS,
     UNSAFE_FILE,
     ExtractedPage,
@@ -55,7 +54,6 @@ def test_every_local_format_is_in_the_corpus() -> None:
     elsewhere = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
     elsewhere |= {".xls", ".doc", ".ppt", ".xltx", ".ppsx"}
     assert office - elsewhere <= made, sorted(office - elsewhere - made)
-    assert SUPPORTED_EXTENSIONS == LOCAL_EXTENSIONS
     assert TEXT_LIKE_EXTENSIONS <= LOCAL_EXTENSIONS
     assert {".docx", ".pdf", ".png"} <= LOCAL_EXTENSIONS - TEXT_LIKE_EXTENSIONS
 

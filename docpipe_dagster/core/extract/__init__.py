@@ -45,7 +45,6 @@ __all__ = [
     "PDF_CORRUPTED",
     "PDF_IS_PROTECTED",
     "PROTECTED_FILE",
-    "SUPPORTED_EXTENSIONS",
     "TEXT_LIKE_EXTENSIONS",
     "UNREADABLE_FILE",
     "UNSAFE_FILE",
@@ -132,8 +131,6 @@ TEXT_LIKE_EXTENSIONS: frozenset[str] = frozenset(
 )
 # Everything the local backend can parse.
 LOCAL_EXTENSIONS: frozenset[str] = frozenset(EXTRACTORS)
-# Old name of LOCAL_EXTENSIONS.
-SUPPORTED_EXTENSIONS = LOCAL_EXTENSIONS
 
 
 def _extractor(target: str) -> Callable[[bytes], list[ExtractedPage]]:
