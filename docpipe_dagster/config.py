@@ -10,18 +10,32 @@ Adding a setting is one change here: a field with `var("DOCPIPE_<NAME>", default
 then the line in `.env.example` and, when a run should see it, a resource field that
 takes `default_of("x")` and is filled in `build_resources()`.
 
+Values validate themselves here and nowhere else: `Literal` choices, bounds (`ge=1`),
+`ByteSize` for sizes, validators for the rest. A bad value fails when the settings load,
+with a message naming the variable (`settings()`); callers use the values as they are.
+
 No Dagster import here: the CLI and the store use it before any Dagster code loads.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    ByteSize,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from docpipe_dagster.bundled import CHECKOUT_ROOT, is_checkout
@@ -42,14 +56,55 @@ LOCAL_MOCK_API_KEY = "docpipe-local-key"
 _EMPTY_IS_A_VALUE = frozenset({"DOCPIPE_MOCK_API_KEY"})
 
 
-def var(name: str, default: Any, description: str, *, secret: bool = False) -> Any:
-    """A settings field read from the environment variable `name`."""
+def var(name: str, default: Any, description: str, *, secret: bool = False, **bounds: Any) -> Any:
+    """A settings field read from the environment variable `name`; `bounds` are pydantic's
+    (`ge=1`), checked when the settings load."""
     return Field(
         default,
         validation_alias=AliasChoices(name),
         description=description,
         json_schema_extra={"env": name, "secret": secret},
+        **bounds,
     )
+
+
+# The types the values must have: a bad one fails when the settings load, naming the variable
+# (`settings()`), so no caller checks a value again.
+ParserApi = Literal["v1", "v2"]
+ParseTier = Literal["fast", "cost_effective", "agentic", "agentic_plus"]
+SearchMode = Literal["hybrid", "vector", "text"]
+StorageBackend = Literal["folder", "supabase"]
+VectorType = Literal["", "vector", "halfvec"]
+LogFormat = Literal["console", "json"]
+_PG_SIZE = re.compile(r"\s*(\d+)\s*(kB|KB|MB|GB|TB)?\s*")
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _postgres_size(value: Any) -> Any:
+    """Postgres memory units ('1GB' is 1024 MB, a plain number is MB) as ByteSize reads
+    them ('1GiB'); ByteSize's own spellings ('512MiB') pass through."""
+    match = _PG_SIZE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return value
+    unit = (match.group(2) or "MB").upper()
+    return f"{match.group(1)}{unit[0]}iB" if unit != "KB" else f"{match.group(1)}KiB"
+
+
+def _parse_version(value: str) -> str:
+    if value != "latest" and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError(f"expected 'latest' or a dated version YYYY-MM-DD, got {value!r}")
+    return value
+
+
+# A size in bytes: a number, or ByteSize's units ("64MiB"; "64MB" is 64,000,000).
+Bytes = Annotated[ByteSize, Field(ge=1), AfterValidator(int)]
+# A Postgres memory size, kept in bytes.
+PostgresMemory = Annotated[
+    ByteSize, BeforeValidator(_postgres_size), Field(ge=2**20), AfterValidator(int)
+]
 
 
 def _default_parallel_workers() -> int:
@@ -80,17 +135,21 @@ class Settings(BaseSettings):
     # Local parsing of binary formats runs in worker processes with these bounds
     # (core/extract/sandbox.py; docs/RELIABILITY.md).
     parse_memory_mb: int = var(
-        "DOCPIPE_PARSE_MEMORY_MB", 3072, "address-space limit of a local parse worker"
+        "DOCPIPE_PARSE_MEMORY_MB", 3072, "address-space limit of a local parse worker", ge=64
     )
     parse_timeout_seconds: float = var(
         "DOCPIPE_PARSE_TIMEOUT_SECONDS", 300.0, "wall-clock (and CPU) limit of one local parse"
     )
-    parse_workers: int = var("DOCPIPE_PARSE_WORKERS", 2, "local parse worker processes at once")
-    parser_api: str = var("DOCPIPE_PARSER_API", "v2", "LlamaParse API: v2 (current) or v1 (legacy)")
-    parse_tier: str = var(
+    parse_workers: int = var(
+        "DOCPIPE_PARSE_WORKERS", 2, "local parse worker processes at once", ge=1
+    )
+    parser_api: Annotated[ParserApi, BeforeValidator(_lower)] = var(
+        "DOCPIPE_PARSER_API", "v2", "LlamaParse API: v2 (current) or v1 (legacy)"
+    )
+    parse_tier: ParseTier = var(
         "DOCPIPE_PARSE_TIER", "cost_effective", "v2 tier (part of the parse-cache key)"
     )
-    parse_version: str = var(
+    parse_version: Annotated[str, AfterValidator(_parse_version)] = var(
         "DOCPIPE_PARSE_VERSION", "latest", "v2 parser version: latest or YYYY-MM-DD"
     )
     # text: text-like types in-process, layout types to LlamaParse; all: everything
@@ -105,17 +164,19 @@ class Settings(BaseSettings):
     embedder_api_key: str = var("OPENAI_API_KEY", "", "OpenAI key", secret=True)
     embedding_model: str = var("DOCPIPE_EMBEDDING_MODEL", "text-embedding-3-small", "model")
     embedding_dimensions: int | None = var(
-        "DOCPIPE_EMBEDDING_DIMENSIONS", None, "vector size (default: the model's native)"
+        "DOCPIPE_EMBEDDING_DIMENSIONS", None, "vector size (default: the model's native)", ge=1
     )
-    vector_type: str = var(
+    vector_type: Annotated[VectorType, BeforeValidator(_lower)] = var(
         "DOCPIPE_VECTOR_TYPE", "", "vector | halfvec (default: vector up to 2,000 dims)"
     )
     # --- the HNSW index
     index_bulk_threshold: float = var(
         "DOCPIPE_INDEX_BULK_THRESHOLD", 0.25, "drop + rebuild when new rows >= this x indexed"
     )
-    index_maintenance_work_mem: str = var(
-        "DOCPIPE_INDEX_MAINTENANCE_WORK_MEM", "1GB", "upper bound for a one-pass build"
+    index_maintenance_work_mem: PostgresMemory = var(
+        "DOCPIPE_INDEX_MAINTENANCE_WORK_MEM",
+        2**30,
+        "upper bound for a one-pass build (Postgres units: 1GB = 1024MB; a number is MB)",
     )
     index_parallel_workers: int = Field(
         default_factory=_default_parallel_workers,
@@ -123,10 +184,12 @@ class Settings(BaseSettings):
         description="parallel workers for an index build (default: CPUs - 1, at most 4)",
         json_schema_extra={"env": "DOCPIPE_INDEX_PARALLEL_WORKERS", "secret": False},
     )
-    commit_group_rows: int = var("DOCPIPE_COMMIT_GROUP_ROWS", 2000, "rows per commit transaction")
-    commit_workers: int = var("DOCPIPE_COMMIT_WORKERS", 2, "connections committing at once")
+    commit_group_rows: int = var(
+        "DOCPIPE_COMMIT_GROUP_ROWS", 2000, "rows per commit transaction", ge=1
+    )
+    commit_workers: int = var("DOCPIPE_COMMIT_WORKERS", 2, "connections committing at once", ge=1)
     # --- storage
-    storage_backend: str = var("DOCPIPE_STORAGE_BACKEND", "folder", "folder | supabase")
+    storage_backend: StorageBackend = var("DOCPIPE_STORAGE_BACKEND", "folder", "folder | supabase")
     storage_dir: str = var("DOCPIPE_STORAGE_DIR", "", "folder backend root ($DOCPIPE_HOME/storage)")
     storage_base_url: str = var("SUPABASE_URL", "http://127.0.0.1:8000", "Supabase project URL")
     storage_api_key: str = var("SUPABASE_SERVICE_KEY", "", "Supabase service key", secret=True)
@@ -138,18 +201,20 @@ class Settings(BaseSettings):
     chunk_overlap_chars: int = var(
         "DOCPIPE_CHUNK_OVERLAP_CHARS", ChunkingConfig.overlap_chars, "overlap between chunks"
     )
-    batch_max_files: int = var("DOCPIPE_BATCH_MAX_FILES", 200, "files per batch run")
-    batch_max_bytes: int = var("DOCPIPE_BATCH_MAX_BYTES", 64 * 1024 * 1024, "bytes per batch run")
+    batch_max_files: int = var("DOCPIPE_BATCH_MAX_FILES", 200, "files per batch run", ge=1)
+    batch_max_bytes: Bytes = var("DOCPIPE_BATCH_MAX_BYTES", 64 * 1024 * 1024, "bytes per batch run")
     # Two runs at once keep both cores busy: while one batch waits on the embedder, the
     # other's commit keeps Postgres working (1,000 documents: 24-26 s -> 18-21 s).
     ingest_runs: int = var(
-        "DOCPIPE_INGEST_RUNS", 2, "batch runs `docpipe ingest --wait` executes at once"
+        "DOCPIPE_INGEST_RUNS", 2, "batch runs `docpipe ingest --wait` executes at once", ge=1
     )
     settle_seconds: float = var(
         "DOCPIPE_SETTLE_SECONDS", 1.0, "a file must be unchanged this long before intake"
     )
-    max_file_bytes: int = var("DOCPIPE_MAX_FILE_BYTES", 100 * 1024 * 1024, "larger files fail")
-    max_attempts: int = var("DOCPIPE_MAX_ATTEMPTS", 3, "attempts per document (transient errors)")
+    max_file_bytes: Bytes = var("DOCPIPE_MAX_FILE_BYTES", 100 * 1024 * 1024, "larger files fail")
+    max_attempts: int = var(
+        "DOCPIPE_MAX_ATTEMPTS", 3, "attempts per document (transient errors)", ge=1
+    )
     retry_base_seconds: float = var(
         "DOCPIPE_RETRY_BASE_SECONDS", 30.0, "first retry delay (doubles per attempt)"
     )
@@ -164,21 +229,23 @@ class Settings(BaseSettings):
     search_language: str = var(
         "DOCPIPE_SEARCH_LANGUAGE", "english", "full-text configuration (unknown names: simple)"
     )
-    search_mode: str = var("DOCPIPE_SEARCH_MODE", "hybrid", "default mode: hybrid | vector | text")
+    search_mode: SearchMode = var(
+        "DOCPIPE_SEARCH_MODE", "hybrid", "default mode: hybrid | vector | text"
+    )
     search_ef_search: int | None = var(
-        "DOCPIPE_SEARCH_EF_SEARCH", None, "HNSW ef_search per query (default: pgvector's 40)"
+        "DOCPIPE_SEARCH_EF_SEARCH", None, "HNSW ef_search per query (default: pgvector's 40)", ge=1
     )
     spaces_interval_seconds: int = var(
         "DOCPIPE_SPACES_INTERVAL_SECONDS", 30, "vector space sensor: backfill, then activate"
     )
     api_key: str = var("DOCPIPE_API_KEY", "", "bearer key of the HTTP API", secret=True)
     api_host: str = var("DOCPIPE_API_HOST", "127.0.0.1", "where the HTTP API listens")
-    api_port: int = var("DOCPIPE_API_PORT", 8003, "the HTTP API's port")
-    api_max_upload_bytes: int | None = var(
+    api_port: int = var("DOCPIPE_API_PORT", 8003, "the HTTP API's port", ge=1, le=65535)
+    api_max_upload_bytes: Bytes | None = var(
         "DOCPIPE_API_MAX_UPLOAD_BYTES", None, "largest upload (default: DOCPIPE_MAX_FILE_BYTES)"
     )
     # --- logs
-    log_format: str = var(
+    log_format: Annotated[LogFormat, BeforeValidator(_lower)] = var(
         "DOCPIPE_LOG_FORMAT", "console", "console | json (one JSON object per line, for containers)"
     )
     # --- local mocks
@@ -283,8 +350,7 @@ class ServiceSettings:
     embedder_base_url: str
     embedder_api_key_env: str
     embedding_model: str
-    embedding_dimensions: int
-    storage_backend: str  # "folder" | "supabase"
+    storage_backend: StorageBackend
     storage_dir: Path
     storage_base_url: str
     storage_api_key_env: str
@@ -324,7 +390,6 @@ def service_settings(current: Settings | None = None) -> ServiceSettings:
         embedder_base_url=s.embedder_base_url.rstrip("/"),
         embedder_api_key_env=env_name("embedder_api_key"),
         embedding_model=s.embedding_model,
-        embedding_dimensions=s.embedding_dimensions or 1536,
         storage_backend=s.storage_backend,
         storage_dir=Path(s.storage_dir or str(home / "storage")).expanduser().resolve(),
         storage_base_url=s.storage_base_url.rstrip("/"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from docpipe_dagster.config import settings
-from docpipe_dagster.store.search import MODES
 
 ENV_API_KEY = "DOCPIPE_API_KEY"
 
@@ -20,11 +19,7 @@ class SearchSettings:
 
     @classmethod
     def from_env(cls) -> SearchSettings:
-        s = settings()
-        if s.search_mode not in MODES:
-            raise ValueError(
-                f"DOCPIPE_SEARCH_MODE must be one of {', '.join(MODES)}, got {s.search_mode!r}"
-            )
+        s = settings()  # validated there: a bad DOCPIPE_SEARCH_MODE fails at load
         return cls(
             language=s.search_language, mode=s.search_mode, ef_search=s.search_ef_search or None
         )

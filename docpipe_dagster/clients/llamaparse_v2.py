@@ -38,7 +38,6 @@ from docpipe_dagster.core.retry import RetryPolicy
 
 log = logging.getLogger("docpipe_dagster.clients.llamaparse")
 
-TIERS = ("fast", "cost_effective", "agentic", "agentic_plus")
 _ACTIVE = frozenset({"PENDING", "RUNNING"})
 _CODE_PREFIX = re.compile(r"^([A-Z][A-Z0-9_]{3,}):\s*")
 
@@ -81,10 +80,6 @@ class LlamaParseV2Client(LlamaParseClient):
         transport: httpx.AsyncBaseTransport | None = None,
         retry_policy: RetryPolicy | None = None,
     ) -> None:
-        if tier not in TIERS:
-            raise ValueError(f"tier must be one of {', '.join(TIERS)}, got {tier!r}")
-        if not version or not (version == "latest" or re.fullmatch(r"\d{4}-\d{2}-\d{2}", version)):
-            raise ValueError(f"version must be 'latest' or YYYY-MM-DD, got {version!r}")
         super().__init__(
             base_url,
             api_key,

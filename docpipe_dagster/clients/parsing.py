@@ -27,20 +27,14 @@ from docpipe_dagster.core.extract import LOCAL_EXTENSIONS, TEXT_LIKE_EXTENSIONS
 from docpipe_dagster.core.llamaparse_extensions import LLAMAPARSE_EXTENSIONS
 from docpipe_dagster.core.media import extension, unsupported_reason
 
-PARSER_APIS = ("v1", "v2")
-DEFAULT_PARSER_API = default_of("parser_api")
 DEFAULT_PARSE_LOCALLY = default_of("parse_locally")
 # Read by the local backend only: never worth a call to the service.
 ONLY_LOCAL_EXTENSIONS: frozenset[str] = LOCAL_EXTENSIONS - LLAMAPARSE_EXTENSIONS
 
 
-def parser_api(value: str | None = None) -> str:
-    """The API to speak: `value`, else DOCPIPE_PARSER_API, else v2. Bad values raise."""
-    raw = (value if value is not None else settings().parser_api).strip()
-    api = raw.lower() or DEFAULT_PARSER_API
-    if api not in PARSER_APIS:
-        raise ValueError(f"DOCPIPE_PARSER_API must be 'v1' or 'v2', got {raw!r}")
-    return api
+def parser_api() -> str:
+    """The API to speak: DOCPIPE_PARSER_API ("v2" or "v1", validated by the settings model)."""
+    return settings().parser_api
 
 
 @dataclass(frozen=True)
@@ -108,7 +102,7 @@ def parser_label(profile: str | None) -> str:
 
 def make_parser_client(api: str, base_url: str, api_key: str, **options: Any) -> LlamaParseClient:
     """A client for `api`; v2-only options (tier, version, configuration) are dropped for v1."""
-    if parser_api(api) == "v2":
+    if api == "v2":
         return LlamaParseV2Client(base_url, api_key, **options)
     for name in ("tier", "version", "configuration"):
         options.pop(name, None)

@@ -6,7 +6,6 @@ a base URL on 127.0.0.1, the local mocks' well-known (non-secret) key is used.
 """
 
 import os
-import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,12 +16,10 @@ from pydantic import PrivateAttr
 
 from docpipe_dagster.clients.embeddings import MODEL_DIMENSIONS, EmbeddingsClient
 from docpipe_dagster.clients.llamaparse import LlamaParseClient
-from docpipe_dagster.clients.llamaparse_v2 import TIERS
 from docpipe_dagster.clients.parsing import (
     DEFAULT_PARSE_LOCALLY,
     Routing,
     make_parser_client,
-    parser_api,
     routing,
 )
 from docpipe_dagster.clients.storage import FolderStorage, StorageBackend, SupabaseStorage
@@ -36,7 +33,7 @@ from docpipe_dagster.config import (
 )
 from docpipe_dagster.core.chunking import ChunkingConfig
 from docpipe_dagster.core.retry import RetryPolicy
-from docpipe_dagster.pipeline.commit import IndexSettings, megabytes
+from docpipe_dagster.pipeline.commit import IndexSettings
 from docpipe_dagster.pipeline.intake import IntakeConfig
 from docpipe_dagster.store.queries import Store, VectorSpace
 
@@ -143,7 +140,7 @@ class ParserResource(ApiResource):
     def profile(self) -> str:
         """Parse-cache key: the same bytes parsed with the same settings give the same text.
         v2: the tier and version are part of it (a new tier re-parses)."""
-        if parser_api(self.api) == "v1":
+        if self.api == "v1":
             return f"llamaparse-v1:{self.result_type}"
         return f"llamaparse-v2:{self.tier}:{self.version}:{self.result_type}"
 
@@ -217,7 +214,7 @@ class PipelineSettings(dg.ConfigurableResource):
     # An in-flight job untouched this long belongs to a dead run (retry sensor, index rebuild).
     stale_minutes: int = default_of("stale_minutes")
     index_bulk_threshold: float = default_of("index_bulk_threshold")
-    index_maintenance_work_mem: str = default_of("index_maintenance_work_mem")
+    index_maintenance_work_mem: int = default_of("index_maintenance_work_mem")  # bytes
     index_parallel_workers: int = default_of("index_parallel_workers")
     commit_group_rows: int = default_of("commit_group_rows")
     commit_workers: int = default_of("commit_workers")
@@ -242,7 +239,7 @@ class PipelineSettings(dg.ConfigurableResource):
     def index(self) -> IndexSettings:
         return IndexSettings(
             bulk_threshold=self.index_bulk_threshold,
-            maintenance_work_mem_mb=megabytes(self.index_maintenance_work_mem),
+            maintenance_work_mem_mb=max(1, self.index_maintenance_work_mem // 2**20),
             parallel_workers=self.index_parallel_workers,
             in_flight_within=self.stale_after,
             group_rows=max(1, self.commit_group_rows),
@@ -262,23 +259,15 @@ def api_key(env_name: str, base_url: str) -> str | dg.EnvVar:
 
 def parser_env(current: Settings | None = None) -> dict[str, str]:
     """ParserResource fields from DOCPIPE_PARSER_API / _PARSE_TIER / _PARSE_VERSION /
-    _PARSE_LOCALLY (validated here or by the settings model, so a typo fails at load with
-    the variable's name)."""
+    _PARSE_LOCALLY (the settings model validated them: a typo fails at load, naming the
+    variable)."""
     s = current or settings()
-    fields = {
-        "api": parser_api(s.parser_api),
+    return {
+        "api": s.parser_api,
         "tier": s.parse_tier,
         "version": s.parse_version,
         "parse_locally": s.parse_locally,
     }
-    if fields["tier"] not in TIERS:
-        raise ValueError(
-            f"DOCPIPE_PARSE_TIER must be one of {', '.join(TIERS)}, got {fields['tier']!r}"
-        )
-    version = fields["version"]
-    if version != "latest" and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", version):
-        raise ValueError(f"DOCPIPE_PARSE_VERSION must be 'latest' or YYYY-MM-DD, got {version!r}")
-    return fields
 
 
 def build_resources(current: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
@@ -291,12 +280,8 @@ def build_resources(current: Settings | None = None) -> dict[str, dg.Configurabl
             api_key=api_key(services.storage_api_key_env, services.storage_base_url),
             bucket=services.storage_bucket,
         )
-    elif services.storage_backend == "folder":
-        storage = FolderStorageResource(root=str(services.storage_dir))
     else:
-        raise ValueError(
-            f"DOCPIPE_STORAGE_BACKEND must be 'folder' or 'supabase', got {services.storage_backend!r}"
-        )
+        storage = FolderStorageResource(root=str(services.storage_dir))
     native = MODEL_DIMENSIONS.get(s.embedding_model)
     dimensions = s.vector_dims
     if dimensions is None:
@@ -323,7 +308,7 @@ def build_resources(current: Settings | None = None) -> dict[str, dg.Configurabl
             model=s.embedding_model,
             dimensions=dimensions,
             send_dimensions=s.embedding_dimensions is not None and dimensions != native,
-            vector_type=s.vector_type.lower(),
+            vector_type=s.vector_type,
         ),
         "pipeline_settings": PipelineSettings(**knobs),
     }

@@ -15,7 +15,6 @@ slower (an exact scan). Small batches into a large index insert into it as usual
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,17 +33,6 @@ from docpipe_dagster.store.queries import (
 )
 
 
-def megabytes(value: str) -> int:
-    """'1GB', '512MB', '65536kB' or a plain number of MB -> MB."""
-    match = re.fullmatch(r"\s*(\d+)\s*(kB|KB|MB|GB|TB)?\s*", value)
-    if not match:
-        raise ValueError(
-            f"DOCPIPE_INDEX_MAINTENANCE_WORK_MEM: expected e.g. 1GB or 512MB, got {value!r}"
-        )
-    number, unit = int(match.group(1)), (match.group(2) or "MB").upper()
-    return max(1, number * {"KB": 1, "MB": 1024, "GB": 1024**2, "TB": 1024**3}[unit] // 1024)
-
-
 @dataclass(frozen=True)
 class IndexSettings:
     """How the commit stage treats the HNSW index (PipelineSettings.index() fills it from
@@ -53,8 +41,8 @@ class IndexSettings:
     # Bulk load when incoming rows >= threshold x rows already indexed; `inf` never
     # drops the index.
     bulk_threshold: float = default_of("index_bulk_threshold")
-    # Upper bound for a one-pass build.
-    maintenance_work_mem_mb: int = megabytes(default_of("index_maintenance_work_mem"))
+    # Upper bound for a one-pass build (the setting is in bytes, validated when it loads).
+    maintenance_work_mem_mb: int = default_of("index_maintenance_work_mem") // 2**20
     parallel_workers: int = default_of("index_parallel_workers")
     # In-flight jobs untouched for longer are dead runs: they do not hold the rebuild back.
     in_flight_within: timedelta = timedelta(minutes=default_of("stale_minutes"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from docpipe_dagster.config import PROJECT_ROOT, Settings, default_of, settings
+from docpipe_dagster.config import PROJECT_ROOT, Settings, default_of, env_name, settings
 from docpipe_dagster.defs.resources import PipelineSettings, build_resources
 from docpipe_dagster_tests.support.env import apply_env
 
@@ -51,11 +51,80 @@ def test_every_variable_the_code_names_is_declared() -> None:
     assert unknown == {}
 
 
-def test_defaults_are_the_resource_defaults() -> None:
-    resource = PipelineSettings()
-    for name in PipelineSettings.model_fields:
-        if name in Settings.model_fields:
-            assert getattr(resource, name) == default_of(name), name
+def test_every_pipeline_knob_is_read_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each PipelineSettings field that is a setting takes the environment's value (not its
+    own default): set every one to something else and look at what build_resources made."""
+    shared = [n for n in PipelineSettings.model_fields if n in Settings.model_fields]
+    assert len(shared) >= 10
+    env: dict[str, str] = {}
+    expected: dict[str, object] = {}
+    for name in shared:
+        default = default_of(name)
+        if name == "index_maintenance_work_mem":  # Postgres units: a plain number is MB
+            env[env_name(name)], expected[name] = "2GB", 2 * 2**30
+        elif isinstance(default, float):
+            env[env_name(name)], expected[name] = str(default + 1.5), default + 1.5
+        else:
+            env[env_name(name)], expected[name] = str(default + 3), default + 3
+    apply_env(monkeypatch, env)
+    knobs = build_resources()["pipeline_settings"]
+    assert {name: getattr(knobs, name) for name in shared} == expected
+
+
+BAD_VALUES = [
+    ("DOCPIPE_PARSER_API", "v3", "Input should be 'v1' or 'v2'"),
+    ("DOCPIPE_PARSE_TIER", "premium", "Input should be 'fast', 'cost_effective'"),
+    ("DOCPIPE_PARSE_VERSION", "yesterday", "YYYY-MM-DD"),
+    ("DOCPIPE_PARSE_LOCALLY", "txt,key", "cannot parse .key locally"),
+    ("DOCPIPE_SEARCH_MODE", "fuzzy", "Input should be 'hybrid', 'vector' or 'text'"),
+    ("DOCPIPE_STORAGE_BACKEND", "s3", "Input should be 'folder' or 'supabase'"),
+    ("DOCPIPE_VECTOR_TYPE", "float", "Input should be '', 'vector' or 'halfvec'"),
+    ("DOCPIPE_LOG_FORMAT", "xml", "Input should be 'console' or 'json'"),
+    ("DOCPIPE_BATCH_MAX_BYTES", "0", "greater than or equal to 1"),
+    ("DOCPIPE_MAX_FILE_BYTES", "lots", "could not parse"),
+    ("DOCPIPE_INDEX_MAINTENANCE_WORK_MEM", "1kB", "greater than or equal to 1048576"),
+    ("DOCPIPE_API_PORT", "70000", "less than or equal to 65535"),
+    ("DOCPIPE_MAX_ATTEMPTS", "0", "greater than or equal to 1"),
+    ("DOCPIPE_SEARCH_EF_SEARCH", "-4", "greater than or equal to 1"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "why"), BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_a_bad_value_fails_at_load_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, why: str
+) -> None:
+    apply_env(monkeypatch, {name: value})
+    with pytest.raises(ValueError, match=re.escape(f"{name}={value!r}: ")) as info:
+        settings()
+    assert why in str(info.value)
+    with pytest.raises(ValueError, match=re.escape(name)):
+        build_resources()
+
+
+def test_sizes_read_as_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    apply_env(
+        monkeypatch,
+        {
+            "DOCPIPE_INDEX_MAINTENANCE_WORK_MEM": "512MB",  # as Postgres reads it: MiB
+            "DOCPIPE_BATCH_MAX_BYTES": "64MiB",
+            "DOCPIPE_MAX_FILE_BYTES": "1000",
+            "DOCPIPE_API_MAX_UPLOAD_BYTES": "2MB",  # ByteSize: decimal
+        },
+    )
+    s = settings()
+    assert s.index_maintenance_work_mem == 512 * 2**20
+    assert (s.batch_max_bytes, s.max_file_bytes, s.api_max_upload_bytes) == (
+        64 * 2**20,
+        1000,
+        2_000_000,
+    )
+    assert type(s.batch_max_bytes) is int  # plain ints, as the resources' config wants
+    knobs = build_resources()["pipeline_settings"]
+    assert knobs.index().maintenance_work_mem_mb == 512
+    monkeypatch.setenv("DOCPIPE_INDEX_MAINTENANCE_WORK_MEM", "65536kB")
+    assert settings().index_maintenance_work_mem == 64 * 2**20
+    monkeypatch.setenv("DOCPIPE_INDEX_MAINTENANCE_WORK_MEM", "3")  # a plain number is MB
+    assert settings().index_maintenance_work_mem == 3 * 2**20
 
 
 def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
