@@ -1,4 +1,4 @@
-"""EmbeddingsClient against the OpenAI mock over real HTTP (a subprocess on a free port)."""
+"""EmbeddingsClient against the OpenAI mock: in-process (ASGI), a few over real HTTP (conftest)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def make_client(mock: MockServer, **kwargs: Any) -> EmbeddingsClient:
     kwargs.setdefault("retry_policy", FAST_RETRY)
     kwargs.setdefault("rng", random.Random(0))
     kwargs.setdefault("timeout_s", 5.0)
+    kwargs.setdefault("transport", getattr(mock, "transport", None))  # unless over the wire
     api_key = kwargs.pop("api_key", mock.api_key)
     return EmbeddingsClient(f"{mock.base_url}/v1", api_key, **kwargs)
 
@@ -67,8 +68,9 @@ def _cos(a: list[float], b: list[float]) -> float:
 # --- happy path -----------------------------------------------------------------------------
 
 
-def test_embed_preserves_order_and_matches_the_mock(openai_mock: MockServer) -> None:
-    batch = run(_embed(openai_mock, TEXTS))
+@pytest.mark.over_the_wire
+def test_embed_preserves_order_and_matches_the_mock(openai_wire: MockServer) -> None:
+    batch = run(_embed(openai_wire, TEXTS))
     assert batch.errors == {}
     assert batch.requests == 1 and batch.retries == 0
     assert batch.prompt_tokens == sum(count_tokens(t) for t in TEXTS)
@@ -95,14 +97,15 @@ def test_dimensions_parameter(openai_mock: MockServer) -> None:
     assert {len(v) for v in batch.vectors} == {64}
 
 
-def test_official_sdk_gets_the_same_vectors_in_both_encodings(openai_mock: MockServer) -> None:
-    sdk = openai.OpenAI(base_url=f"{openai_mock.base_url}/v1", api_key=openai_mock.api_key)
-    ours = run(_embed(openai_mock, TEXTS)).vectors
+@pytest.mark.over_the_wire
+def test_official_sdk_gets_the_same_vectors_in_both_encodings(openai_wire: MockServer) -> None:
+    sdk = openai.OpenAI(base_url=f"{openai_wire.base_url}/v1", api_key=openai_wire.api_key)
+    ours = run(_embed(openai_wire, TEXTS)).vectors
     sdk_b64 = sdk.embeddings.create(input=TEXTS, model=MODEL)  # SDK default: base64
     sdk_float = sdk.embeddings.create(input=TEXTS, model=MODEL, encoding_format="float")
     assert [array("f", d.embedding) for d in sdk_b64.data] == ours
     assert [array("f", d.embedding) for d in sdk_float.data] == ours
-    assert sdk_b64.usage.prompt_tokens == run(_embed(openai_mock, TEXTS)).prompt_tokens
+    assert sdk_b64.usage.prompt_tokens == run(_embed(openai_wire, TEXTS)).prompt_tokens
 
 
 def test_health_reports_latency(openai_mock: MockServer) -> None:
@@ -169,10 +172,11 @@ def test_429_honours_retry_after(openai_mock: MockServer) -> None:
     assert openai_mock.stats()["by_status"] == {"429": 1, "200": 1}
 
 
-def test_hang_times_out_and_is_retried(openai_mock: MockServer) -> None:
-    openai_mock.set_faults({"kind": "hang", "count": 1, "hang_seconds": 10})
+@pytest.mark.over_the_wire
+def test_hang_times_out_and_is_retried(openai_wire: MockServer) -> None:
+    openai_wire.set_faults({"kind": "hang", "count": 1, "hang_seconds": 10})
     start = time.perf_counter()
-    batch = run(_embed(openai_mock, TEXTS, timeout_s=0.5))
+    batch = run(_embed(openai_wire, TEXTS, timeout_s=0.5))
     assert time.perf_counter() - start < 3
     assert batch.retries == 1 and all(batch.vectors)
 
@@ -243,11 +247,12 @@ def test_other_400_is_not_retried(openai_mock: MockServer) -> None:
     assert openai_mock.stats()["total"] == 1
 
 
-def test_fatal_error_in_one_request_ends_the_call(openai_mock: MockServer) -> None:
-    openai_mock.set_faults({"kind": "insufficient_quota"})
+@pytest.mark.over_the_wire  # requests really in flight when one fails
+def test_fatal_error_in_one_request_ends_the_call(openai_wire: MockServer) -> None:
+    openai_wire.set_faults({"kind": "insufficient_quota"})
     with pytest.raises(EmbeddingError):
-        run(_embed(openai_mock, [f"t{i}" for i in range(20)], max_inputs_per_request=2))
-    assert openai_mock.stats()["total"] <= 4  # at most max_concurrency in flight, no retries
+        run(_embed(openai_wire, [f"t{i}" for i in range(20)], max_inputs_per_request=2))
+    assert openai_wire.stats()["total"] <= 4  # at most max_concurrency in flight, no retries
 
 
 # --- limits: packing, splitting, isolating ---------------------------------------------------

@@ -28,6 +28,15 @@ HTML = (
     b"<p>Speed limit <b>four knots</b> inside the breakwater.</p><ul><li>No anchoring</li>"
     b"<li>Keep the fairway clear</li></ul></body></html>"
 )
+# The official SDK speaks real HTTP to a mock process (the other client tests run in-process).
+pytestmark = pytest.mark.over_the_wire
+
+
+@pytest.fixture
+def llamaparse_mock(llamaparse_wire: MockServer) -> MockServer:
+    return llamaparse_wire
+
+
 FAST = {"polling_interval": 0.05, "max_interval": 0.2, "timeout": 20.0}
 
 

@@ -1,5 +1,5 @@
-"""LlamaParseClient (v1, legacy) against the LlamaParse mock over real HTTP: parses, every
-fault, errors; and the real-service test (v2, the default client)."""
+"""LlamaParseClient (v1, legacy) against the LlamaParse mock (in-process; a few over real
+HTTP, see conftest.py): parses, every fault, errors; and the real-service test (v2)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def _client(mock: MockServer, **kw: object) -> LlamaParseClient:
         "deadline_s": 5.0,
         "timeout_s": 5.0,
         "retry_policy": FAST_RETRY,
+        "transport": getattr(mock, "transport", None),  # in-process unless over the wire
     }
     options.update(kw)
     return LlamaParseClient(mock.base_url, mock.api_key or "", **options)
@@ -53,14 +54,15 @@ def parse_error(mock: MockServer, filename: str, content: bytes, **kw: object) -
     return info.value
 
 
-def test_parses_real_content(llamaparse_mock: MockServer) -> None:
-    doc = parse(llamaparse_mock, "reports/q1.pdf", build_text_pdf(["Revenue grew", "Costs fell"]))
+@pytest.mark.over_the_wire
+def test_parses_real_content(llamaparse_wire: MockServer) -> None:
+    doc = parse(llamaparse_wire, "reports/q1.pdf", build_text_pdf(["Revenue grew", "Costs fell"]))
     assert doc.pages == ["Revenue grew", "Costs fell"] and doc.page_count == 2
     assert doc.markdown == "Revenue grew\n---\nCosts fell"
     assert doc.job_id and not doc.cache_hit and doc.polls >= 1 and doc.seconds > 0
-    html = parse(llamaparse_mock, "p.html", b"<h2>Heading</h2><p>Body <b>text</b></p>")
+    html = parse(llamaparse_wire, "p.html", b"<h2>Heading</h2><p>Body <b>text</b></p>")
     assert html.markdown == "## Heading\n\nBody text"
-    text = parse(llamaparse_mock, "p.html", b"<h2>Heading</h2><p>Body</p>", result_type="text")
+    text = parse(llamaparse_wire, "p.html", b"<h2>Heading</h2><p>Body</p>", result_type="text")
     assert text.pages == ["Heading\n\nBody"]
 
 
@@ -72,7 +74,7 @@ def test_second_parse_is_a_cache_hit(llamaparse_mock: MockServer) -> None:
 
 
 def test_waits_while_pending(llamaparse_mock: MockServer) -> None:
-    httpx.post(f"{llamaparse_mock.base_url}/_mock/pending", json={"pending_seconds": 0.3})
+    llamaparse_mock.http.post("/_mock/pending", json={"pending_seconds": 0.3})
     doc = parse(llamaparse_mock, "slow.md", b"# slow")
     assert doc.markdown == "# slow" and doc.polls >= 3 and doc.seconds >= 0.3
 
@@ -101,10 +103,11 @@ def test_retry_after_is_honoured(llamaparse_mock: MockServer) -> None:
     assert time.monotonic() - start >= 0.35  # the server's delay, not the 0.01 s backoff
 
 
-def test_hang_is_cut_by_the_timeout_and_retried(llamaparse_mock: MockServer) -> None:
-    llamaparse_mock.set_faults({"kind": "hang", "count": 1, "hang_seconds": 10})
+@pytest.mark.over_the_wire  # a socket timeout needs a socket
+def test_hang_is_cut_by_the_timeout_and_retried(llamaparse_wire: MockServer) -> None:
+    llamaparse_wire.set_faults({"kind": "hang", "count": 1, "hang_seconds": 10})
     start = time.monotonic()
-    doc = parse(llamaparse_mock, "h.txt", b"after a hang", timeout_s=0.3)
+    doc = parse(llamaparse_wire, "h.txt", b"after a hang", timeout_s=0.3)
     assert doc.markdown == "after a hang" and time.monotonic() - start < 5
 
 
@@ -116,9 +119,10 @@ def test_persistent_failure_is_a_clear_error(llamaparse_mock: MockServer) -> Non
     assert llamaparse_mock.stats()["faults"]["http_503"] == FAST_RETRY.max_attempts
 
 
-def test_persistent_hang_is_a_timeout(llamaparse_mock: MockServer) -> None:
-    llamaparse_mock.set_faults({"kind": "hang", "hang_seconds": 10})
-    err = parse_error(llamaparse_mock, "h.txt", b"hangs", timeout_s=0.2)
+@pytest.mark.over_the_wire
+def test_persistent_hang_is_a_timeout(llamaparse_wire: MockServer) -> None:
+    llamaparse_wire.set_faults({"kind": "hang", "hang_seconds": 10})
+    err = parse_error(llamaparse_wire, "h.txt", b"hangs", timeout_s=0.2)
     assert err.kind == "timeout" and err.retryable
 
 
@@ -159,7 +163,12 @@ def test_permanent_failures_are_not_retryable(
 
 def test_bad_key_fails_fast_and_never_leaks(llamaparse_mock: MockServer) -> None:
     secret = "sk-this-must-never-appear-anywhere"
-    client = LlamaParseClient(llamaparse_mock.base_url, secret, retry_policy=FAST_RETRY)
+    client = LlamaParseClient(
+        llamaparse_mock.base_url,
+        secret,
+        retry_policy=FAST_RETRY,
+        transport=llamaparse_mock.transport,
+    )
 
     async def run() -> None:
         async with client:
@@ -174,7 +183,8 @@ def test_bad_key_fails_fast_and_never_leaks(llamaparse_mock: MockServer) -> None
         assert secret not in text
 
 
-def test_bounded_concurrency_one_client(llamaparse_mock: MockServer) -> None:
+@pytest.mark.over_the_wire
+def test_bounded_concurrency_one_client(llamaparse_wire: MockServer) -> None:
     in_flight = 0
     peak = 0
     connections: set[int] = set()
@@ -194,7 +204,7 @@ def test_bounded_concurrency_one_client(llamaparse_mock: MockServer) -> None:
             return await super().handle_async_request(request)
 
     async def run() -> list[ParsedDocument]:
-        async with _client(llamaparse_mock, max_concurrency=2, transport=Counting()) as client:
+        async with _client(llamaparse_wire, max_concurrency=2, transport=Counting()) as client:
             docs = [client.parse(f"d{i}.txt", f"document {i}".encode()) for i in range(8)]
             return await asyncio.gather(*docs)
 
@@ -252,9 +262,10 @@ def receiver() -> Iterator[_Receiver]:
     r.server.server_close()
 
 
-def test_webhook_via_upload_options(llamaparse_mock: MockServer, receiver: _Receiver) -> None:
+@pytest.mark.over_the_wire
+def test_webhook_via_upload_options(llamaparse_wire: MockServer, receiver: _Receiver) -> None:
     doc = parse(
-        llamaparse_mock, "w.txt", b"webhook body", upload_options={"webhook_url": receiver.url}
+        llamaparse_wire, "w.txt", b"webhook body", upload_options={"webhook_url": receiver.url}
     )
     assert receiver.event.wait(5)
     body, signature = receiver.bodies[0]

@@ -1,5 +1,5 @@
-"""LlamaParseV2Client against the LlamaParse mock's v2 routes over real HTTP; the parser
-choice (v1/v2, local extensions) and the in-process extraction."""
+"""LlamaParseV2Client against the LlamaParse mock's v2 routes (in-process, see conftest.py);
+the parser choice (v1/v2, local extensions) and the in-process extraction."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def _client(mock: MockServer, **kw: object) -> LlamaParseV2Client:
         "deadline_s": 5.0,
         "timeout_s": 5.0,
         "retry_policy": FAST_RETRY,
+        "transport": getattr(mock, "transport", None),  # in-process unless over the wire
     }
     options.update(kw)
     return LlamaParseV2Client(mock.base_url, mock.api_key or "", **options)
@@ -56,7 +57,7 @@ def routes(mock: MockServer) -> dict[str, int]:
 
 def test_parses_pages_in_order_with_numbers(llamaparse_mock: MockServer) -> None:
     llamaparse_mock.reset()
-    httpx.post(f"{llamaparse_mock.base_url}/_mock/pending", json={"pending_seconds": 0.2})
+    llamaparse_mock.http.post("/_mock/pending", json={"pending_seconds": 0.2})
     pages = ["Revenue grew in spring.", "Costs fell in summer.", "Profit rose in autumn."]
     doc = parse(llamaparse_mock, "reports/q1.pdf", build_text_pdf(pages))
     assert doc.pages == pages and doc.page_numbers == [1, 2, 3] and doc.page_count == 3
@@ -116,8 +117,8 @@ def test_a_stuck_job_is_cancelled_on_the_service(llamaparse_mock: MockServer) ->
     assert err.kind == "stuck" and err.retryable
     assert "still PENDING after 0.3 s (cancelled on the service)" in err.reason
     assert routes(llamaparse_mock)["POST /api/v2/parse/{job_id}/cancel"] == 1
-    job = httpx.get(
-        f"{llamaparse_mock.base_url}/api/v2/parse/{err.job_id}",
+    job = llamaparse_mock.http.get(
+        f"/api/v2/parse/{err.job_id}",
         headers={"Authorization": f"Bearer {llamaparse_mock.api_key}"},
     ).json()["job"]
     assert job["status"] == "CANCELLED"
@@ -175,13 +176,14 @@ def test_x_should_retry_false_is_final(refusing: _Refusing) -> None:
     assert "HTTP 503: Overloaded; do not retry" in info.value.reason
 
 
-def test_health_uses_v2(llamaparse_mock: MockServer) -> None:
+@pytest.mark.over_the_wire
+def test_health_uses_v2(llamaparse_wire: MockServer) -> None:
     async def run() -> float:
-        async with _client(llamaparse_mock) as client:
+        async with _client(llamaparse_wire) as client:
             return await client.health()
 
     assert asyncio.run(run()) >= 0
-    assert routes(llamaparse_mock).get("GET /api/v2/parse") == 1
+    assert routes(llamaparse_wire).get("GET /api/v2/parse") == 1
 
 
 def test_api_choice_and_profiles(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,7 +37,12 @@ HOSTILE_KEYS = [
 
 
 def _supabase(mock: MockServer, bucket: str | None = None, **kw: object) -> SupabaseStorage:
-    options: dict = {"page_size": 2, "retry_policy": FAST_RETRY, "timeout_s": 5.0}
+    options: dict = {
+        "page_size": 2,
+        "retry_policy": FAST_RETRY,
+        "timeout_s": 5.0,
+        "transport": getattr(mock, "sync_transport", None),  # in-process unless over the wire
+    }
     options.update(kw)
     return SupabaseStorage(
         mock.base_url, mock.api_key or "", bucket or f"t-{uuid.uuid4().hex[:10]}", **options
@@ -146,11 +151,12 @@ def test_health_and_describe(backend: StorageBackend) -> None:
     assert "docpipe-local-key" not in text and "docpipe-local-key" not in repr(backend)
 
 
-def test_both_backends_list_the_same(tmp_path: Path, storage_mock: MockServer) -> None:
+@pytest.mark.over_the_wire
+def test_both_backends_list_the_same(tmp_path: Path, storage_wire: MockServer) -> None:
     keys = ["z.md", "m/n.md", "m/a b.md", "a/ü.md", "a.md"]
     folder = FolderStorage(tmp_path / "root")
     _write_all(folder, keys)
-    with _supabase(storage_mock) as supa:
+    with _supabase(storage_wire) as supa:
         _write_all(supa, keys)
         remote = [(o.key, o.size) for o in supa.list_objects()]
     assert remote == [(o.key, o.size) for o in folder.list_objects()]
@@ -233,7 +239,7 @@ def test_supabase_creates_bucket_and_pages(storage_mock: MockServer) -> None:
         assert len(objs) == 7 and all(o.etag and len(o.etag) == 32 for o in objs)
     key = storage_mock.api_key
     headers = {"Authorization": f"Bearer {key}", "apikey": key}
-    resp = httpx.get(f"{storage_mock.base_url}/storage/v1/bucket/{bucket}", headers=headers)
+    resp = storage_mock.http.get(f"/storage/v1/bucket/{bucket}", headers=headers)
     assert resp.status_code == 200
     # Listing paged through the folder: 4 pages of 2 for 8 entries (+1 empty) at least.
     assert storage_mock.stats()["by_route"]["POST /storage/v1/object/list/{bucket}"] >= 5
@@ -272,7 +278,8 @@ def test_supabase_retries_transient_faults(storage_mock: MockServer, kind: str) 
     assert storage_mock.stats()["faults"][kind] == 6
 
 
-def test_supabase_download_checked_against_etag(storage_mock: MockServer) -> None:
+@pytest.mark.over_the_wire
+def test_supabase_download_checked_against_etag(storage_wire: MockServer) -> None:
     mangled: list[str] = []
 
     class Mangling(httpx.HTTPTransport):
@@ -284,7 +291,7 @@ def test_supabase_download_checked_against_etag(storage_mock: MockServer) -> Non
                 return httpx.Response(200, headers=resp.headers, content=b"X" * len(resp.content))
             return resp
 
-    with _supabase(storage_mock, transport=Mangling()) as store:
+    with _supabase(storage_wire, transport=Mangling()) as store:
         store.write("check.txt", b"the real bytes")
         assert store.read("check.txt") == b"the real bytes"
     assert mangled
@@ -299,10 +306,11 @@ def test_supabase_honours_retry_after(storage_mock: MockServer) -> None:
         assert time.monotonic() - start >= 0.35
 
 
-def test_supabase_hang_is_cut_and_retried(storage_mock: MockServer) -> None:
-    with _supabase(storage_mock, timeout_s=0.3) as store:
+@pytest.mark.over_the_wire
+def test_supabase_hang_is_cut_and_retried(storage_wire: MockServer) -> None:
+    with _supabase(storage_wire, timeout_s=0.3) as store:
         store.write("h.txt", b"x")
-        storage_mock.set_faults({"kind": "hang", "count": 1, "hang_seconds": 10})
+        storage_wire.set_faults({"kind": "hang", "count": 1, "hang_seconds": 10})
         start = time.monotonic()
         assert store.exists("h.txt")
         assert time.monotonic() - start < 5
@@ -320,7 +328,13 @@ def test_supabase_persistent_failure_is_clear(storage_mock: MockServer) -> None:
 
 def test_supabase_bad_key_is_not_retried_or_leaked(storage_mock: MockServer) -> None:
     secret = "eyJ-service-role-key-must-not-leak"
-    with SupabaseStorage(storage_mock.base_url, secret, "any", retry_policy=FAST_RETRY) as store:
+    with SupabaseStorage(
+        storage_mock.base_url,
+        secret,
+        "any",
+        retry_policy=FAST_RETRY,
+        transport=storage_mock.sync_transport,
+    ) as store:
         with pytest.raises(StorageError) as info:
             list(store.list_objects())
         err = info.value
