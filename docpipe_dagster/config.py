@@ -112,7 +112,8 @@ def _default_parallel_workers() -> int:
 
 
 class Settings(BaseSettings):
-    """Every variable, once. Field order follows `.env.example`."""
+    """Every variable, once, grouped in the sections of `.env.example` (`# --- title`):
+    the same sections in the same order, each with the same variables (a test checks)."""
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, frozen=True)
 

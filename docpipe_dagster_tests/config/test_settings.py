@@ -38,6 +38,38 @@ def test_env_example_documents_exactly_the_declared_variables() -> None:
     names = documented()
     assert len(names) == len(set(names)), "a variable is documented twice"
     assert set(names) == set(Settings.env_names())
+    # In the same order, so the sections of the model and of the file are the same groups.
+    assert names == Settings.env_names()
+
+
+def _title(header: str) -> str:
+    return header.split("(", 1)[0].strip(" -")
+
+
+def test_the_model_and_env_example_have_the_same_sections() -> None:
+    """The variables are grouped the same way in both: the same section titles, in order,
+    each holding the same variables."""
+    import inspect
+
+    from docpipe_dagster import config
+
+    in_model: dict[str, list[str]] = {}
+    section = ""
+    for line in inspect.getsource(config.Settings).splitlines():
+        if line.strip().startswith("# --- "):
+            section = _title(line.strip()[6:])
+        for token in re.findall(r'(\bENV_[A-Z_]+|"[A-Z][A-Z0-9_]+")', line):
+            name = getattr(config, token) if token.startswith("ENV_") else token.strip('"')
+            if name in Settings.env_names() and name not in in_model.get(section, []):
+                in_model.setdefault(section, []).append(name)
+    in_file: dict[str, list[str]] = {}
+    text = (PROJECT_ROOT / ".env.example").read_text().split(COMPOSE_SECTION, 1)[0]
+    for line in text.splitlines():
+        if line.startswith("# --- "):
+            section = _title(line[6:])
+        elif match := ENV_LINE.match(line):
+            in_file.setdefault(section, []).append(match.group(1))
+    assert list(in_model.items()) == list(in_file.items())
 
 
 def test_every_variable_the_code_names_is_declared() -> None:
