@@ -116,6 +116,8 @@ def test_persistent_failure_is_a_clear_error(llamaparse_mock: MockServer) -> Non
     err = parse_error(llamaparse_mock, "p.txt", b"never")
     assert err.kind == "http" and err.retryable and err.status == 503
     assert "upload" in err.reason and "503" in err.reason
+    # core.retry.Retrier's words: the one retry path every client shares.
+    assert err.reason.endswith(f"(gave up after {FAST_RETRY.max_attempts} attempts)")
     assert llamaparse_mock.stats()["faults"]["http_503"] == FAST_RETRY.max_attempts
 
 
