@@ -292,27 +292,24 @@ def create_app(
         space: Annotated[str | None, Query(description="MODEL[:DIMS]; default: active")] = None,
     ) -> dict[str, Any]:
         """Top-k chunks through the SQL function upload_pipeline.search, with provenance."""
-        from docpipe_dagster.api.service import QueryError, answer
+        from docpipe_dagster.actions import QueryError
+        from docpipe_dagster.actions.search import run_query
         from docpipe_dagster.clients.embeddings import EmbeddingError
 
         if mode is not None and mode not in MODES:
             raise HTTPException(422, f"mode must be one of {', '.join(MODES)}")
-        model, dims = _space(space)
         filters = SearchFilters(prefix, media_type, document_id, since, until)
         with pool().connection() as conn:
             conn.autocommit = True
             try:
-                return asyncio.run(
-                    answer(
-                        conn,
-                        q,
-                        k=k,
-                        mode=mode or search_settings.mode,
-                        filters=filters,
-                        ef_search=ef_search or search_settings.ef_search,
-                        space_model=model,
-                        space_dims=dims,
-                    )
+                return run_query(
+                    conn,
+                    q,
+                    k=k,
+                    mode=mode or search_settings.mode,
+                    filters=filters,
+                    ef_search=ef_search or search_settings.ef_search,
+                    space=space,
                 )
             except (QueryError, SearchError) as exc:
                 raise HTTPException(422, str(exc)) from exc
@@ -375,15 +372,6 @@ def _in_storage(storage: Any, key: str) -> bool:
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
-
-
-def _space(space: str | None) -> tuple[str | None, int | None]:
-    if not space:
-        return None, None
-    model, sep, dims = space.rpartition(":")
-    if sep and dims.isdigit():
-        return model, int(dims)
-    return space, None
 
 
 def _job_state(pool: ConnectionPool, job: uuid.UUID) -> dict[str, Any] | None:
