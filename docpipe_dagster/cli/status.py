@@ -100,6 +100,7 @@ def _event_line(stage: str, kind: str, payload: dict, at: datetime) -> str:
 
 
 def run_story(storage_key: str, as_json: bool) -> int:
+    from docpipe_dagster.store.documents import document_story
 
     with _open_store() as store:
         story = store.document_story(storage_key)
@@ -107,7 +108,8 @@ def run_story(storage_key: str, as_json: bool) -> int:
         click.echo(f"no document with storage key {storage_key!r} (see `docpipe status`)", err=True)
         return 1
     if as_json:
-        click.echo(json.dumps(story.as_dict(), ensure_ascii=False, indent=2))
+        payload = document_story(storage_key, story)
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
         return 0
     click.echo(f"{story.storage_key}: {len(story.versions)} version(s), newest first")
     for v in story.versions:

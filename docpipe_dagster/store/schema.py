@@ -118,17 +118,6 @@ class PendingChunk:
     token_estimate: int
 
 
-@dataclass(frozen=True)
-class SearchHit:
-    storage_key: str
-    chunk_index: int
-    score: float
-    content: str
-    heading_path: list[str]
-    document_id: str
-    chunk_id: str
-
-
 @dataclass
 class BatchReport:
     """Per-batch counts that the asset checks and the run metadata use."""

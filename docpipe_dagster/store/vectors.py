@@ -17,7 +17,6 @@ from docpipe_dagster.store.base import StoreBase
 from docpipe_dagster.store.schema import (
     IN_FLIGHT_STATES,
     S,
-    SearchHit,
     VectorSpace,
 )
 from docpipe_dagster.store.spaces import SpaceCoverage, coverage
@@ -296,19 +295,3 @@ class VectorIndexStore(StoreBase):
                 (space.vector_type, space.model, space.dims),
             )
         return IndexBuilt(**info)
-
-    # --- search ---------------------------------------------------------------------
-
-    def search(
-        self, query_vector: Sequence[float], space: VectorSpace, k: int = 5
-    ) -> list[SearchHit]:
-        distance = sql.SQL("{} <=> {}").format(space.cast(), space.param_cast())
-        query = sql.SQL(
-            "SELECT storage_key, chunk_index, 1 - ({d}) AS score, content, heading_path,"
-            " document_id::text, chunk_id::text FROM {s}.document_chunks"
-            " WHERE embedding_model = %s AND dims = %s ORDER BY {d} LIMIT %s"
-        ).format(d=distance, s=sql.Identifier(S))
-        vec = space.wrap(query_vector)
-        with self.pool.connection() as conn:
-            rows = conn.execute(query, (vec, space.model, space.dims, vec, k)).fetchall()
-        return [SearchHit(r[0], r[1], float(r[2]), r[3], list(r[4]), r[5], r[6]) for r in rows]
