@@ -47,7 +47,8 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 from docpipe_dagster.core.chunking import ChunkingConfig, split_into_chunks
-from docpipe_dagster.store.search import MODES, SpaceRef, search
+from docpipe_dagster.store.schema import VectorSpace
+from docpipe_dagster.store.search import MODES, search
 
 S = "upload_pipeline"
 MODEL = "text-embedding-3-small"
@@ -376,7 +377,7 @@ def run_queries(
     from mocks.openai.app import embed_text
 
     vectors = [embed_text(q.text, dims, MODEL) for q in queries]
-    space = SpaceRef(MODEL, dims)
+    space = VectorSpace(MODEL, dims)
     out: dict[str, Any] = {}
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
@@ -416,7 +417,7 @@ def vector_recall_vs_exact(url: str, queries: list[LabelledQuery], dims: int, ef
         for q in queries:
             vec = embed_text(q.text, dims, MODEL)
             got = {h.chunk_id for h in search(conn, q.text, vec, k=10, mode="vector",
-                                              space=SpaceRef(MODEL, dims), ef_search=ef)}  # fmt: skip
+                                              space=VectorSpace(MODEL, dims), ef_search=ef)}  # fmt: skip
             with conn.transaction():
                 conn.execute("SET LOCAL enable_indexscan = off")
                 exact = conn.execute(

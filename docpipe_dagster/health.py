@@ -45,26 +45,19 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 
 def database_checks(url: str) -> list[CheckResult]:
-    import psycopg
-
     from docpipe_dagster.store.migrate import pending
-    from docpipe_dagster.store.server import redact_url
+    from docpipe_dagster.store.server import extension_version, redact_url, server_version
 
     def reachable() -> str:
-        with psycopg.connect(url, connect_timeout=5) as conn:
-            version = conn.execute("SHOW server_version").fetchone()[0]
-        return f"PostgreSQL {version} at {redact_url(url)}"
+        return f"PostgreSQL {server_version(url)} at {redact_url(url)}"
 
     def pgvector() -> str:
-        with psycopg.connect(url, connect_timeout=5) as conn:
-            row = conn.execute(
-                "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
-            ).fetchone()
-        if row is None:
+        version = extension_version(url, "vector")
+        if version is None:
             raise RuntimeError("pgvector extension not installed (run `docpipe db migrate`)")
-        if _version_tuple(row[0]) < PGVECTOR_MIN_VERSION:
-            raise RuntimeError(f"pgvector {row[0]} is older than 0.5.0")
-        return f"pgvector {row[0]}"
+        if _version_tuple(version) < PGVECTOR_MIN_VERSION:
+            raise RuntimeError(f"pgvector {version} is older than 0.5.0")
+        return f"pgvector {version}"
 
     def migrations() -> str:
         todo = pending(url)

@@ -60,7 +60,7 @@ VECTOR_TABLES = {
 
 # What `docpipe ingest --wait` imports before its first run.
 DOCPIPE_IMPORTS = (
-    "import docpipe_dagster.cli, docpipe_dagster.cli.documents, docpipe_dagster.runner,"
+    "import docpipe_dagster.cli, docpipe_dagster.cli.ingest, docpipe_dagster.runner,"
     " docpipe_dagster.defs.resources, docpipe_dagster.store.queries"
 )
 

@@ -22,7 +22,6 @@ import psycopg
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from docpipe_dagster.api.settings import ApiSettings, SearchSettings, api_key
@@ -36,9 +35,10 @@ from docpipe_dagster.core.hashing import sha256_bytes
 from docpipe_dagster.core.ids import document_id as document_id_for
 from docpipe_dagster.core.ids import job_id as job_id_for
 from docpipe_dagster.core.media import is_ignored_key
+from docpipe_dagster.store.documents import document_story
+from docpipe_dagster.store.queries import Store
 from docpipe_dagster.store.search import MODES, SearchError, SearchFilters, set_search_language
 
-S = "upload_pipeline"
 _READ_CHUNK = 1024 * 1024
 # Multipart framing around the file: boundaries, headers, the optional form fields.
 _MULTIPART_SLACK = 64 * 1024
@@ -138,6 +138,7 @@ def create_app(
             conn.autocommit = True
             set_search_language(conn, search_settings.language)
         state["pool"] = pool
+        state["store"] = Store(pool)  # closed with the pool
         state["storage"] = storage_factory()
         try:
             yield
@@ -164,6 +165,9 @@ def create_app(
 
     def pool() -> ConnectionPool:
         return state["pool"]
+
+    def store() -> Store:
+        return state["store"]
 
     def clean_query(request: Request) -> None:
         # Postgres cannot hold a NUL and no query needs a control character: the client's
@@ -217,11 +221,11 @@ def create_app(
         sha = sha256_bytes(bytes(data))
         doc = document_id_for(full)
         job = job_id_for(doc, sha)
-        row = await asyncio.to_thread(_job_state, pool(), job)
+        row = await asyncio.to_thread(store().job_state, job)
         deadline = time.monotonic() + wait
         while row is None and time.monotonic() < deadline:
             await asyncio.sleep(0.25)
-            row = await asyncio.to_thread(_job_state, pool(), job)
+            row = await asyncio.to_thread(store().job_state, job)
         return {
             "storage_key": full,
             "document_id": str(doc),
@@ -229,40 +233,20 @@ def create_app(
             "content_sha256": sha,
             "size_bytes": len(data),
             "registered": row is not None,
-            "state": row["state"] if row else None,
+            "state": row,
             "status_url": f"/v1/documents/{full}",
         }
 
     @app.get("/v1/documents/{key:path}", dependencies=v1)
     def get_document(key: str) -> dict[str, Any]:
-        """The document's versions (newest first) with their state, and each one's events."""
+        """The document's story (docs/API.md): its versions (newest first) with their state
+        and each one's events; the same shape as `docpipe status KEY --json`."""
         full = checked_key(key)
-        with pool().connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            versions = cur.execute(
-                f"""SELECT job_id::text, document_id::text, content_sha256, size_bytes, media_type,
-                        state, failed_stage, failure_reason, attempts, chunk_count, page_count,
-                        registered_at, updated_at, completed_at
-                    FROM {S}.upload_jobs WHERE storage_key = %s ORDER BY registered_at DESC""",
-                (full,),
-            ).fetchall()
-            events = cur.execute(
-                f"""SELECT e.job_id::text, e.stage, e.event_type, e.payload, e.created_at
-                    FROM {S}.events e JOIN {S}.upload_jobs j ON j.job_id = e.job_id
-                    WHERE j.storage_key = %s ORDER BY e.event_id""",
-                (full,),
-            ).fetchall()
+        story = store().document_story(full)
         in_storage = _in_storage(state["storage"], full)
-        if not versions and not in_storage:
+        if story is None and not in_storage:
             raise HTTPException(404, f"no document {full!r} in storage or in the pipeline")
-        by_job: dict[str, list[dict[str, Any]]] = {}
-        for e in events:
-            by_job.setdefault(e.pop("job_id"), []).append(_jsonable(e))
-        return {
-            "storage_key": full,
-            "in_storage": in_storage,
-            "state": versions[0]["state"] if versions else "not registered yet",
-            "versions": [{**_jsonable(v), "events": by_job.get(v["job_id"], [])} for v in versions],
-        }
+        return document_story(full, story, in_storage=in_storage)
 
     @app.delete("/v1/documents/{key:path}", status_code=202, dependencies=v1)
     def delete_document(key: str) -> dict[str, Any]:
@@ -292,27 +276,24 @@ def create_app(
         space: Annotated[str | None, Query(description="MODEL[:DIMS]; default: active")] = None,
     ) -> dict[str, Any]:
         """Top-k chunks through the SQL function upload_pipeline.search, with provenance."""
-        from docpipe_dagster.api.service import QueryError, answer
+        from docpipe_dagster.actions import QueryError
+        from docpipe_dagster.actions.search import run_query
         from docpipe_dagster.clients.embeddings import EmbeddingError
 
         if mode is not None and mode not in MODES:
             raise HTTPException(422, f"mode must be one of {', '.join(MODES)}")
-        model, dims = _space(space)
         filters = SearchFilters(prefix, media_type, document_id, since, until)
         with pool().connection() as conn:
             conn.autocommit = True
             try:
-                return asyncio.run(
-                    answer(
-                        conn,
-                        q,
-                        k=k,
-                        mode=mode or search_settings.mode,
-                        filters=filters,
-                        ef_search=ef_search or search_settings.ef_search,
-                        space_model=model,
-                        space_dims=dims,
-                    )
+                return run_query(
+                    conn,
+                    q,
+                    k=k,
+                    mode=mode or search_settings.mode,
+                    filters=filters,
+                    ef_search=ef_search or search_settings.ef_search,
+                    space=space,
                 )
             except (QueryError, SearchError) as exc:
                 raise HTTPException(422, str(exc)) from exc
@@ -327,8 +308,7 @@ def create_app(
         started = time.perf_counter()
         services: list[dict[str, Any]] = []
         try:
-            with pool().connection(timeout=5) as conn:
-                conn.execute("SELECT 1")
+            store().ping(timeout=5)
             services.append(
                 {"name": "database", "ok": True, "latency_ms": _ms(started), "detail": "ok"}
             )
@@ -375,26 +355,6 @@ def _in_storage(storage: Any, key: str) -> bool:
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
-
-
-def _space(space: str | None) -> tuple[str | None, int | None]:
-    if not space:
-        return None, None
-    model, sep, dims = space.rpartition(":")
-    if sep and dims.isdigit():
-        return model, int(dims)
-    return space, None
-
-
-def _job_state(pool: ConnectionPool, job: uuid.UUID) -> dict[str, Any] | None:
-    with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            f"SELECT state FROM {S}.upload_jobs WHERE job_id = %s", (job,)
-        ).fetchone()
-
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 def serve(host: str | None, port: int | None, echo: Callable[[str], None] = print) -> int:

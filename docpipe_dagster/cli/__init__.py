@@ -1,9 +1,9 @@
 """The `docpipe` command: database, mocks, the dev stack, ingest, search, status.
 
 One module per command group: database.py (db, env), stack.py (dev, mocks, validate),
-documents.py (ingest, search, status, verify), retry.py (retry, and the story behind
-`status KEY` / `status --failed`). Imports inside the commands keep `--help`
-fast.
+ingest.py, search.py, status.py (status, verify), retry.py, spaces.py, api.py, metrics.py.
+Each lists its commands in COMMANDS; the use cases they run live in actions/. Imports inside
+the commands keep `--help` fast.
 """
 
 from __future__ import annotations
@@ -108,13 +108,21 @@ def run_command(
 
 
 def _register() -> None:
-    from docpipe_dagster.api.cli import register as register_api
-    from docpipe_dagster.cli import database, documents, metrics, retry, stack
+    from docpipe_dagster.cli import (
+        api,
+        database,
+        ingest,
+        metrics,
+        retry,
+        search,
+        spaces,
+        stack,
+        status,
+    )
 
-    for module in (database, stack, documents, retry, metrics):
+    for module in (database, stack, ingest, search, status, retry, spaces, api, metrics):
         for command in module.COMMANDS:
             main.add_command(command)
-    register_api(main)  # `docpipe api` and `docpipe spaces`
 
 
 _register()

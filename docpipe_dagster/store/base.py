@@ -52,6 +52,11 @@ class StoreBase:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def ping(self, timeout: float = 5.0) -> None:
+        """One round trip to the database; raises when it does not answer within `timeout`."""
+        with self.pool.connection(timeout=timeout) as conn:
+            conn.execute("SELECT 1")
+
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[psycopg.Connection]:
         """One transaction on a pooled connection.

@@ -30,8 +30,10 @@ class Event:
 @dataclass(frozen=True)
 class Version:
     job_id: uuid.UUID
+    document_id: uuid.UUID
     content_sha256: str
     size_bytes: int
+    media_type: str | None
     state: str
     batch_key: str | None
     attempts: int
@@ -41,21 +43,24 @@ class Version:
     retryable: bool | None
     next_attempt_at: datetime | None
     chunk_count: int | None
+    page_count: int | None
     registered_at: datetime
     updated_at: datetime
+    completed_at: datetime | None
     events: list[Event] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "events"}
         out["job_id"] = str(self.job_id)
-        for key in ("next_attempt_at", "registered_at", "updated_at"):
+        out["document_id"] = str(self.document_id)
+        for key in ("next_attempt_at", "registered_at", "updated_at", "completed_at"):
             out[key] = out[key].isoformat() if out[key] else None
         out["events"] = [
             {
                 "stage": e.stage,
-                "type": e.event_type,
+                "event_type": e.event_type,
                 "payload": e.payload,
-                "at": e.created_at.isoformat(),
+                "created_at": e.created_at.isoformat(),
             }
             for e in self.events
         ]
@@ -67,8 +72,20 @@ class DocumentStory:
     storage_key: str
     versions: list[Version]  # newest first
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"storage_key": self.storage_key, "versions": [v.as_dict() for v in self.versions]}
+
+def document_story(
+    storage_key: str, story: DocumentStory | None, *, in_storage: bool | None = None
+) -> dict[str, Any]:
+    """The one JSON shape of a document: `docpipe status KEY --json` and
+    GET /v1/documents/{key} (docs/API.md). `in_storage` is None when the caller did not
+    look at storage (the CLI reads the database only)."""
+    versions = story.versions if story is not None else []
+    return {
+        "storage_key": storage_key,
+        "in_storage": in_storage,
+        "state": versions[0].state if versions else "not registered yet",
+        "versions": [v.as_dict() for v in versions],
+    }
 
 
 @dataclass(frozen=True)
@@ -96,9 +113,10 @@ class DocumentStore(StoreBase):
         """Every registered version of `storage_key`, newest first, each with its events in order."""
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                f"""SELECT job_id, content_sha256, size_bytes, state, batch_key, attempts,
-                    failed_stage, failure_reason, failure_code, retryable, next_attempt_at,
-                    chunk_count, registered_at, updated_at
+                f"""SELECT job_id, document_id, content_sha256, size_bytes, media_type, state,
+                    batch_key, attempts, failed_stage, failure_reason, failure_code, retryable,
+                    next_attempt_at, chunk_count, page_count, registered_at, updated_at,
+                    completed_at
                 FROM {S}.upload_jobs WHERE storage_key = %s"""
                 " ORDER BY registered_at DESC",
                 (storage_key,),
@@ -118,6 +136,14 @@ class DocumentStore(StoreBase):
                 )
         versions = [Version(**row, events=events.get(row["job_id"], [])) for row in rows]
         return DocumentStory(storage_key, versions)
+
+    def job_state(self, job_id: uuid.UUID) -> str | None:
+        """The job's state; None while intake has not registered it."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT state FROM {S}.upload_jobs WHERE job_id = %s", (job_id,)
+            ).fetchone()
+        return None if row is None else row[0]
 
     def failed_versions(
         self,

@@ -5,7 +5,8 @@
 - store/jobs.py: jobs and their transitions (intake, states, failures, retries)
 - store/staging.py: the parse cache, chunk and vector buffers, the embedding cache
 - store/commit.py: the atomic swap of a document's searchable chunks
-- store/vectors.py: vector spaces, the HNSW index lifecycle, bulk loads, search
+- store/vectors.py: vector spaces, the HNSW index lifecycle, bulk loads
+- store/search.py: search (the SQL function upload_pipeline.search); spaces.py: coverage
 - store/reports.py: batch reports, `docpipe status`, check queries
 - store/metrics.py: what the Prometheus exporter reads, stage and provider runs
 - store/parked.py: documents waiting for a service, what a dead run left in flight
@@ -38,7 +39,6 @@ from docpipe_dagster.store.schema import (
     ParsedJob,
     PendingChunk,
     S,
-    SearchHit,
 )
 from docpipe_dagster.store.staging import StagingStore
 from docpipe_dagster.store.vectors import (
@@ -67,7 +67,6 @@ __all__ = [
     "ParsedJob",
     "PendingChunk",
     "S",
-    "SearchHit",
     "Store",
     "VectorSpace",
 ]

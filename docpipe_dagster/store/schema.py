@@ -9,6 +9,9 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from pgvector import HalfVector, Vector
+from psycopg import sql
+
 # The one definition of the schema name (SQL in sql/ creates it; everything else imports it).
 SCHEMA = "upload_pipeline"
 S = SCHEMA
@@ -115,17 +118,6 @@ class PendingChunk:
     token_estimate: int
 
 
-@dataclass(frozen=True)
-class SearchHit:
-    storage_key: str
-    chunk_index: int
-    score: float
-    content: str
-    heading_path: list[str]
-    document_id: str
-    chunk_id: str
-
-
 @dataclass
 class BatchReport:
     """Per-batch counts that the asset checks and the run metadata use."""
@@ -153,3 +145,58 @@ class EmbeddingCheck:
     chunks_without_vector: int
     vectors_wrong_space: int
     vectors: int
+
+
+@dataclass(frozen=True)
+class VectorSpace:
+    """A vector space: one (model, dims) set of vectors with its own partial HNSW index.
+
+    The one value type for a space, written (commit, backfill), searched and listed alike.
+    `index_type` is the type the index (and search) casts the stored vectors to: "vector"
+    (float32) or "halfvec" (float16: half the index size, up to 4,000 dimensions); None
+    means vector up to 2,000 dimensions and halfvec above. The table keeps full precision.
+    `is_active` (search reads it by default) is a state read from the database, not part
+    of the space's identity: it does not take part in equality.
+    """
+
+    model: str
+    dims: int
+    index_type: str | None = None
+    is_active: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.index_type not in (None, "vector", "halfvec"):
+            raise ValueError(f"index type must be 'vector' or 'halfvec', got {self.index_type!r}")
+        if self.index_type == "vector" and self.dims > 2000:
+            raise ValueError(
+                f"HNSW indexes `vector` up to 2,000 dimensions ({self.dims} asked); use halfvec"
+            )
+
+    @property
+    def name(self) -> str:
+        """MODEL:DIMS, as the commands and the API name a space."""
+        return f"{self.model}:{self.dims}"
+
+    @property
+    def vector_type(self) -> str:
+        # HNSW indexes `vector` up to 2,000 dimensions, `halfvec` up to 4,000.
+        if self.index_type is not None:
+            return self.index_type
+        return "vector" if self.dims <= 2000 else "halfvec"
+
+    @property
+    def index_name(self) -> str:
+        slug = "".join(c if c.isalnum() else "_" for c in self.model.lower())[:30]
+        return f"document_chunks_hnsw_{slug}_{self.dims}"
+
+    def cast(self) -> sql.Composable:
+        """`embedding::vector(D)`: the expression the partial HNSW index is built on."""
+        return sql.SQL("embedding::{}({})").format(
+            sql.SQL(self.vector_type), sql.Literal(self.dims)
+        )
+
+    def param_cast(self) -> sql.Composable:
+        return sql.SQL("%s::{}({})").format(sql.SQL(self.vector_type), sql.Literal(self.dims))
+
+    def wrap(self, values: Sequence[float]) -> Vector | HalfVector:
+        return Vector(list(values)) if self.vector_type == "vector" else HalfVector(list(values))

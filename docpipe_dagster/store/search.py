@@ -18,6 +18,8 @@ from pgvector import Vector
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from docpipe_dagster.store.schema import VectorSpace
+
 S = "upload_pipeline"
 MODES = ("hybrid", "vector", "text")
 # Names a parser-pages migration may give a chunk's page range (first, last page).
@@ -35,16 +37,6 @@ class SearchFilters:
     document_ids: Sequence[uuid.UUID] | None = None
     ingested_after: datetime | None = None
     ingested_before: datetime | None = None
-
-
-@dataclass(frozen=True)
-class SpaceRef:
-    """The vector space a search reads (model, dims) and how its index casts vectors."""
-
-    model: str
-    dims: int
-    vector_type: str = "vector"
-    is_active: bool = False
 
 
 @dataclass
@@ -81,14 +73,14 @@ class SearchResult:
         return data
 
 
-def search_space(conn: psycopg.Connection) -> SpaceRef | None:
+def search_space(conn: psycopg.Connection) -> VectorSpace | None:
     """The space a search reads by default: the active one (else the oldest with vectors)."""
     row = conn.execute(
         f"SELECT embedding_model, dims, vector_type, is_active FROM {S}.search_space()"
     ).fetchone()
     if row is None or row[0] is None:
         return None
-    return SpaceRef(row[0], int(row[1]), row[2], bool(row[3]))
+    return VectorSpace(row[0], int(row[1]), row[2], bool(row[3]))
 
 
 def search_language(conn: psycopg.Connection) -> str:
@@ -124,7 +116,7 @@ def search(
     mode: str = "hybrid",
     filters: SearchFilters | None = None,
     ef_search: int | None = None,
-    space: SpaceRef | None = None,
+    space: VectorSpace | None = None,
     candidates: int | None = None,
 ) -> list[SearchResult]:
     """Top-k results of `upload_pipeline.search`; raises SearchError for a bad request."""

@@ -313,3 +313,22 @@ def ready_database(start: bool = True) -> DatabaseTarget:
     target = resolve_database(start=start)
     migrate(target.url)
     return target
+
+
+def server_version(url: str, timeout: int = 5) -> str:
+    """The server's version (SHOW server_version), on a connection of its own."""
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=timeout) as conn:
+        return str(conn.execute("SHOW server_version").fetchone()[0])
+
+
+def extension_version(url: str, name: str = "vector", timeout: int = 5) -> str | None:
+    """The installed version of extension `name` (pgvector: "vector"); None when absent."""
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=timeout) as conn:
+        row = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = %s", (name,)
+        ).fetchone()
+    return None if row is None else str(row[0])

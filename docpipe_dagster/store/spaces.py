@@ -16,21 +16,35 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from docpipe_dagster.store.search import SpaceRef, search_space
-
-S = "upload_pipeline"
+from docpipe_dagster.store.schema import S, VectorSpace
+from docpipe_dagster.store.search import search_space
 
 
 @dataclass(frozen=True)
 class SpaceCoverage:
-    model: str
-    dims: int
-    vector_type: str
+    """A space and how much of the corpus it holds (what `docpipe spaces` lists)."""
+
+    space: VectorSpace
     index_state: str
-    is_active: bool
     vectors: int
     documents: int  # completed documents whose current version this space holds
     completed: int  # completed documents in all
+
+    @property
+    def model(self) -> str:
+        return self.space.model
+
+    @property
+    def dims(self) -> int:
+        return self.space.dims
+
+    @property
+    def vector_type(self) -> str:
+        return self.space.vector_type
+
+    @property
+    def is_active(self) -> bool:
+        return self.space.is_active
 
     @property
     def missing(self) -> int:
@@ -52,6 +66,10 @@ class SpaceCoverage:
             "completed_documents": self.completed,
             "coverage": round(self.documents / self.completed, 4) if self.completed else 1.0,
         }
+
+    @classmethod
+    def from_row(cls, r: Sequence[Any]) -> SpaceCoverage:
+        return cls(VectorSpace(r[0], r[1], r[2], bool(r[4])), r[3], int(r[5]), int(r[6]), int(r[7]))
 
 
 _COVERAGE = f"""
@@ -75,19 +93,33 @@ FROM {S}.vector_spaces s
 
 def list_spaces(conn: psycopg.Connection) -> list[SpaceCoverage]:
     rows = conn.execute(_COVERAGE + " ORDER BY s.created_at, s.embedding_model, s.dims").fetchall()
-    return [
-        SpaceCoverage(r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7])) for r in rows
-    ]
+    return [SpaceCoverage.from_row(r) for r in rows]
 
 
 def coverage(conn: psycopg.Connection, model: str, dims: int) -> SpaceCoverage | None:
     row = conn.execute(
         _COVERAGE + " WHERE s.embedding_model = %s AND s.dims = %s", (model, dims)
     ).fetchone()
-    if row is None:
-        return None
-    return SpaceCoverage(
-        row[0], row[1], row[2], row[3], row[4], int(row[5]), int(row[6]), int(row[7])
+    return None if row is None else SpaceCoverage.from_row(row)
+
+
+def find_space(conn: psycopg.Connection, model: str, dims: int | None) -> VectorSpace | None:
+    """The registered space of `model` (with `dims`, or any: the active one first)."""
+    row = conn.execute(
+        f"""SELECT embedding_model, dims, vector_type, is_active FROM {S}.vector_spaces
+            WHERE embedding_model = %s AND (%s::int IS NULL OR dims = %s)
+            ORDER BY is_active DESC, created_at LIMIT 1""",
+        (model, dims, dims),
+    ).fetchone()
+    return None if row is None else VectorSpace(row[0], int(row[1]), row[2], bool(row[3]))
+
+
+def any_completed(conn: psycopg.Connection) -> bool:
+    """Whether any document has completed (a first space is worth registering)."""
+    return bool(
+        conn.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {S}.upload_jobs WHERE state = 'completed')"
+        ).fetchone()[0]
     )
 
 
@@ -133,7 +165,7 @@ class SpaceError(ValueError):
     """A space operation refused (unknown space, dropping the active one)."""
 
 
-def drop_space(conn: psycopg.Connection, model: str, dims: int | None) -> SpaceRef:
+def drop_space(conn: psycopg.Connection, model: str, dims: int | None) -> VectorSpace:
     """Remove a space that is not active: its vectors, its index and its registration."""
     with conn.transaction():
         rows = conn.execute(
@@ -164,14 +196,14 @@ def drop_space(conn: psycopg.Connection, model: str, dims: int | None) -> SpaceR
                 VALUES (%s, %s, 'dropped')""",
             name,
         )
-    return SpaceRef(name[0], name[1])
+    return VectorSpace(name[0], name[1])
 
 
 Embed = Callable[[Sequence[str]], Awaitable[list[Sequence[float]]]]
 
 
 async def backfill(
-    conn: psycopg.Connection, target: SpaceRef, embed: Embed, *, batch_rows: int = 512
+    conn: psycopg.Connection, target: VectorSpace, embed: Embed, *, batch_rows: int = 512
 ) -> dict[str, int]:
     """Embed into `target` the chunks of every completed document it lacks, copied from a
     space that holds them (the active one first). Each document is written in one

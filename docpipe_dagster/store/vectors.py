@@ -11,62 +11,15 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from pgvector import HalfVector, Vector
 from psycopg import sql
 
 from docpipe_dagster.store.base import StoreBase
 from docpipe_dagster.store.schema import (
     IN_FLIGHT_STATES,
     S,
-    SearchHit,
+    VectorSpace,
 )
 from docpipe_dagster.store.spaces import SpaceCoverage, coverage
-
-
-@dataclass(frozen=True)
-class VectorSpace:
-    """One (model, dims) set of vectors with its own partial HNSW index.
-
-    `index_type` is the type the index (and search) casts the stored vectors to: "vector"
-    (float32) or "halfvec" (float16: half the index size, up to 4,000 dimensions); None
-    means vector up to 2,000 dimensions and halfvec above. The table keeps full precision.
-    """
-
-    model: str
-    dims: int
-    index_type: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.index_type not in (None, "vector", "halfvec"):
-            raise ValueError(f"index type must be 'vector' or 'halfvec', got {self.index_type!r}")
-        if self.index_type == "vector" and self.dims > 2000:
-            raise ValueError(
-                f"HNSW indexes `vector` up to 2,000 dimensions ({self.dims} asked); use halfvec"
-            )
-
-    @property
-    def vector_type(self) -> str:
-        # HNSW indexes `vector` up to 2,000 dimensions, `halfvec` up to 4,000.
-        if self.index_type is not None:
-            return self.index_type
-        return "vector" if self.dims <= 2000 else "halfvec"
-
-    @property
-    def index_name(self) -> str:
-        slug = "".join(c if c.isalnum() else "_" for c in self.model.lower())[:30]
-        return f"document_chunks_hnsw_{slug}_{self.dims}"
-
-    def cast(self) -> sql.Composable:
-        """`embedding::vector(D)`: the expression the partial HNSW index is built on."""
-        return sql.SQL("embedding::{}({})").format(
-            sql.SQL(self.vector_type), sql.Literal(self.dims)
-        )
-
-    def param_cast(self) -> sql.Composable:
-        return sql.SQL("%s::{}({})").format(sql.SQL(self.vector_type), sql.Literal(self.dims))
-
-    def wrap(self, values: Sequence[float]) -> Vector | HalfVector:
-        return Vector(list(values)) if self.vector_type == "vector" else HalfVector(list(values))
 
 
 @dataclass(frozen=True)
@@ -342,19 +295,3 @@ class VectorIndexStore(StoreBase):
                 (space.vector_type, space.model, space.dims),
             )
         return IndexBuilt(**info)
-
-    # --- search ---------------------------------------------------------------------
-
-    def search(
-        self, query_vector: Sequence[float], space: VectorSpace, k: int = 5
-    ) -> list[SearchHit]:
-        distance = sql.SQL("{} <=> {}").format(space.cast(), space.param_cast())
-        query = sql.SQL(
-            "SELECT storage_key, chunk_index, 1 - ({d}) AS score, content, heading_path,"
-            " document_id::text, chunk_id::text FROM {s}.document_chunks"
-            " WHERE embedding_model = %s AND dims = %s ORDER BY {d} LIMIT %s"
-        ).format(d=distance, s=sql.Identifier(S))
-        vec = space.wrap(query_vector)
-        with self.pool.connection() as conn:
-            rows = conn.execute(query, (vec, space.model, space.dims, vec, k)).fetchall()
-        return [SearchHit(r[0], r[1], float(r[2]), r[3], list(r[4]), r[5], r[6]) for r in rows]

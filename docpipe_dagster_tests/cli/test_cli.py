@@ -210,7 +210,7 @@ def test_ingest_sends_pdfs_to_the_v2_api_and_parses_text_in_process(
 
 
 def test_page_label_names_one_page_or_a_range() -> None:
-    from docpipe_dagster.api.cli import page_label
+    from docpipe_dagster.cli.search import page_label
 
     assert page_label(2, 2) == "page 2"
     assert page_label(2, None) == "page 2"

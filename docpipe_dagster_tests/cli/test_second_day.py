@@ -50,7 +50,7 @@ def test_dead_lettered_documents_are_listed_explained_and_retried(
     story = json.loads(docpipe(cli_env, "status", "notes/owls.md", "--json").stdout)
     (version,) = story["versions"]
     assert version["state"] == "completed" and version["attempts"] == 0
-    kinds = [(e["stage"], e["type"]) for e in version["events"]]
+    kinds = [(e["stage"], e["event_type"]) for e in version["events"]]
     assert ("embed", "failed") in kinds and ("intake", "retry") in kinds
     assert kinds.index(("embed", "failed")) < kinds.index(("intake", "retry"))
     assert kinds[-1][1] == "completed", kinds

@@ -26,7 +26,9 @@ from docpipe_dagster.defs.intake.sensors import storage_intake_sensor
 from docpipe_dagster.defs.partitions import BATCHES
 from docpipe_dagster.defs.resources import PipelineSettings, build_resources
 from docpipe_dagster.runner import BatchOutcome, run_batch
-from docpipe_dagster.store.queries import S, SearchHit, Store, VectorSpace
+from docpipe_dagster.store.pool import connect
+from docpipe_dagster.store.queries import S, Store, VectorSpace
+from docpipe_dagster.store.search import SearchResult, search
 from docpipe_dagster_tests.support import MockServer
 from docpipe_dagster_tests.support.env import apply_env, pipeline_env
 
@@ -137,7 +139,8 @@ class Pipeline:
     def space(self) -> VectorSpace:
         return self.resources["embedder"].space()
 
-    def search(self, text: str, k: int = 5) -> list[SearchHit]:
+    def search(self, text: str, k: int = 5) -> list[SearchResult]:
+        """Top-k chunks by vector through the product's SQL search (upload_pipeline.search)."""
         embedder = self.resources["embedder"]
 
         async def embed() -> list[float]:
@@ -150,8 +153,8 @@ class Pipeline:
             return vector
 
         vector = asyncio.run(embed())
-        with self.store() as store:
-            return store.search(vector, self.space(), k)
+        with connect(self.database_url, autocommit=True) as conn:
+            return search(conn, text, vector, k=k, mode="vector", space=self.space())
 
 
 def tick(

@@ -1,7 +1,7 @@
 """A company's document folder, as a new user drops it into storage: DOCX, PPTX, XLSX, ODT,
 EPUB, RTF, a legacy .xls (and .doc when LibreOffice is installed), a scanned PDF and a photo
 of a page. Every file ends `completed` and search (the SQL function `docpipe search` calls,
-through api.service.answer) finds each by its own content: once with the default routing
+through actions.search.answer) finds each by its own content: once with the default routing
 (layout types through the LlamaParse mock) and once with DOCPIPE_PARSE_LOCALLY=all and no
 parser service at all.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from docpipe_dagster.api.service import answer
+from docpipe_dagster.actions.search import answer
 from docpipe_dagster.runner import ingest_pending
 from docpipe_dagster.services import free_ports
 from docpipe_dagster.store.pool import connect

@@ -203,7 +203,7 @@ def test_a_changed_file_replaces_its_old_version_in_search(pipeline: Pipeline) -
     ingest_pending(resources=pipeline.resources, instance=pipeline.instance)
     old_job = pipeline.jobs()["story.txt"]
     assert old_job["state"] == "completed"
-    assert pipeline.search(old, k=1)[0].content == old
+    assert pipeline.search(old, k=1)[0].text == old
 
     pipeline.write("story.txt", new)
     (outcome,) = ingest_pending(resources=pipeline.resources, instance=pipeline.instance)
@@ -217,7 +217,7 @@ def test_a_changed_file_replaces_its_old_version_in_search(pipeline: Pipeline) -
     )
     assert state == [{"state": "superseded"}]
     assert chunk_versions(pipeline, "story.txt") == {sha256_bytes(new.encode()): 1}
-    contents = {hit.content for hit in pipeline.search(old, k=10)}
+    contents = {hit.text for hit in pipeline.search(old, k=10)}
     assert new in contents and old not in contents
     assert pipeline.jobs()["other.txt"]["state"] == "completed"
 

@@ -11,14 +11,13 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from docpipe_dagster.api.service import embed_query
+from docpipe_dagster.actions.search import embed_query
 from docpipe_dagster.core.chunking import normalise_text
 from docpipe_dagster.runner import ingest_pending
 from docpipe_dagster.store.queries import S, Store, VectorSpace
 from docpipe_dagster.store.search import (
     SearchError,
     SearchFilters,
-    SpaceRef,
     search,
     search_language,
     search_space,
@@ -125,7 +124,7 @@ def test_bad_requests_are_explained(pipeline: Pipeline) -> None:
         with pytest.raises(SearchError, match="k must be between"):
             search(conn, "x", None, mode="text", k=0)
         with pytest.raises(SearchError, match="no vector space"):
-            search(conn, "x", None, mode="text", space=SpaceRef("nope", 3))
+            search(conn, "x", None, mode="text", space=VectorSpace("nope", 3))
 
 
 def test_language_setting_falls_back_to_simple(pipeline: Pipeline) -> None:
@@ -186,7 +185,7 @@ def test_filtered_top_k_is_complete_with_iterative_scan(pipeline: Pipeline) -> N
             query,
             k=20,
             mode="vector",
-            space=SpaceRef("filter-test", 16),
+            space=VectorSpace("filter-test", 16),
             filters=SearchFilters("hit/"),
         )
         exact = conn.execute(

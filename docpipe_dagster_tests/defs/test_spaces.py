@@ -11,7 +11,8 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from docpipe_dagster.api.service import embed_query, sync_configured_space
+from docpipe_dagster.actions.search import embed_query
+from docpipe_dagster.actions.spaces import sync_configured_space
 from docpipe_dagster.runner import ingest_pending
 from docpipe_dagster.store.invariants import check_invariants
 from docpipe_dagster.store.search import search, search_space

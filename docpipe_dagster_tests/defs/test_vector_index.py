@@ -53,7 +53,7 @@ def test_a_first_load_builds_the_index_once_after_committing(pipeline: Pipeline)
     assert space_row(pipeline)["index_state"] == "ready"
     assert space_row(pipeline)["present"]
     hits = pipeline.search("the glacier crampons detail number 3 matters")
-    assert hits and "glacier crampons" in hits[0].content
+    assert hits and "glacier crampons" in hits[0].text
 
 
 def test_a_small_batch_inserts_into_the_existing_index(pipeline: Pipeline) -> None:
@@ -147,7 +147,7 @@ def test_a_halfvec_index_is_built_and_searched(
     assert "halfvec" in indexdef["indexdef"]
     pipeline.resources = resources
     hits = pipeline.search("the sourdough starter detail number 4 matters")
-    assert hits and "sourdough starter" in hits[0].content
+    assert hits and "sourdough starter" in hits[0].text
 
 
 def test_halfvec_is_refused_above_its_limit_and_vector_above_2000() -> None:

@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import psutil
 import psycopg
@@ -34,7 +33,9 @@ import psycopg
 from docpipe_dagster.clients.embeddings import EmbeddingsClient
 from docpipe_dagster.runner import BatchOutcome
 from docpipe_dagster.store.invariants import check_invariants
-from docpipe_dagster.store.queries import SearchHit, Store
+from docpipe_dagster.store.pool import connect
+from docpipe_dagster.store.search import SearchResult
+from docpipe_dagster.store.search import search as search_chunks
 from docpipe_dagster_tests.defs.conftest import Pipeline, wired_pipeline  # noqa: F401  (shared here)
 from mocks.llamaparse.testdata import build_encrypted_pdf, build_text_pdf
 
@@ -371,7 +372,7 @@ def oversize_text() -> str:
 # --- running a test pipeline -----------------------------------------------------------------
 
 
-def search(pipeline: Pipeline, text: str, k: int = 8) -> list[SearchHit]:
+def search(pipeline: Pipeline, text: str, k: int = 8) -> list[SearchResult]:
     """Top-k chunks for `text`, embedded with the pipeline's model AND dimensions (the
     defs helper asks for the model's native dimensions)."""
     embedder = pipeline.resources["embedder"]
@@ -389,14 +390,13 @@ def search(pipeline: Pipeline, text: str, k: int = 8) -> list[SearchHit]:
         return vector
 
     vector = asyncio.run(embed())
-    # The product's search query, with a wider HNSW candidate list than the default 40: the
-    # corpus's 2 MB line makes ~1,800 near-identical chunks that crowd an approximate search.
-    url = f"{pipeline.database_url}{'&' if '?' in pipeline.database_url else '?'}{EF_SEARCH}"
-    with Store.open(url, max_size=1) as store:
-        return store.search(vector, pipeline.space(), k)
-
-
-EF_SEARCH = "options=" + quote("-c hnsw.ef_search=1000")
+    # The product's search function, with a wider HNSW candidate list than the default 40:
+    # the corpus's 2 MB line makes ~1,800 near-identical chunks that crowd an approximate
+    # search.
+    with connect(pipeline.database_url, autocommit=True) as conn:
+        return search_chunks(
+            conn, text, vector, k=k, mode="vector", ef_search=1000, space=pipeline.space()
+        )
 
 
 # --- checks shared by the tests ---------------------------------------------------------------

@@ -162,7 +162,7 @@ def test_the_bad_input_corpus_settles_and_disturbs_nothing(
             (sha256_bytes(new.encode()), new.strip())
         ]
         hits = search(pipeline, old.strip(), k=20)
-        assert not any(h.content == old.strip() for h in hits), case.key
+        assert not any(h.text == old.strip() for h in hits), case.key
 
     # The same content under two names: both complete, the parser saw it once. Every
     # distinct content that reached the parser was uploaded exactly once.

@@ -3,14 +3,11 @@
 The same re-queue as `docpipe retry`; the retry_sensor launches the batch it makes.
 """
 
-from datetime import datetime, timezone
-
 import dagster as dg
 from pydantic import Field
 
-from docpipe_dagster.core.ids import batch_key as make_batch_key
+from docpipe_dagster.actions.requeue import requeue
 from docpipe_dagster.defs.resources import DatabaseResource
-from docpipe_dagster.store.documents import REQUEUE_PREFIX
 
 
 class RetryRequest(dg.Config):
@@ -30,8 +27,8 @@ def requeue_failed_documents(
     if not jobs:
         context.log.info("nothing to retry")
         return dg.Output(0, metadata={"requeued": 0})
-    batch = REQUEUE_PREFIX + make_batch_key(datetime.now(timezone.utc), [j.job_id for j in jobs])
-    moved = store.requeue_failed(jobs, batch, "requested from the Dagster UI", reset_attempts=True)
+    done = requeue(store, jobs, "requested from the Dagster UI", reset_attempts=True)
+    batch, moved = done.batch, done.moved
     context.log.info(f"re-queued {len(moved)} documents into {batch}")
     return dg.Output(
         len(moved),

@@ -20,7 +20,7 @@ def _url(database: DatabaseResource) -> str:
 
 @dg.op(description="Backfill the configured vector space; activate it once complete.")
 def backfill_vector_space(context: dg.OpExecutionContext, database: DatabaseResource) -> None:
-    from docpipe_dagster.api.service import sync_configured_space
+    from docpipe_dagster.actions.spaces import sync_configured_space
 
     result = sync_configured_space(_url(database), context.log.info)
     context.add_output_metadata({"documents": result["documents"], "chunks": result["chunks"]})
@@ -45,25 +45,9 @@ def vector_space_backfill() -> None:
 def vector_space_sensor(
     context: dg.SensorEvaluationContext, database: DatabaseResource
 ) -> dg.SensorResult | dg.SkipReason:
-    from docpipe_dagster.api.service import configured_space
-    from docpipe_dagster.store.pool import connect
-    from docpipe_dagster.store.spaces import activate_if_complete, coverage
+    from docpipe_dagster.actions.spaces import check_configured_space
 
-    target = configured_space()
-    with connect(_url(database), autocommit=True) as conn:
-        cov = coverage(conn, target.model, target.dims)
-        if cov is None:
-            # the space is registered by its first commit or by the backfill run
-            if conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM upload_pipeline.upload_jobs WHERE state = 'completed')"
-            ).fetchone()[0]:
-                key = f"{target.model}:{target.dims}:new"
-                return dg.SensorResult(run_requests=[dg.RunRequest(run_key=key)])
-            return dg.SkipReason("no completed documents yet")
-        if cov.complete:
-            if not cov.is_active and activate_if_complete(conn, target.model, target.dims):
-                return dg.SkipReason(f"{target.model}:{target.dims} activated")
-            return dg.SkipReason(f"{target.model}:{target.dims} covers every completed document")
-    # One run per coverage state: a run that is still going is not requested again.
-    key = f"{target.model}:{target.dims}:{cov.documents}/{cov.completed}"
-    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=key)])
+    check = check_configured_space(_url(database))
+    if check.run_key is None:
+        return dg.SkipReason(check.reason)
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=check.run_key)])

@@ -1,9 +1,8 @@
-"""The document commands: `docpipe ingest`, `search`, `status`, `verify`, and what they run
-(search itself: docpipe_dagster.api.cli, shared with the HTTP API)."""
+"""`docpipe ingest`: put files into storage and, with --wait, process them in-process;
+`process_and_report` (also what `docpipe retry --wait` runs) and the summary."""
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 
 import click
 
-from docpipe_dagster.api.cli import search_options
 from docpipe_dagster.config import settings
 from docpipe_dagster.core.media import is_ignored_key
 from docpipe_dagster.store.schema import JobState
@@ -30,103 +28,6 @@ def ingest_command(paths: tuple[str, ...], wait: bool, prefix: str) -> None:
     Without --wait the files are left for the running `docpipe dev` sensor.
     """
     sys.exit(run_ingest(paths, wait=wait, prefix=prefix))
-
-
-@click.command("search")
-@click.argument("query")
-@click.option("-k", "--top-k", "k", default=5, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (shape in README).")
-@search_options
-def search_command(query: str, k: int, as_json: bool, **options: object) -> None:
-    """Top-k chunks for QUERY (hybrid, vector or text), with provenance and score."""
-    from docpipe_dagster.api.cli import run_search
-    from docpipe_dagster.services import ServiceProblem, services_for_command
-
-    if options.get("mode") == "text":  # full text needs no embedder
-        sys.exit(run_search(query, k, as_json, **options))
-    try:
-        # As ingest: a local embedder with nothing listening is started for this command.
-        with services_for_command(lambda line: click.echo(line, err=True), only=("embedder",)):
-            code = run_search(query, k, as_json, **options)
-    except ServiceProblem as exc:
-        click.echo(f"error: {exc}", err=True)
-        code = 2
-    sys.exit(code)
-
-
-@click.command("status")
-@click.argument("storage_key", required=False)
-@click.option("--failed", is_flag=True, help="Only the failed documents (the dead-letter list).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (shape in README).")
-def status_command(storage_key: str | None, failed: bool, as_json: bool) -> None:
-    """Documents by state and failures; with STORAGE_KEY, that document's versions and events."""
-    from docpipe_dagster.cli.retry import run_failed, run_story
-
-    if storage_key:
-        sys.exit(run_story(storage_key, as_json))
-    if failed:
-        sys.exit(run_failed(as_json))
-    sys.exit(run_status(as_json))
-
-
-@click.command("verify")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option(
-    "--stale-minutes",
-    default=lambda: settings().stale_minutes,
-    show_default="DOCPIPE_STALE_MINUTES, else 15",
-    type=int,
-    help="An in-flight document not moved for this long counts as stuck.",
-)
-def verify_command(as_json: bool, stale_minutes: int) -> None:
-    """Check the pipeline's invariants; exit 1 with a readable report if any is violated.
-
-    With the Dagster instance at hand (DAGSTER_HOME), a document in flight is fine while a
-    run of its batch is live and `stranded` once every run of it has ended; without it, one
-    not moved for --stale-minutes counts as stuck."""
-    from datetime import timedelta
-
-    from docpipe_dagster.store.invariants import check_invariants, in_flight_batches
-    from docpipe_dagster.store.pool import connect
-    from docpipe_dagster.store.server import ready_database
-
-    with connect(ready_database().url) as conn:
-        runs = _batch_run_states(in_flight_batches(conn))
-        report = check_invariants(
-            conn, stale_after=timedelta(minutes=stale_minutes), run_states=runs
-        )
-    if as_json:
-        payload = {
-            "ok": report.ok,
-            "checked_jobs": report.checked_jobs,
-            "in_live_runs": report.in_live_runs,
-            "waiting": report.waiting,
-            "runs_known": runs is not None,
-            "violations": [v.__dict__ for v in report.violations],
-        }
-        click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
-    else:
-        click.echo(report.render())
-    sys.exit(0 if report.ok else 1)
-
-
-def _batch_run_states(batches: list[str]) -> dict[str, str] | None:
-    """Each batch's runs as Dagster records them; None when no instance can be asked."""
-    import os
-
-    if not batches:
-        return {}
-    if not os.environ.get("DAGSTER_HOME"):
-        return None
-    try:
-        import dagster as dg
-
-        from docpipe_dagster.defs.intake.recovery import batch_run_states
-
-        with dg.DagsterInstance.get() as instance:
-            return batch_run_states(instance, batches)
-    except Exception:  # no instance to ask: the staleness rule applies
-        return None
 
 
 def _collect(paths: tuple[str, ...], prefix: str) -> list[tuple[str, Path]]:
@@ -290,7 +191,8 @@ def process_and_report(keys: list[str], rejected: list[tuple[str, str]]) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from docpipe_dagster.api.service import sync_configured_space
+    from docpipe_dagster.actions.requeue import requeue_transient_now
+    from docpipe_dagster.actions.spaces import sync_configured_space
     from docpipe_dagster.runner import ingest_pending
     from docpipe_dagster.store.queries import Store
     from docpipe_dagster.store.server import ready_database
@@ -313,7 +215,7 @@ def process_and_report(keys: list[str], rejected: list[tuple[str, str]]) -> int:
             progress.update(task, advance=done, note=f"batch {outcome.batch_key}")
 
         with Store.open(target.url, max_size=2) as store:
-            requeued = _requeue_transient_now(store)
+            requeued = requeue_transient_now(store, settings().max_attempts)
             if requeued:
                 progress.update(task, note=f"retrying {requeued} transient failures now")
             ingest_pending(on_batch=on_batch, log_level="ERROR")
@@ -351,69 +253,4 @@ def summarise(keys: list[str], rejected: list[tuple[str, str]], current: dict[st
     return 0 if not failed and not other and not rejected else 1
 
 
-def _requeue_transient_now(store: Any) -> int:
-    """The user asked to ingest now: transient failures are retried now, not after backoff.
-    Dead-lettered documents (attempts used up) stay failed: `docpipe retry` revives them."""
-    from datetime import datetime, timezone
-
-    from docpipe_dagster.config import settings
-    from docpipe_dagster.core.ids import batch_key as make_batch_key
-    from docpipe_dagster.store.documents import REQUEUE_PREFIX
-
-    max_attempts = settings().max_attempts
-    jobs = store.failed_versions(transient_only=True, max_attempts=max_attempts)
-    if not jobs:
-        return 0
-    batch = REQUEUE_PREFIX + make_batch_key(datetime.now(timezone.utc), [j.job_id for j in jobs])
-    reason = "transient failure retried at once by docpipe ingest --wait"
-    return len(store.requeue_failed(jobs, batch, reason, reset_attempts=False))
-
-
-def run_status(as_json: bool) -> int:
-    from docpipe_dagster.store.queries import Store
-    from docpipe_dagster.store.server import ready_database
-
-    with Store.open(ready_database().url, max_size=1) as store:
-        status = store.status()
-        waiting = store.parked_services()
-    status["waiting"] = [w.as_dict() for w in waiting]
-    if as_json:
-        click.echo(json.dumps(status, ensure_ascii=False, indent=2, default=str))
-        return 0
-    docs = status["documents"]
-    states = ", ".join(f"{n} {state}" for state, n in sorted(docs["by_state"].items())) or "none"
-    click.echo(f"documents: {docs['total']} ({states})")
-    click.echo(
-        f"searchable: {status['searchable_documents']} documents, {status['chunks']} chunks, {status['vectors']} vectors"
-    )
-    if status.get("parsers"):
-        from docpipe_dagster.clients.parsing import parser_label
-
-        by_label: dict[str, int] = {}
-        for profile, n in status["parsers"].items():
-            by_label[parser_label(profile)] = by_label.get(parser_label(profile), 0) + n
-        click.echo("parsed by: " + ", ".join(f"{n} {label}" for label, n in by_label.items()))
-    buffers = status["buffers"]
-    if buffers["chunks"] or buffers["vectors"]:
-        click.echo(f"staged: {buffers['chunks']} chunks, {buffers['vectors']} vectors in flight")
-    _echo_waiting(waiting)
-    for failure in status["failures"]:
-        retry = " (retry scheduled)" if failure["retry_scheduled"] else ""
-        click.echo(
-            f"FAILED {failure['storage_key']} at {failure['stage']}: {failure['reason']}{retry}"
-        )
-    return 0
-
-
-def _echo_waiting(waiting: list[Any]) -> None:
-    """Parked documents: which service they wait for, since when, and what happens next."""
-    for w in waiting:
-        click.echo(f"{w.line()}: {w.reason}")
-    if waiting:
-        click.echo(
-            "  they resume by themselves once it answers (under `docpipe dev`); "
-            "or now: `docpipe ingest <folder> --wait`"
-        )
-
-
-COMMANDS = [ingest_command, search_command, status_command, verify_command]
+COMMANDS = [ingest_command]
