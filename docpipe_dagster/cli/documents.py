@@ -40,7 +40,7 @@ def ingest_command(paths: tuple[str, ...], wait: bool, prefix: str) -> None:
 def search_command(query: str, k: int, as_json: bool, **options: object) -> None:
     """Top-k chunks for QUERY (hybrid, vector or text), with provenance and score."""
     from docpipe_dagster.api.cli import run_search
-    from docpipe_dagster.services import ServiceProblem, services_for_command
+    from docpipe_dagster.local.services import ServiceProblem, services_for_command
 
     if options.get("mode") == "text":  # full text needs no embedder
         sys.exit(run_search(query, k, as_json, **options))
@@ -184,7 +184,7 @@ def run_ingest(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
     settled = _settled_report(upload)
     if settled is not None:
         return settled
-    from docpipe_dagster.services import ServiceProblem, services_for_command
+    from docpipe_dagster.local.services import ServiceProblem, services_for_command
 
     try:
         # Before anything is uploaded or registered: a dead or unauthorised service stops the

@@ -35,8 +35,8 @@ from docpipe_dagster.clients.embeddings import EmbeddingsClient
 from docpipe_dagster.runner import BatchOutcome
 from docpipe_dagster.store.invariants import check_invariants
 from docpipe_dagster.store.queries import SearchHit, Store
+from docpipe_dagster_mocks.llamaparse.testdata import build_encrypted_pdf, build_text_pdf
 from docpipe_dagster_tests.defs.conftest import Pipeline, wired_pipeline  # noqa: F401  (shared here)
-from mocks.llamaparse.testdata import build_encrypted_pdf, build_text_pdf
 
 # Outcomes a corpus file can reach.
 COMPLETED = "completed"  # searchable; `query` finds it

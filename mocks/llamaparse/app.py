@@ -39,16 +39,21 @@ from fastapi import FastAPI, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse
 
-from mocks._common import MockSettings, create_mock_app
-from mocks.llamaparse.extract import (
+from docpipe_dagster_mocks._common import MockSettings, create_mock_app
+from docpipe_dagster_mocks.llamaparse.extract import (
     SUPPORTED_EXTENSIONS,
     ExtractedPage,
     ExtractionError,
     file_extension,
     parse_as_service,
 )
-from mocks.llamaparse.v2 import V2Context, add_v2_routes
-from mocks.llamaparse.webhook import SIGNATURE_HEADER, post_with_retries, sign, verify_signature
+from docpipe_dagster_mocks.llamaparse.v2 import V2Context, add_v2_routes
+from docpipe_dagster_mocks.llamaparse.webhook import (
+    SIGNATURE_HEADER,
+    post_with_retries,
+    sign,
+    verify_signature,
+)
 
 __all__ = ["SIGNATURE_HEADER", "create_app", "sign", "verify_signature"]
 
