@@ -24,6 +24,7 @@ from docpipe_dagster.local.ports import (  # noqa: F401 (re-exported)
 )
 from docpipe_dagster_mocks._common import DEFAULT_API_KEY
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 _STARTED: list[MockServer] = []
 
 
