@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -45,17 +46,26 @@ def validate_command(as_json: bool, webserver_url: str | None) -> None:
 def mocks_command(
     host: str, latency_ms: float | None, jitter_ms: float | None, faults: str | None
 ) -> None:
-    """Run the three mocks: storage :8000, LlamaParse :8001, OpenAI :8002."""
-    from docpipe_dagster.local.mocks import DEFAULT_PORTS, MocksDidNotStart, start_mocks
+    """Run the mocks where the service URLs point (storage :8000, LlamaParse :8001, OpenAI :8002)."""
+    from docpipe_dagster.local.mocks import MocksDidNotStart, mock_ports, start_mocks
     from docpipe_dagster.local.ports import PortInUse, require_free_ports
 
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Explicit, as in `docpipe dev`: started in the background of a non-interactive shell,
+    # SIGINT arrives ignored; a closed terminal (SIGHUP) or SIGTERM stops the mocks too. Were
+    # this process killed outright, the lifeline stops them.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    wanted = mock_ports()  # as `docpipe dev` starts them (none for a parser not used)
     try:
         require_free_ports(
-            [(f"{name} mock", port, "stop it") for name, port in DEFAULT_PORTS.items()], host
+            [(f"{name} mock", port, "stop it") for name, port in wanted.items()], host
         )
         # Their output comes to this terminal; they stop with this command, however it ends.
         mocks = start_mocks(
-            DEFAULT_PORTS,
+            wanted,
             host=host,
             launch=_in_this_terminal,
             latency_ms=latency_ms,
@@ -64,7 +74,9 @@ def mocks_command(
         )
     except (PortInUse, MocksDidNotStart) as exc:
         raise click.ClickException(str(exc)) from exc
-    ports = ", ".join(f"{name} :{port}" for name, port in DEFAULT_PORTS.items())
+    except KeyboardInterrupt:
+        sys.exit(0)  # stopped while starting: the lifeline stops what had started
+    ports = ", ".join(f"{name} :{port}" for name, port in wanted.items())
     click.echo(f"mocks on {host}: {ports} (Ctrl-C stops)")
     try:
         code = mocks.process.wait()
