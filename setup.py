@@ -2,6 +2,10 @@
 
 They stay at the top level of the checkout (the source of truth); at build time they are copied
 to docpipe_dagster/_bundled/, where `docpipe_dagster.bundled` finds them in an installed package.
+
+The packages: docpipe_dagster, and the top-level mocks/ folder installed under the name
+docpipe_dagster_mocks, so the wheel puts no generic `mocks` package into site-packages (one
+import name everywhere: `import docpipe_dagster_mocks`, also in a checkout).
 """
 
 from __future__ import annotations
@@ -9,11 +13,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 BUNDLED = ("sql", "samples", "dagster.yaml")
+MOCKS_PACKAGE, MOCKS_DIR = "docpipe_dagster_mocks", "mocks"
+PACKAGES = find_packages(str(ROOT), include=["docpipe_dagster", "docpipe_dagster.*"]) + [
+    MOCKS_PACKAGE + name[len(MOCKS_DIR) :]
+    for name in find_packages(str(ROOT), include=[MOCKS_DIR, f"{MOCKS_DIR}.*"])
+]
 
 
 class BuildPyWithData(build_py):
@@ -32,4 +41,8 @@ class BuildPyWithData(build_py):
                 shutil.copyfile(source, destination)
 
 
-setup(cmdclass={"build_py": BuildPyWithData})
+setup(
+    packages=PACKAGES,
+    package_dir={MOCKS_PACKAGE: MOCKS_DIR},
+    cmdclass={"build_py": BuildPyWithData},
+)

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from mocks.llamaparse.testdata import build_text_pdf
+from docpipe_dagster_mocks.llamaparse.testdata import build_text_pdf
 
 DEFAULT_MIX = "md:5,txt:2,html:2,pdf:1"
 _SYLLABLES = [

@@ -10,10 +10,8 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,8 @@ import psycopg
 from psycopg import sql
 
 from docpipe_dagster.config import LOCAL_MOCK_API_KEY
-from docpipe_dagster.services import (  # noqa: F401 (re-exported)
+from docpipe_dagster.local.mocks import start_mocks
+from docpipe_dagster.local.ports import (  # noqa: F401 (re-exported)
     free_port,
     free_ports,
     named_free_ports,
@@ -77,39 +76,22 @@ def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float
 
 
 class Mock:
-    """One mock service (`python -m mocks <service>`) on a free 127.0.0.1 port."""
+    """One mock service on a free 127.0.0.1 port (local/mocks.py `start_mocks`)."""
 
-    def __init__(self, service: str, workdir: Path, **flags: Any) -> None:
+    def __init__(self, service: str, workdir: Path, **settings: Any) -> None:
         self.service = service
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"mock-{service}.log"
-        cmd = [sys.executable, "-m", "mocks", service, "--host", "127.0.0.1"]
-        cmd += ["--port", str(self.port), "--api-key", LOCAL_MOCK_API_KEY]
-        for name, value in flags.items():
-            cmd += [f"--{name.replace('_', '-')}", str(value)]
-        with self.log_path.open("wb") as out:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=REPO_ROOT,
-                env=child_env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.mocks = start_mocks(
+            [service],
+            env=child_env(),
+            log_path=self.log_path,
+            api_key=LOCAL_MOCK_API_KEY,
+            **settings,
+        )
+        self.proc = self.mocks.process
+        self.port = self.mocks.ports[service]
+        self.base_url = self.mocks.url(service)
         self.http = httpx.Client(base_url=self.base_url, timeout=10.0)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            with contextlib.suppress(httpx.HTTPError):
-                if self.http.get("/health", timeout=1.0).status_code == 200:
-                    return
-            time.sleep(0.05)
-        log = self.log_path.read_text(errors="replace")[-2000:]
-        self.stop()
-        raise RuntimeError(f"mock {service} did not start:\n{log}")
 
     def reset(self) -> None:
         """Counters and the mock's job table cleared (the parser mock caches by content)."""
@@ -123,7 +105,7 @@ class Mock:
 
     def stop(self) -> None:
         self.http.close()
-        stop_group(self.proc)
+        self.mocks.stop(grace_s=10.0)
 
 
 class Infra:

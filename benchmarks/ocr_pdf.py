@@ -23,8 +23,8 @@ from pathlib import Path
 from benchmarks.formats import add_install_sizes, write_result
 from docpipe_dagster.core.extract import extract
 from docpipe_dagster.core.extract import ocr as ocr_module
+from docpipe_dagster_mocks.llamaparse.testdata import build_text_pdf
 from docpipe_dagster_tests.support import scans
-from mocks.llamaparse.testdata import build_text_pdf
 
 SAMPLE_PDF = Path(__file__).resolve().parent.parent / "samples" / "embedding-basics.pdf"
 OCR_EXTRA = ("pillow>=10.1", "rapidocr-onnxruntime>=1.4.4,<2")

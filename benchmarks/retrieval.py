@@ -269,7 +269,7 @@ def _vec_text(values: list[float]) -> str:
 
 def load_chunks(conn: psycopg.Connection, rows: list[tuple[Doc, list[Any]]], dims: int) -> int:
     """One completed job per document and its chunks, COPYed into document_chunks."""
-    from mocks.openai.app import embed_text
+    from docpipe_dagster_mocks.openai.app import embed_text
 
     n = 0
     jobs = []
@@ -374,7 +374,7 @@ def drop_index(url: str, dims: int) -> None:
 def run_queries(
     url: str, queries: list[LabelledQuery], dims: int, modes: tuple[str, ...], ef: int | None
 ) -> dict[str, Any]:
-    from mocks.openai.app import embed_text
+    from docpipe_dagster_mocks.openai.app import embed_text
 
     vectors = [embed_text(q.text, dims, MODEL) for q in queries]
     space = VectorSpace(MODEL, dims)
@@ -408,7 +408,7 @@ def _pct(values: list[float], p: float) -> float:
 
 def vector_recall_vs_exact(url: str, queries: list[LabelledQuery], dims: int, ef: int) -> float:
     """Overlap of the HNSW top-10 with the exact top-10 (index quality at this ef_search)."""
-    from mocks.openai.app import embed_text
+    from docpipe_dagster_mocks.openai.app import embed_text
 
     cast = f"vector({dims})"
     total = 0.0

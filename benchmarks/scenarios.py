@@ -347,7 +347,7 @@ class Bench:
 
     def probes(self) -> None:
         from benchmarks.probes import probe_variant
-        from mocks.openai.app import embed_text
+        from docpipe_dagster_mocks.openai.app import embed_text
 
         a = self.args
         texts = self.corpus_texts()

@@ -1,7 +1,7 @@
-"""`python -m mocks [all|llamaparse|openai|storage] [--port N] ...` (see mocks/serve.py)."""
+"""`python -m docpipe_dagster_mocks [all|llamaparse|openai|storage] [--port N] ...` (serve.py)."""
 
 from __future__ import annotations
 
-from mocks.serve import main
+from docpipe_dagster_mocks.serve import main
 
 raise SystemExit(main())

@@ -1,4 +1,7 @@
-"""Run one or all mock services: `python -m mocks [all|llamaparse|openai|storage] ...`.
+"""Run one or all mock services: `python -m docpipe_dagster_mocks [all|llamaparse|openai|storage] ...`.
+
+This is the process; docpipe_dagster/local/mocks.py `start_mocks` is how docpipe, its tests
+and its benchmarks start it and wait for it (mocks/README.md).
 
 `all` runs the three uvicorn servers in one process and one asyncio loop (less RAM than three
 interpreters). Apps are imported lazily by factory name so a broken or missing mock does not
@@ -18,20 +21,19 @@ import click
 import uvicorn
 from fastapi import FastAPI
 
-from docpipe_dagster.cli import run_command
-from mocks._common import MockSettings, parse_faults, settings_from_env
+from docpipe_dagster_mocks._common import MockSettings, parse_faults, settings_from_env
 
 SERVICES: tuple[str, ...] = ("storage", "llamaparse", "openai")
 DEFAULT_PORTS: dict[str, int] = {"storage": 8000, "llamaparse": 8001, "openai": 8002}
 FACTORIES: dict[str, str] = {
-    "storage": "mocks.storage.app:create_app",
-    "llamaparse": "mocks.llamaparse.app:create_app",
-    "openai": "mocks.openai.app:create_app",
+    "storage": "docpipe_dagster_mocks.storage.app:create_app",
+    "llamaparse": "docpipe_dagster_mocks.llamaparse.app:create_app",
+    "openai": "docpipe_dagster_mocks.openai.app:create_app",
 }
 
 
 def create_service_app(service: str, settings: MockSettings) -> FastAPI:
-    """Import `mocks.<service>.app:create_app` and build the app."""
+    """Import `docpipe_dagster_mocks.<service>.app:create_app` and build the app."""
     module_name, _, attr = FACTORIES[service].partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
     return factory(settings)
@@ -102,7 +104,7 @@ def _port_options(command: Any) -> Any:
 
 
 @click.command(
-    name="python -m mocks",
+    name="python -m docpipe_dagster_mocks",
     help="Run docpipe mock services.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -154,5 +156,10 @@ def _command(service: str, port: int | None, **args: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m mocks ...`; 0 after a clean stop, 2 for a usage error."""
-    return run_command(_command, argv)
+    """`python -m docpipe_dagster_mocks ...`; 0 after a clean stop, 2 for a usage error."""
+    try:
+        _command.main(args=list(argv) if argv is not None else None, standalone_mode=True)
+    except SystemExit as done:  # click's standalone mode always ends with one
+        code = done.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0

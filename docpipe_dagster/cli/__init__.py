@@ -21,10 +21,8 @@ import click
 def _quiet_warnings() -> None:
     warnings.filterwarnings("ignore", category=Warning, module="platformdirs")
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    # Dagster's notes on the maturity of its own APIs (Preview/Beta warnings raised while the
-    # definitions load) say nothing about what the user asked for. Matched by message, so
-    # a command that never loads Dagster does not import it for a filter.
-    warnings.filterwarnings("ignore", message=r".* is currently in (preview|beta)")
+    # Dagster's notes on its own internals are filtered where the code loads
+    # (definitions.DAGSTERS_OWN_WARNINGS), precisely, in every process that loads it.
 
 
 def _skip_the_final_collection() -> None:

@@ -77,7 +77,7 @@ def db_migrate() -> None:
 @click.command("env")
 def env_command() -> None:
     """Print shell exports for running `dagster` yourself: eval "$(docpipe env)"."""
-    from docpipe_dagster.devstack import prepare_dagster_home
+    from docpipe_dagster.local.dev_stack import prepare_dagster_home
     from docpipe_dagster.store.server import ready_database
 
     target = ready_database()

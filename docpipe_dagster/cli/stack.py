@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
 
 import click
@@ -44,18 +46,51 @@ def validate_command(as_json: bool, webserver_url: str | None) -> None:
 def mocks_command(
     host: str, latency_ms: float | None, jitter_ms: float | None, faults: str | None
 ) -> None:
-    """Run the three mocks: storage :8000, LlamaParse :8001, OpenAI :8002."""
-    from mocks.serve import serve
+    """Run the mocks where the service URLs point (storage :8000, LlamaParse :8001, OpenAI :8002)."""
+    from docpipe_dagster.local.mocks import MocksDidNotStart, mock_ports, start_mocks
+    from docpipe_dagster.local.ports import PortInUse, require_free_ports
 
-    overrides: dict[str, object] = {}
-    if latency_ms is not None:
-        overrides["latency_ms"] = latency_ms
-    if jitter_ms is not None:
-        overrides["jitter_ms"] = jitter_ms
-    if faults:
-        overrides["faults"] = json.loads(faults)
-    click.echo(f"mocks on {host}: storage :8000, llamaparse :8001, openai :8002 (Ctrl-C stops)")
-    serve(["storage", "llamaparse", "openai"], host, **overrides)
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Explicit, as in `docpipe dev`: started in the background of a non-interactive shell,
+    # SIGINT arrives ignored; a closed terminal (SIGHUP) or SIGTERM stops the mocks too. Were
+    # this process killed outright, the lifeline stops them.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    wanted = mock_ports()  # as `docpipe dev` starts them (none for a parser not used)
+    try:
+        require_free_ports(
+            [(f"{name} mock", port, "stop it") for name, port in wanted.items()], host
+        )
+        # Their output comes to this terminal; they stop with this command, however it ends.
+        mocks = start_mocks(
+            wanted,
+            host=host,
+            launch=_in_this_terminal,
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            faults=faults,
+        )
+    except (PortInUse, MocksDidNotStart) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        sys.exit(0)  # stopped while starting: the lifeline stops what had started
+    ports = ", ".join(f"{name} :{port}" for name, port in wanted.items())
+    click.echo(f"mocks on {host}: {ports} (Ctrl-C stops)")
+    try:
+        code = mocks.process.wait()
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        mocks.stop()
+    sys.exit(code)
+
+
+def _in_this_terminal(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    from docpipe_dagster.local.lifeline import spawn
+
+    return spawn(args, env=env, stdin=subprocess.DEVNULL)
 
 
 @click.command("dev")
@@ -63,7 +98,7 @@ def mocks_command(
 @click.option("--port", default=3000, show_default=True, type=int)
 def dev_command(host: str, port: int) -> None:
     """Database, migrations, mocks, samples, and Dagster (code server, webserver on :3000, daemon)."""
-    from docpipe_dagster.devstack import run_dev
+    from docpipe_dagster.local.dev_stack import run_dev
 
     sys.exit(run_dev(host, port, click.echo))
 

@@ -134,7 +134,7 @@ def _start_embedded(home: Path | None) -> DatabaseTarget:
     server = _embedded_server(pgdata)
     if not was_running:
         if _STOP_WITH_PROCESS:
-            from docpipe_dagster.lifeline import lifeline
+            from docpipe_dagster.local.lifeline import lifeline
 
             _STARTED_HERE.add(pgdata)
             lifeline().adopt_postgres(pgdata)  # stopped when this process ends, however
@@ -189,7 +189,7 @@ def stop_with_this_process() -> None:
 def stop_started_here() -> None:
     """Stop the embedded servers this process started under stop_with_this_process (and
     only those: one a `docpipe dev` started or restarted meanwhile is its own)."""
-    from docpipe_dagster.lifeline import lifeline, stop_postgres_fast
+    from docpipe_dagster.local.lifeline import lifeline, stop_postgres_fast
 
     for pgdata in list(_STARTED_HERE):
         stop_postgres_fast(pgdata)  # what `pg_ctl stop -m fast` does
@@ -203,7 +203,7 @@ SUPERVISOR_WAIT_S = 30.0
 
 def supervisor_pid(home: Path | None = None) -> int | None:
     """The pid of the live `docpipe dev` that supervises this DOCPIPE_HOME's database."""
-    from docpipe_dagster.lifeline import pid_alive
+    from docpipe_dagster.local.lifeline import pid_alive
 
     try:
         pid = int(((home or docpipe_home()) / SUPERVISOR_FILE).read_text().split()[0])
@@ -238,7 +238,7 @@ def _wait_for_supervisor(home: Path | None) -> None:
 def embedded_running(home: Path | None = None) -> bool:
     """True when this DOCPIPE_HOME's embedded server runs (the pid in its postmaster.pid is
     alive: a server killed outright leaves the file behind)."""
-    from docpipe_dagster.lifeline import postmaster_pid
+    from docpipe_dagster.local.lifeline import postmaster_pid
 
     return postmaster_pid(pgdata_dir(home)) is not None
 

@@ -169,7 +169,7 @@ def test_ingest_sends_pdfs_to_the_v2_api_and_parses_text_in_process(
 ) -> None:
     import httpx
 
-    from mocks.llamaparse.testdata import build_text_pdf
+    from docpipe_dagster_mocks.llamaparse.testdata import build_text_pdf
 
     def counters() -> dict[str, int]:
         return httpx.get(f"{cli_mocks['llamaparse'].base_url}/_mock/jobs").json()
@@ -239,7 +239,7 @@ def test_ingest_wait_fully_offline_starts_no_parser(
 ) -> None:
     """DOCPIPE_PARSE_LOCALLY=all: nothing goes to a parser, so `ingest --wait` neither starts
     a parser mock on the configured (free) port nor probes one; every file completes."""
-    from docpipe_dagster.services import free_ports, port_in_use
+    from docpipe_dagster.local.ports import free_ports, port_in_use
     from docpipe_dagster_tests.support.company_folder import docx_file, pptx_file
 
     (port,) = free_ports(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from docpipe_dagster_tests.support.dev_stack import docpipe_dev, graphql, wait_for
 
 pytestmark = pytest.mark.timeout(420)
+NOISE = re.compile(r"(Preview|Beta|Deprecation|Supersession)Warning|is currently in (preview|beta)")
 
 
 def test_docpipe_dev_end_to_end(tmp_path: Path) -> None:
@@ -47,3 +49,8 @@ def test_docpipe_dev_end_to_end(tmp_path: Path) -> None:
 
         found = stack.docpipe("search", "otters sleeping holding hands", "--json")
         assert json.loads(found.stdout)["results"][0]["storage_key"] == "dropped/otters.md"
+
+        # A quiet start: the code server and the run workers loaded the code, and nothing
+        # said Preview/Beta/deprecated (test_quiet_start.py has the fast check).
+        noisy = [line for line in stack.log_path.read_text().splitlines() if NOISE.search(line)]
+        assert noisy == [], noisy

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from docpipe_dagster.services import port_in_use
+from docpipe_dagster.local.ports import port_in_use
 from docpipe_dagster_tests.cli.test_cli import docpipe
 from docpipe_dagster_tests.support.mock_servers import free_port, free_ports
 
@@ -27,7 +27,11 @@ def _mock_processes() -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "mocks" in cmd and "all" in cmd and any(a.startswith("--openai-port") for a in cmd):
+        if (
+            "docpipe_dagster_mocks" in cmd
+            and "all" in cmd
+            and any(a.startswith("--openai-port") for a in cmd)
+        ):
             found.append(proc)
     return found
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from docpipe_dagster.lifeline import postmaster_pid
-from docpipe_dagster.services import free_ports
+from docpipe_dagster.local.lifeline import postmaster_pid
+from docpipe_dagster.local.ports import free_ports
 from docpipe_dagster_tests.support.dev_stack import (
     DEV_PORTS,
     graphql,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import psutil
 
-from docpipe_dagster.lifeline import pid_alive, postmaster_pid
+from docpipe_dagster.local.lifeline import pid_alive, postmaster_pid
+from docpipe_dagster.local.supervision import OutputGate
 from docpipe_dagster.store.server import embedded_running, stop_embedded
-from docpipe_dagster.supervise import OutputGate
 from docpipe_dagster_tests.cli.test_cli import docpipe
 from docpipe_dagster_tests.support.dev_stack import wait_for, wait_for_none
 from docpipe_dagster_tests.support.mock_servers import free_ports
@@ -28,7 +28,7 @@ def test_a_killed_parent_takes_its_children_and_grandchildren_along(tmp_path: Pa
         textwrap.dedent(
             """
             import time
-            from docpipe_dagster.lifeline import spawn
+            from docpipe_dagster.local.lifeline import spawn
             # a child that ignores SIGTERM, with a grandchild in its process group
             child = spawn(["bash", "-c", "trap '' TERM; sleep 300 & sleep 301; wait"])
             print(child.pid, flush=True)

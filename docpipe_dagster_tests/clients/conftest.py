@@ -1,5 +1,5 @@
 """The client tests run in-process: each client gets an `httpx.ASGITransport` over the mock's
-FastAPI app (the same `create_app` that `python -m mocks` serves), so no request crosses a
+FastAPI app (the same `create_app` that `python -m docpipe_dagster_mocks` serves), so no request crosses a
 process boundary. The fixtures keep the names and the interface of the process-based ones
 (`base_url`, `api_key`, `set_faults`, `stats`, `reset`, ...) and add `transport`.
 
@@ -20,12 +20,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from docpipe_dagster_mocks._common import DEFAULT_API_KEY, MockSettings
+from docpipe_dagster_mocks.llamaparse.app import create_app as llamaparse_app
+from docpipe_dagster_mocks.openai.app import create_app as openai_app
+from docpipe_dagster_mocks.storage.app import create_app as storage_app
 from docpipe_dagster_tests.conftest import WEBHOOK_SECRET
 from docpipe_dagster_tests.support import MockServer, start_mock
-from mocks._common import DEFAULT_API_KEY, MockSettings
-from mocks.llamaparse.app import create_app as llamaparse_app
-from mocks.openai.app import create_app as openai_app
-from mocks.storage.app import create_app as storage_app
 
 
 def pytest_configure(config: pytest.Config) -> None:

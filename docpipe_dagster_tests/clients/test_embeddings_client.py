@@ -22,8 +22,8 @@ from docpipe_dagster.clients.embeddings import (
     estimate_tokens,
 )
 from docpipe_dagster.core.retry import RetryPolicy
+from docpipe_dagster_mocks.openai.app import count_tokens, embed_text
 from docpipe_dagster_tests.support import MockServer, free_port
-from mocks.openai.app import count_tokens, embed_text
 
 T = TypeVar("T")
 MODEL = "text-embedding-3-small"

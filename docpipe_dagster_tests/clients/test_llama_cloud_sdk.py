@@ -15,8 +15,8 @@ import llama_cloud
 import pytest
 
 from docpipe_dagster.core.llamaparse_extensions import LLAMAPARSE_EXTENSIONS
+from docpipe_dagster_mocks.llamaparse.testdata import build_text_pdf
 from docpipe_dagster_tests.support import MockServer
-from mocks.llamaparse.testdata import build_text_pdf
 
 PDF_PAGES = [
     "Tide tables\nHigh water at the harbour mouth comes fifty minutes later each day.",

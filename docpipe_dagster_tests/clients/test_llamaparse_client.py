@@ -21,8 +21,8 @@ from docpipe_dagster.clients.llamaparse import (
     verify_webhook_signature,
 )
 from docpipe_dagster.core.retry import RetryPolicy
+from docpipe_dagster_mocks.llamaparse.testdata import build_encrypted_pdf, build_text_pdf
 from docpipe_dagster_tests.support import MockServer
-from mocks.llamaparse.testdata import build_encrypted_pdf, build_text_pdf
 
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05)
 

@@ -18,8 +18,8 @@ from docpipe_dagster.clients.parsing import make_parser_client, parser_api
 from docpipe_dagster.core.retry import RetryPolicy
 from docpipe_dagster.defs.resources import ParserResource, parser_env
 from docpipe_dagster.pipeline.local_parse import local_profile, parse_locally
+from docpipe_dagster_mocks.llamaparse.testdata import build_encrypted_pdf, build_text_pdf
 from docpipe_dagster_tests.support import MockServer
-from mocks.llamaparse.testdata import build_encrypted_pdf, build_text_pdf
 
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05)
 

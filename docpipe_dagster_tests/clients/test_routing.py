@@ -81,9 +81,10 @@ def test_parser_label() -> None:
 def test_fully_offline_needs_no_parser_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     """With `all`, `docpipe dev` starts no parser mock (nor checks its port), `ingest --wait`
     neither starts nor probes one, and `validate` reports the parser as not used."""
-    from docpipe_dagster.devstack import DevStack, mock_ports
     from docpipe_dagster.health import service_checks
-    from docpipe_dagster.services import endpoints
+    from docpipe_dagster.local.dev_stack import DevStack
+    from docpipe_dagster.local.mocks import mock_ports
+    from docpipe_dagster.local.services import endpoints
 
     monkeypatch.delenv("DOCPIPE_PARSE_LOCALLY", raising=False)
     assert "llamaparse" in mock_ports()

@@ -18,9 +18,9 @@ from docpipe_dagster.core.extract import NEEDS_OCR, ExtractionError, extract
 from docpipe_dagster.core.extract import ocr as ocr_module
 from docpipe_dagster.core.extract.images import MAX_IMAGE_PIXELS
 from docpipe_dagster.pipeline.local_parse import parse_locally
+from docpipe_dagster_mocks.llamaparse.testdata import build_text_pdf
 from docpipe_dagster_tests.support import scans
 from docpipe_dagster_tests.support.apt import ensure_commands
-from mocks.llamaparse.testdata import build_text_pdf
 
 SCAN_TEXT = "\n".join(scans.SCAN_LINES)
 MIN_RECALL = 0.95

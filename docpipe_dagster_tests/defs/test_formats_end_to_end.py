@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from docpipe_dagster.actions.search import answer
+from docpipe_dagster.local.ports import free_ports
 from docpipe_dagster.runner import ingest_pending
-from docpipe_dagster.services import free_ports
 from docpipe_dagster.store.pool import connect
 from docpipe_dagster.store.search import SearchFilters, set_search_language
 from docpipe_dagster_tests.defs.conftest import Pipeline, wired_pipeline

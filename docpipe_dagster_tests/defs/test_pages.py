@@ -6,9 +6,9 @@ import re
 
 from docpipe_dagster.runner import ingest_pending
 from docpipe_dagster.store.queries import S
+from docpipe_dagster_mocks.llamaparse.testdata import build_text_pdf
 from docpipe_dagster_tests.defs.conftest import Pipeline
 from docpipe_dagster_tests.defs.test_search import _query
-from mocks.llamaparse.testdata import build_text_pdf
 
 # Each page has words found on no other page ("p2w17"); pages of uneven length (a short
 # first page, a long second one) so that chunks straddle page breaks; page 3 alone mentions

@@ -17,8 +17,8 @@ from docpipe_dagster.core.hashing import sha256_bytes
 from docpipe_dagster.core.ids import document_id
 from docpipe_dagster.pipeline.intake import even_batch_size
 from docpipe_dagster.runner import BatchOutcome, ingest_pending
+from docpipe_dagster_mocks.llamaparse.testdata import build_text_pdf
 from docpipe_dagster_tests.defs.conftest import Pipeline, batch_keys, tick
-from mocks.llamaparse.testdata import build_text_pdf
 
 UPLOAD_ROUTE = "POST /api/v2/parse/upload"
 # Parsed in-process by default (DOCPIPE_PARSE_LOCALLY=text, no parser call): the text-like types.

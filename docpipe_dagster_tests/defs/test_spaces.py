@@ -17,9 +17,9 @@ from docpipe_dagster.runner import ingest_pending
 from docpipe_dagster.store.invariants import check_invariants
 from docpipe_dagster.store.search import search, search_space
 from docpipe_dagster.store.spaces import SpaceError, drop_space, list_spaces
+from docpipe_dagster_mocks.llamaparse.testdata import build_text_pdf
 from docpipe_dagster_tests.defs.conftest import wired_pipeline
 from docpipe_dagster_tests.support import MockServer
-from mocks.llamaparse.testdata import build_text_pdf
 
 
 def _top(url: str, text: str) -> list:

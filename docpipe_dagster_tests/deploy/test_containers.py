@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
-from docpipe_dagster.services import named_free_ports
+from docpipe_dagster.local.ports import named_free_ports
 from docpipe_dagster_tests.deploy import containers
 from docpipe_dagster_tests.deploy.containers import Compose, EngineSocket, Images
 from docpipe_dagster_tests.support.dev_stack import graphql, wait_for

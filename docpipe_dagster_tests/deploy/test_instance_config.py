@@ -13,7 +13,7 @@ import pytest
 import yaml
 from dagster._core.instance.config import dagster_instance_config
 
-from docpipe_dagster.devstack import dev_instance_yaml
+from docpipe_dagster.local.dev_stack import dev_instance_yaml
 from docpipe_dagster.store.server import for_dagster
 from docpipe_dagster_tests.deploy.topology import DEPLOY
 

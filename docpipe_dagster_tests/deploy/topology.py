@@ -43,7 +43,17 @@ def daemon(workspace: str) -> list[str]:
 
 
 def mock(service: str, host: str, port: int, *extra: str) -> list[str]:
-    return ["python", "-m", "mocks", service, "--host", host, "--port", str(port), *extra]
+    return [
+        "python",
+        "-m",
+        "docpipe_dagster_mocks",
+        service,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *extra,
+    ]
 
 
 def code_server_health(port: int) -> list[str]:

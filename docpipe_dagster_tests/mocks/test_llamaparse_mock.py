@@ -11,10 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from docpipe_dagster_mocks.llamaparse.app import SIGNATURE_HEADER, job_id_for, verify_signature
+from docpipe_dagster_mocks.llamaparse.extract import ExtractionError, extract
+from docpipe_dagster_mocks.llamaparse.testdata import (
+    build_blank_pdf,
+    build_encrypted_pdf,
+    build_text_pdf,
+)
 from docpipe_dagster_tests.support import MockServer
-from mocks.llamaparse.app import SIGNATURE_HEADER, job_id_for, verify_signature
-from mocks.llamaparse.extract import ExtractionError, extract
-from mocks.llamaparse.testdata import build_blank_pdf, build_encrypted_pdf, build_text_pdf
 
 WEBHOOK_SECRET = "test-webhook-secret"  # what the llamaparse_mock fixture was started with
 
@@ -106,7 +110,7 @@ def test_job_id_is_deterministic() -> None:
 
 
 def test_signature_helper() -> None:
-    from mocks.llamaparse.webhook import sign
+    from docpipe_dagster_mocks.llamaparse.webhook import sign
 
     header = sign("s3cret", b'{"a": 1}')
     assert header.startswith("sha256=") and verify_signature("s3cret", b'{"a": 1}', header)
@@ -325,8 +329,8 @@ def test_old_jobs_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
     # In-process (TestClient): only the in-memory cap is under test here.
     from fastapi.testclient import TestClient
 
-    import mocks.llamaparse.app as app_module
-    from mocks._common import MockSettings
+    import docpipe_dagster_mocks.llamaparse.app as app_module
+    from docpipe_dagster_mocks._common import MockSettings
 
     monkeypatch.setattr(app_module, "MAX_JOBS", 3)
     with TestClient(app_module.create_app(MockSettings(api_key=None))) as client:

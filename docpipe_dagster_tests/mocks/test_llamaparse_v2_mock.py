@@ -12,11 +12,11 @@ import httpx
 import pytest
 
 from docpipe_dagster.clients.llamaparse import verify_webhook_signature
+from docpipe_dagster_mocks.llamaparse.testdata import build_text_pdf
+from docpipe_dagster_mocks.llamaparse.v2 import LC_SIGNATURE_HEADER, PROJECT_ID, v2_job_id
+from docpipe_dagster_mocks.llamaparse.webhook import sign
 from docpipe_dagster_tests.mocks.test_llamaparse_mock import WEBHOOK_SECRET, _Receiver
 from docpipe_dagster_tests.support import MockServer
-from mocks.llamaparse.testdata import build_text_pdf
-from mocks.llamaparse.v2 import LC_SIGNATURE_HEADER, PROJECT_ID, v2_job_id
-from mocks.llamaparse.webhook import sign
 
 JOB_KEYS = {
     "id",

@@ -11,10 +11,10 @@ import httpx
 import openai
 import pytest
 
+from docpipe_dagster_mocks._common import FaultInjector, MockSettings, settings_from_env
+from docpipe_dagster_mocks.openai.app import count_tokens, embed_text
+from docpipe_dagster_mocks.serve import main as serve_main
 from docpipe_dagster_tests.support import MockServer
-from mocks._common import FaultInjector, MockSettings, settings_from_env
-from mocks.openai.app import count_tokens, embed_text
-from mocks.serve import main as serve_main
 
 MODEL = "text-embedding-3-small"
 
@@ -376,18 +376,18 @@ def test_cli_rejects_port_with_all() -> None:
 
 
 def test_cli_all_can_skip_a_mock() -> None:
-    """`python -m mocks all --skip llamaparse`: what `docpipe dev` runs when nothing is sent
+    """`python -m docpipe_dagster_mocks all --skip llamaparse`: what `docpipe dev` runs when nothing is sent
     to a parser (DOCPIPE_PARSE_LOCALLY=all)."""
     import subprocess
     import sys
 
-    from docpipe_dagster.devstack import wait_for_http
-    from docpipe_dagster.services import named_free_ports, port_in_use
+    from docpipe_dagster.local.dev_stack import wait_for_http
+    from docpipe_dagster.local.ports import named_free_ports, port_in_use
 
     ports = named_free_ports(["storage", "llamaparse", "openai"])
     args = [f"--{name}-port={port}" for name, port in ports.items()]
     process = subprocess.Popen(
-        [sys.executable, "-m", "mocks", "all", "--skip", "llamaparse", *args],
+        [sys.executable, "-m", "docpipe_dagster_mocks", "all", "--skip", "llamaparse", *args],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -66,9 +66,30 @@ def test_wheel_carries_migrations_samples_and_template_but_no_tests(installed: W
         assert f"docpipe_dagster/_bundled/samples/{sample.name}" in names
     assert "docpipe_dagster/_bundled/dagster.yaml" in names
     assert "docpipe_dagster/definitions.py" in names
-    assert "mocks/__main__.py" in names
+    # The repo's mocks/ folder is installed as docpipe_dagster_mocks: no generic top-level
+    # `mocks` package lands in the user's site-packages.
+    assert "docpipe_dagster_mocks/__main__.py" in names
     shipped_tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-    assert shipped_tops == {"docpipe_dagster", "mocks"}, shipped_tops
+    assert shipped_tops == {"docpipe_dagster", "docpipe_dagster_mocks"}, shipped_tops
+
+
+def test_the_mocks_have_one_import_name() -> None:
+    """Code imports the mocks as docpipe_dagster_mocks only: `import mocks` works in a
+    checkout by accident (the folder is on sys.path), and a module imported under both names
+    would run twice, with two copies of its state."""
+    bare = re.compile(r"^\s*(from\s+mocks(\.|\s+import)|import\s+mocks\b)", re.MULTILINE)
+    spawned = re.compile(r"""["']-m["'],\s*["']mocks["']|python -m mocks\b""")
+    offenders = []
+    for folder in ("docpipe_dagster", "docpipe_dagster_tests", "mocks", "benchmarks", "deploy"):
+        for path in sorted((REPO_ROOT / folder).rglob("*")):
+            if path.suffix not in (".py", ".yml", ".yaml", ".md") or "__pycache__" in path.parts:
+                continue
+            if path == Path(__file__).resolve():  # its own patterns
+                continue
+            text = path.read_text(encoding="utf-8")
+            if bare.search(text) or spawned.search(text):
+                offenders.append(str(path.relative_to(REPO_ROOT)))
+    assert offenders == [], offenders
 
 
 def _third_party_imports(roots: list[Path]) -> set[str]:
@@ -80,7 +101,8 @@ def _third_party_imports(roots: list[Path]) -> set[str]:
                     found |= {alias.name.split(".")[0] for alias in node.names}
                 elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                     found.add(node.module.split(".")[0])
-    return found - set(sys.stdlib_module_names) - {"docpipe_dagster", "mocks", "__future__"}
+    ours = {"docpipe_dagster", "docpipe_dagster_mocks", "__future__"}
+    return found - set(sys.stdlib_module_names) - ours
 
 
 def _normalise(name: str) -> str:
@@ -164,6 +186,24 @@ def test_installed_package_migrates_ingests_and_searches_outside_the_checkout(
         check=True,
     ).stdout.strip()
     assert where.startswith(str(installed.venv)), where  # the wheel, not the checkout
+    help_text = _run(installed, ["mocks", "--help"], work, env)
+    assert help_text.returncode == 0 and "--faults" in help_text.stdout, help_text.stderr
+    # The installed start_mocks runs the installed mocks (`python -m docpipe_dagster_mocks`).
+    started = subprocess.run(
+        [
+            installed.exe("python"),
+            "-c",
+            "import httpx; from docpipe_dagster.local.mocks import start_mocks\n"
+            "m = start_mocks(['openai'])\n"
+            "print(httpx.get(m.url('openai') + '/health').status_code); m.stop()",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.stdout.strip() == "200", started.stdout + started.stderr
 
     migrated = _run(installed, ["db", "migrate"], work, env)
     assert migrated.returncode == 0, migrated.stderr

@@ -29,11 +29,11 @@ from docpipe_dagster.defs.resources import (
 )
 from docpipe_dagster.runner import BatchOutcome, ingest_pending, run_batch
 from docpipe_dagster.store.invariants import InvariantReport, check_invariants
+from docpipe_dagster_mocks.llamaparse.app import job_id_for
+from docpipe_dagster_mocks.llamaparse.v2 import v2_job_id
 from docpipe_dagster_tests.defs.conftest import Pipeline
 from docpipe_dagster_tests.support import MockServer
 from docpipe_dagster_tests.support.env import apply_env, pipeline_env
-from mocks.llamaparse.app import job_id_for
-from mocks.llamaparse.v2 import v2_job_id
 
 # Client-side retries per HTTP request in these tests (the production default is 5-6).
 FAULT_CLIENT_ATTEMPTS = 3

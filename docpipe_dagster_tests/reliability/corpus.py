@@ -36,8 +36,8 @@ from docpipe_dagster.store.invariants import check_invariants
 from docpipe_dagster.store.pool import connect
 from docpipe_dagster.store.search import SearchResult
 from docpipe_dagster.store.search import search as search_chunks
+from docpipe_dagster_mocks.llamaparse.testdata import build_encrypted_pdf, build_text_pdf
 from docpipe_dagster_tests.defs.conftest import Pipeline, wired_pipeline  # noqa: F401  (shared here)
-from mocks.llamaparse.testdata import build_encrypted_pdf, build_text_pdf
 
 # Outcomes a corpus file can reach.
 COMPLETED = "completed"  # searchable; `query` finds it

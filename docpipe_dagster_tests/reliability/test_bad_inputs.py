@@ -18,6 +18,7 @@ import pytest
 from docpipe_dagster.core.hashing import sha256_bytes
 from docpipe_dagster.core.media import unsupported_reason
 from docpipe_dagster.runner import ingest_pending
+from docpipe_dagster_mocks.llamaparse.testdata import build_text_pdf
 from docpipe_dagster_tests.defs.conftest import Pipeline, batch_keys, tick
 from docpipe_dagster_tests.reliability.corpus import (
     CHANGING,
@@ -53,7 +54,6 @@ from docpipe_dagster_tests.reliability.corpus import (
     write_corpus,
     write_file,
 )
-from mocks.llamaparse.testdata import build_text_pdf
 
 UPLOAD_ROUTE = "POST /api/v2/parse/upload"
 GOOD_NEIGHBOUR = "A good neighbour: the ferry timetable is pinned to the harbour office door.\n"

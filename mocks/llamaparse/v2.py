@@ -35,17 +35,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse
 
-from mocks._common import MockSettings
-from mocks.llamaparse.webhook import post_with_retries, sign
-
-if TYPE_CHECKING:
-    from mocks.llamaparse.app import Job
+from docpipe_dagster_mocks._common import MockSettings
+from docpipe_dagster_mocks.llamaparse.jobs import Job, job_id_for, page_items, webhook_url_problem
+from docpipe_dagster_mocks.llamaparse.webhook import post_with_retries, sign
 
 PROJECT_ID = "00000000-0000-4000-8000-00000000d0c5"  # the mock's one project
 TIERS = ("fast", "cost_effective", "agentic", "agentic_plus")
@@ -89,7 +87,6 @@ class V2Context:
 
 def v2_job_id(content: bytes, filename: str, configuration: dict[str, Any]) -> str:
     """The mock's id of a v2 job for these bytes and this configuration (see module doc)."""
-    from mocks.llamaparse.app import job_id_for
 
     identity = {k: v for k, v in configuration.items() if k not in _NON_IDENTITY}
     options = {"api": "v2", "configuration": json.dumps(identity, sort_keys=True)}
@@ -162,11 +159,10 @@ def _check_configuration(config: Any, loc: str) -> JSONResponse | None:
     hooks = config.get("webhook_configurations") or []
     if not isinstance(hooks, list) or not all(isinstance(h, dict) for h in hooks):
         return _invalid([loc, "webhook_configurations"], "Input should be a valid list", hooks)
-    from mocks.llamaparse.app import _webhook_url_problem
 
     for i, hook in enumerate(hooks):
         url = hook.get("webhook_url")
-        problem = "webhook_url is required" if not url else _webhook_url_problem(str(url))
+        problem = "webhook_url is required" if not url else webhook_url_problem(str(url))
         if problem:
             return _invalid([loc, "webhook_configurations", str(i), "webhook_url"], problem, url)
     return None
@@ -202,11 +198,10 @@ def _full(job: Job, attr: str) -> str:
 
 
 def _items_payload(job: Job) -> dict[str, Any]:
-    from mocks.llamaparse.app import _items
 
     return {
         "pages": [
-            {"page_number": n, "items": _items(p.md), "success": True}
+            {"page_number": n, "items": page_items(p.md), "success": True}
             for n, p in enumerate(job.pages, start=1)
         ]
     }
@@ -254,7 +249,6 @@ def add_v2_routes(app: FastAPI, ctx: V2Context) -> None:
         await post_with_retries(url, body, headers, entry)
 
     def create(content: bytes, filename: str, config: dict[str, Any], path: str) -> JSONResponse:
-        from mocks.llamaparse.app import Job
 
         ctx.counters["uploads"] += 1
         ctx.counters["v2_uploads"] += 1

@@ -41,7 +41,7 @@ from fastapi import FastAPI, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from mocks._common import MockSettings, create_mock_app, resolve_data_dir
+from docpipe_dagster_mocks._common import MockSettings, create_mock_app, resolve_data_dir
 
 MAX_KEY_BYTES = 1024
 _TMP_DIR = ".tmp"

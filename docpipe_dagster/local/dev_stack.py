@@ -4,7 +4,7 @@ Each child runs in its own process group so that stopping the stack can signal a
 whole tree (the code server's gRPC server and run workers) and escalate to SIGKILL: Dagster's
 processes may ignore SIGINT/SIGTERM for many seconds when not attached to a terminal.
 Every child, and the embedded Postgres the stack started, dies with the stack however it
-ends (lifeline.py); the stack restarts a Postgres that dies under it (supervise.py).
+ends (lifeline.py); the stack restarts a Postgres that dies under it (supervision.py).
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import httpx
 
 from docpipe_dagster.bundled import bundled_path
 from docpipe_dagster.config import ENV_DAGSTER_DATABASE_URL, docpipe_home
-from docpipe_dagster.lifeline import group_alive
-from docpipe_dagster.supervise import DatabaseWatch, OutputGate
+from docpipe_dagster.local.lifeline import group_alive, lifeline, spawn
+from docpipe_dagster.local.mocks import MocksDidNotStart, mock_ports, start_mocks
+from docpipe_dagster.local.ports import PortInUse, free_port, require_free_ports
+from docpipe_dagster.local.supervision import DatabaseWatch, OutputGate
 
 SAMPLES_DIR = bundled_path("samples")
 SAMPLES_PREFIX = "samples"
@@ -40,25 +42,6 @@ LOCATION_NAME = "docpipe_dagster"
 DAGSTER_CHILDREN = ("code server", "webserver", "daemon")
 # The services' output while the database is down, and while the stack stops.
 HIDDEN_LOG = "dev-hidden-output.log"
-MOCK_PORTS = {"storage": 8000, "llamaparse": 8001, "openai": 8002}
-
-
-def mock_ports() -> dict[str, int]:
-    """Start each mock where the configuration points (defaults 8000/8001/8002)."""
-    from urllib.parse import urlsplit
-
-    from docpipe_dagster.clients.parsing import routing
-    from docpipe_dagster.config import service_settings
-
-    settings = service_settings()
-    urls = {
-        "storage": settings.storage_base_url,
-        "llamaparse": settings.parser_base_url,
-        "openai": settings.embedder_base_url,
-    }
-    if not routing().uses_service:  # DOCPIPE_PARSE_LOCALLY=all: nothing is sent to a parser
-        del urls["llamaparse"]
-    return {name: urlsplit(url).port or MOCK_PORTS[name] for name, url in urls.items()}
 
 
 # What the shipped dagster.yaml leaves out (see its header): docpipe's own Postgres storage.
@@ -170,8 +153,6 @@ class Child:
         self._release()
 
     def _release(self) -> None:
-        from docpipe_dagster.lifeline import lifeline
-
         lifeline().release_group(self.process.pid)
 
 
@@ -188,8 +169,6 @@ class DevStack:
     database: DatabaseWatch | None = None
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
-        from docpipe_dagster.lifeline import spawn
-
         if self.gate is None:
             self.gate = OutputGate(docpipe_home() / "logs" / HIDDEN_LOG)
         # Dies with the stack however it ends; its output passes the gate, which keeps the
@@ -221,7 +200,6 @@ class DevStack:
 
     def start(self) -> None:
         from docpipe_dagster.clients.factory import open_storage
-        from docpipe_dagster.services import require_free_ports
         from docpipe_dagster.store.server import embedded_running, pgdata_dir, ready_database
 
         # Before anything starts: a taken port (often a second `docpipe dev`) is one line.
@@ -234,7 +212,6 @@ class DevStack:
         self.started_database = target.embedded and not was_running
         self.echo(f"database: {'embedded' if target.embedded else 'external'}, migrated")
         if target.embedded:
-            from docpipe_dagster.lifeline import lifeline
             from docpipe_dagster.store.server import start_embedded
 
             if self.started_database:
@@ -244,23 +221,15 @@ class DevStack:
         env = dict(os.environ)
         if self.start_mocks:
             ports = mock_ports()
-            mocks = self._spawn(
-                "mocks",
-                [
-                    sys.executable,
-                    "-m",
-                    "mocks",
-                    "all",
-                    "--host",
-                    "127.0.0.1",
-                    *(f"--{name}-port={port}" for name, port in ports.items()),
-                    *(f"--skip={name}" for name in MOCK_PORTS if name not in ports),
-                ],
-                env,
-            )
-            for name, port in ports.items():
-                if not wait_for_http(f"http://127.0.0.1:{port}/health", 30, mocks.alive):
-                    raise RuntimeError(f"the {name} mock did not start on port {port}")
+            try:
+                start_mocks(
+                    ports,
+                    host="127.0.0.1",
+                    env=env,
+                    launch=lambda args, env: self._spawn("mocks", args, env).process,
+                )
+            except MocksDidNotStart as exc:
+                raise RuntimeError(str(exc)) from exc
             self.echo("mocks: " + ", ".join(f"{name} :{port}" for name, port in ports.items()))
 
         if self.seed:
@@ -279,8 +248,6 @@ class DevStack:
         )
         # Dagster's production topology on one machine (not the superseded `dagster dev`):
         # one code server, and the webserver and the daemon both talking to it over gRPC.
-        from docpipe_dagster.services import free_port
-
         code_port = free_port()
         workspace = write_grpc_workspace(dagster_home, code_port)
         bin_dir = Path(sys.executable).parent
@@ -337,8 +304,6 @@ class DevStack:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        from docpipe_dagster.lifeline import lifeline
-
         if self.gate is not None:
             self.gate.mute()  # Dagster's processes log tracebacks as they are torn down
         for child in reversed(self.children):
@@ -418,7 +383,6 @@ def start_api(stack: DevStack, env: dict[str, str]) -> None:
 
 def run_dev(host: str, port: int, echo: Callable[[str], None]) -> int:
     from docpipe_dagster.config import service_settings
-    from docpipe_dagster.services import PortInUse
 
     stack = DevStack(
         host=host, port=port, start_mocks=service_settings().uses_local_mocks, echo=echo

@@ -101,13 +101,13 @@ class DatabaseWatch:
         gate.database_down = self._line_says_down
 
     def _line_says_down(self, line: bytes) -> bool:
-        from docpipe_dagster.lifeline import postmaster_pid
+        from docpipe_dagster.local.lifeline import postmaster_pid
 
         return b".s.PGSQL." in line and postmaster_pid(self.pgdata) is None
 
     def check(self) -> bool:
         """False when the database is down and could not be started again."""
-        from docpipe_dagster.lifeline import postmaster_pid
+        from docpipe_dagster.local.lifeline import postmaster_pid
 
         if self._announce_at is not None and time.monotonic() >= self._announce_at:
             self._announce_at = None

@@ -5,7 +5,7 @@ Two mechanisms, because neither covers everything alone:
 - `die_with_parent` (PR_SET_PDEATHSIG, a `preexec_fn`): a direct child gets SIGTERM the
   moment the thread that started it ends. It reaches neither grandchildren nor a daemon that
   detached itself (the embedded Postgres: pg_ctl starts the postmaster in a session of its own).
-- A watchdog (`python -m docpipe_dagster.lifeline`): a small process in a session of its own
+- A watchdog (`python -m docpipe_dagster.local.lifeline`): a small process in a session of its own
   holding the read end of a lifeline pipe. The parent tells it, one line each, the process
   groups it started (each child leads one; its children, such as the code server's gRPC
   server and run workers, inherit it) and the embedded Postgres it started. When the pipe
@@ -140,7 +140,7 @@ class Lifeline:
         with self._lock:
             if self._watchdog is None:
                 self._watchdog = subprocess.Popen(
-                    [sys.executable, "-m", "docpipe_dagster.lifeline"],
+                    [sys.executable, "-m", "docpipe_dagster.local.lifeline"],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
