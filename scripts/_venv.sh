@@ -1,5 +1,5 @@
 # Sourced by the scripts: create or update .venv with the package and its dev tools.
-# Reinstalls only when pyproject.toml changed (a stamp holds its hash), so reruns are fast.
+# Reinstalls only when pyproject.toml or setup.py changed (a stamp holds its hash), so reruns are fast.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -14,7 +14,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON_BIN" -m venv "$VENV"
 fi
 STAMP="$VENV/.docpipe-installed"
-WANT="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "==> installing docpipe_dagster and its dependencies into .venv"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
