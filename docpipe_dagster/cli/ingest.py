@@ -85,7 +85,7 @@ def run_ingest(paths: tuple[str, ...], *, wait: bool, prefix: str) -> int:
     settled = _settled_report(upload)
     if settled is not None:
         return settled
-    from docpipe_dagster.services import ServiceProblem, services_for_command
+    from docpipe_dagster.local.services import ServiceProblem, services_for_command
 
     try:
         # Before anything is uploaded or registered: a dead or unauthorised service stops the

@@ -36,7 +36,7 @@ def search_options(command: click.Command) -> click.Command:
 @search_options
 def search_command(query: str, k: int, as_json: bool, **options: object) -> None:
     """Top-k chunks for QUERY (hybrid, vector or text), with provenance and score."""
-    from docpipe_dagster.services import ServiceProblem, services_for_command
+    from docpipe_dagster.local.services import ServiceProblem, services_for_command
 
     if options.get("mode") == "text":  # full text needs no embedder
         sys.exit(run_search(query, k, as_json, **options))

@@ -576,7 +576,7 @@ def test_estimate_tokens_never_badly_under() -> None:
 def test_estimate_tokens_is_never_below_the_embedders_count() -> None:
     """The embeddings client packs requests by this estimate; below the server's count, a
     request over the limit is rejected. The mock's rule is words plus punctuation marks."""
-    from mocks.openai.app import count_tokens
+    from docpipe_dagster_mocks.openai.app import count_tokens
 
     samples = [
         "x=1;y=2;" * 50,  # punctuation-dense code: a per-character formula counted ~270
