@@ -103,14 +103,15 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 def production_targets(p: dict[str, Any], add: Callable[..., None]) -> None:
     """The production path: daemon/CLI ratio, single-file latency."""
     v = p["daemon_vs_cli_median"]
-    add(
-        "production",
-        v,
-        ">= 0.9",
-        v >= 0.9,
-        f"{p['documents']} docs: daemon {p['daemon_s_median']} s, ingest --wait "
-        f"{p['cli_s_median']} s; pairs {[x['daemon_vs_cli'] for x in p['pairs']]}",
-    )
+    if v is not None:
+        add(
+            "production",
+            v,
+            ">= 0.9",
+            v >= 0.9,
+            f"{p['documents']} docs: daemon {p['daemon_s_median']} s, ingest --wait "
+            f"{p['cli_s_median']} s; pairs {[x['daemon_vs_cli'] for x in p['pairs']]}",
+        )
     lat = p.get("latency")
     if lat:
         add(
