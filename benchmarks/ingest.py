@@ -55,6 +55,10 @@ QUICK_DEFAULTS = {
     "repeat": (3, 1),
     "dev_tuned": (True, False),
     "peers_docs": ("300,1000", "300"),
+    "production_docs": (1000, 100),
+    "production_repeat": (2, 1),
+    "production_latency_files": (20, 5),
+    "production_runs": ("1,2,4", ""),
 }
 
 
@@ -138,6 +142,20 @@ QUICK_DEFAULTS = {
     default=None,
     help="also measure with DOCPIPE_SETTLE_SECONDS=0.5 DOCPIPE_SENSOR_INTERVAL_SECONDS=1 "
     "(default: on, off with --quick)",
+)
+@click.option(
+    "--production-docs",
+    type=int,
+    default=lambda: int(os.environ.get("DOCPIPE_BENCH_PRODUCTION_DOCS", 0)) or None,
+    help="documents of the production scenario's burst (1000; --quick 100; 10000 takes "
+    "long; env DOCPIPE_BENCH_PRODUCTION_DOCS)",
+)
+@click.option("--production-repeat", type=int, default=None, help="burst/CLI pairs (2; --quick 1)")
+@click.option(
+    "--production-latency-files", type=int, default=None, help="single files (20; --quick 5)"
+)
+@click.option(
+    "--production-runs", default=None, help="run caps for the runs table (1,2,4; --quick none)"
 )
 @click.option(
     "--peers-docs", default=None, help="corpus sizes of the peers scenario (300,1000; --quick 300)"

@@ -93,9 +93,35 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"parts {t.get('median_parts_seconds')}"
             )
         add("dev", {"p50": v, "p95": d["p95_seconds"]}, "p50 <= 10 s", v <= 10, detail)
+    if "production" in s and "daemon_vs_cli_median" in s["production"]:
+        production_targets(s["production"], add)
     if "peers" in s:
         peer_targets(s["peers"], add)
     return rows
+
+
+def production_targets(p: dict[str, Any], add: Callable[..., None]) -> None:
+    """The production path: daemon/CLI ratio, single-file latency."""
+    v = p["daemon_vs_cli_median"]
+    if v is not None:
+        add(
+            "production",
+            v,
+            ">= 0.9",
+            v >= 0.9,
+            f"{p['documents']} docs: daemon {p['daemon_s_median']} s, ingest --wait "
+            f"{p['cli_s_median']} s; pairs {[x['daemon_vs_cli'] for x in p['pairs']]}",
+        )
+    lat = p.get("latency")
+    if lat:
+        add(
+            "production latency",
+            {"p50": lat["p50_s"], "p95": lat["p95_s"]},
+            "p50 <= 3 s, p95 <= 5 s",
+            lat["p50_s"] <= 3 and lat["p95_s"] <= 5,
+            f"{lat['files']} files; median parts {lat['median_parts_s']}",
+            key="production",
+        )
 
 
 def peer_targets(peers: dict[str, Any], add: Callable[..., None]) -> None:
@@ -263,6 +289,11 @@ def report(doc: dict[str, Any]) -> str:
                 f"p50 {t['p50_seconds']} s, p95 {t['p95_seconds']} s; "
                 f"median parts {t.get('median_parts_seconds')}"
             )
+        out.append("")
+    if "production" in doc["scenarios"] and "pairs" in doc["scenarios"]["production"]:
+        from benchmarks.production import summary
+
+        out.extend(summary(doc["scenarios"]["production"]))
         out.append("")
     if "peers" in doc["scenarios"]:
         peers = doc["scenarios"]["peers"]

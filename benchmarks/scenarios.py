@@ -43,6 +43,7 @@ SCENARIOS = (
     "trickle",
     "memory",
     "dev",
+    "production",
     "peers",
 )
 TARGETS = {
@@ -54,6 +55,8 @@ TARGETS = {
     "rerun": "0 external calls and <= 3 % of the first run's time",
     "memory": "peak RSS at 10 N documents <= 1.3 x at N documents",
     "dev": "upload -> searchable p50 <= 10 s under docpipe dev",
+    "production": "a burst copied into storage under docpipe dev's topology (daemon) >= 0.9 x "
+    "`docpipe ingest --wait` on the same corpus; single files p50 <= 3 s, p95 <= 5 s",
     "peers_first": "`docpipe ingest --wait` (whole process) >= 2.0 x the faster of LangChain "
     "index() and LlamaIndex IngestionPipeline (docs/s, their imports excluded), each size",
     "peers_rerun": "unchanged re-run, whole process <= 0.5 s at 1,000 documents (LlamaIndex's "
@@ -614,6 +617,35 @@ class Bench:
                 sensor_interval=1,
             )
         self.results["dev"] = res
+
+    def production(self) -> None:
+        """The production path: a burst under `docpipe dev`'s topology beside `ingest --wait`
+        on the same corpus, single-file latency, and 1/2/4 concurrent runs."""
+        from benchmarks.production import measure as production
+
+        a = self.args
+        work = self.work / "production"
+        extra = {}
+        if a.dims != self.native_dims:
+            extra["DOCPIPE_EMBEDDING_DIMENSIONS"] = str(a.dims)
+        self.infra.reset_mocks()
+        res = production(
+            self.infra,
+            work,
+            docs=a.production_docs,
+            repeat=a.production_repeat,
+            latency_files=a.production_latency_files,
+            runs=[int(r) for r in str(a.production_runs).split(",") if r.strip()],
+            timeout=a.run_timeout,
+            extra_env=extra,
+        )
+        res["description"] = (
+            "code server + webserver + daemon with the shipped dagster.yaml and default settings; "
+            "the corpus copied into storage at once, timed to the last document settled, beside "
+            "`docpipe ingest --wait` on the same corpus (whole process), zero-latency mocks"
+        )
+        self.results["production"] = res
+        shutil.rmtree(work, ignore_errors=True)
 
     def peers(self) -> None:
         """`docpipe ingest --wait` beside LangChain and LlamaIndex (benchmarks/peers/)."""

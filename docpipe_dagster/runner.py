@@ -229,8 +229,9 @@ def ingest_pending(
         ) as built:
             store = built.database.store()
             leftover = store.open_batches()
+            routes = getattr(resources.get("parser"), "routing", None)  # the runs' routing
             for _ in range(max_rounds):
-                scan = scan_storage(built.storage.open(), store, intake)
+                scan = scan_storage(built.storage.open(), store, intake, routes=routes)
                 keys = sorted(set(scan.batches) | set(leftover))
                 for outcome in slots.map(keys):
                     outcomes.append(outcome)

@@ -4,6 +4,12 @@ The database is the only state: a tick lists storage, compares each object with 
 newest registered version of its key (size and mtime first, content hash when those
 changed), and registers what is new. A file modified within the last `settle_seconds`
 may still be being written, so it waits for a later tick.
+
+Each new file is read once on the way in: the tick that hashes it also judges its content
+(type, sniffed content against its name) and fails what no parser reads at once, stage
+`intake`. The batch run's `raw_documents` check then needs no download (the size limit is
+judged on the registered size), and the parse stage reads the bytes it parses, verifying
+them against the registered hash (a file changed since registration is superseded there).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from docpipe_dagster.clients.storage import StorageBackend, StoredObject
 from docpipe_dagster.config import default_of
@@ -23,7 +30,11 @@ from docpipe_dagster.core.ids import batch_key as make_batch_key
 from docpipe_dagster.core.ids import document_id as make_document_id
 from docpipe_dagster.core.ids import job_id as make_job_id
 from docpipe_dagster.core.media import detect_media_type, is_ignored_key
+from docpipe_dagster.pipeline.report import StageReport, batch_jobs, fail_job
 from docpipe_dagster.store.queries import JobRow, NewVersion, Store
+
+if TYPE_CHECKING:
+    from docpipe_dagster.clients.parsing import Routing
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +62,7 @@ class IntakeResult:
     ignored: int = 0  # hidden, temporary and lock files
     deferred: int = 0  # over this tick's cap: taken on a later tick
     deleted: int = 0
+    refused: int = 0  # registered and failed at once: content no configured parser reads
     newest_modified: float = 0.0
 
     def summary(self) -> dict[str, int]:
@@ -63,6 +75,7 @@ class IntakeResult:
             "ignored": self.ignored,
             "deferred": self.deferred,
             "deleted": self.deleted,
+            "refused": self.refused,
         }
 
 
@@ -83,13 +96,22 @@ def scan_storage(
     *,
     now: float | None = None,
     clock: Callable[[], datetime] | None = None,
+    routes: Routing | None = None,
 ) -> IntakeResult:
-    """One intake tick: register new/changed files in capped batches, sync deletions."""
+    """One intake tick: register new/changed files in capped batches, sync deletions.
+    A new file whose content no parser under `routes` (default: DOCPIPE_PARSE_LOCALLY)
+    reads is registered and failed at once with the reason, from the bytes just hashed."""
     now = time.time() if now is None else now
+    if routes is None:
+        # Imported here: the parser clients' module is not needed by a no-op `ingest`.
+        from docpipe_dagster.clients.parsing import routing
+
+        routes = routing()
     result = IntakeResult()
     known = store.current_versions()
     seen: set[str] = set()
     found: list[NewVersion] = []
+    refusals: dict[uuid.UUID, str] = {}
     touched: dict[uuid.UUID, datetime] = {}
     capacity = config.batch_max_files * config.max_batches_per_tick
 
@@ -121,9 +143,13 @@ def scan_storage(
             result.unchanged += 1
             continue
         document = make_document_id(obj.key)
+        job_id = make_job_id(document, sha)
+        refusal = routes.refusal(obj.key, data)
+        if refusal:
+            refusals[job_id] = refusal
         found.append(
             NewVersion(
-                job_id=make_job_id(document, sha),
+                job_id=job_id,
                 document_id=document,
                 storage_key=obj.key,
                 content_sha256=sha,
@@ -141,6 +167,7 @@ def scan_storage(
         if queued:
             result.batches[key] = queued
             result.registered += len(queued)
+    result.refused = _refuse(store, refusals, result.batches)
 
     if config.sync_deletions:
         unreadable = _unreadable_paths(backend)
@@ -155,6 +182,34 @@ def scan_storage(
         store.mark_deleted(gone, "file removed from storage")
         result.deleted = len(gone)
     return result
+
+
+def _refuse(store: Store, refusals: dict[uuid.UUID, str], batches: dict[str, list]) -> int:
+    """Fail the just-registered jobs whose content was refused, stage `intake`."""
+    queued = {job_id for ids in batches.values() for job_id in ids}
+    refused = [job_id for job_id in refusals if job_id in queued]
+    for job_id in refused:
+        store.mark_failed(job_id, "intake", refusals[job_id], code="UNSUPPORTED")
+    return len(refused)
+
+
+def check_raw_documents(store: Store, batch_key: str, *, max_file_bytes: int) -> StageReport:
+    """The batch run's intake check, with no download: files over the size limit fail here
+    (on the registered size, so a lowered limit applies to queued files too). Content was
+    judged when the file was read and hashed (`scan_storage`); a file changed or removed
+    since then is caught where its bytes are read (`pipeline/parse.py`)."""
+    report = StageReport("intake")
+    for job in batch_jobs(store, batch_key, ["uploaded"], report):
+        report.count("bytes", job.size_bytes)
+        if job.size_bytes > max_file_bytes:
+            reason = (
+                f"file is {job.size_bytes / 1e6:.1f} MB, over the {max_file_bytes / 1e6:.0f} MB "
+                "limit (DOCPIPE_MAX_FILE_BYTES)"
+            )
+            fail_job(store, report, job, reason, code="TOO_LARGE")
+            continue
+        report.succeeded += 1
+    return report.finish()
 
 
 def storage_in_sync(

@@ -1,4 +1,4 @@
-"""Validate the batch's files, then parse them to markdown (LlamaParse contract).
+"""Parse the batch's files to markdown (LlamaParse contract).
 
 The parse cache is keyed by content hash and parser profile: the same bytes are never
 parsed twice, across documents, batches and re-runs. Files the routing (DOCPIPE_PARSE_LOCALLY,
@@ -13,7 +13,7 @@ import time
 
 from docpipe_dagster.clients.llamaparse import LlamaParseClient, ParseError
 from docpipe_dagster.clients.parsing import Routing, routing
-from docpipe_dagster.clients.storage import StorageBackend, StorageError
+from docpipe_dagster.clients.storage import ObjectNotFoundError, StorageBackend, StorageError
 from docpipe_dagster.core.breaker import ServiceUnavailable
 from docpipe_dagster.core.hashing import sha256_bytes
 from docpipe_dagster.core.media import extension
@@ -21,54 +21,6 @@ from docpipe_dagster.logs import bound
 from docpipe_dagster.pipeline.local_parse import local_profile, parse_locally
 from docpipe_dagster.pipeline.report import RetrySchedule, StageReport, batch_jobs, fail_job
 from docpipe_dagster.store.queries import JobRow, ParsedJob, Store
-
-
-def check_raw_documents(
-    store: Store,
-    backend: StorageBackend,
-    batch_key: str,
-    *,
-    max_file_bytes: int,
-    routes: Routing | None = None,
-) -> StageReport:
-    """Reject what cannot be parsed before paying for it: gone, changed, too big, a type
-    nobody parses under `routes` (default: DOCPIPE_PARSE_LOCALLY's default), or content
-    that contradicts its name."""
-    routes = routes or routing("text")
-    report = StageReport("intake")
-    vanished: list[JobRow] = []
-    changed: list[JobRow] = []
-    for job in batch_jobs(store, batch_key, ["uploaded"], report):
-        report.count("bytes", job.size_bytes)
-        if job.size_bytes > max_file_bytes:
-            reason = (
-                f"file is {job.size_bytes / 1e6:.1f} MB, over the {max_file_bytes / 1e6:.0f} MB "
-                "limit (DOCPIPE_MAX_FILE_BYTES)"
-            )
-            fail_job(store, report, job, reason, code="TOO_LARGE")
-            continue
-        try:
-            data = backend.read(job.storage_key)
-        except StorageError:
-            vanished.append(job)
-            continue
-        if sha256_bytes(data) != job.content_sha256:
-            changed.append(job)  # the sensor registers the new content on its next tick
-            continue
-        reason = routes.refusal(job.storage_key, data)
-        if reason:
-            fail_job(store, report, job, reason, code="UNSUPPORTED")
-            continue
-        report.succeeded += 1
-    store.mark_deleted(
-        [j.document_id for j in vanished], "file removed from storage before parsing"
-    )
-    store.set_states(
-        [j.job_id for j in changed], "superseded", "intake", "changed_before_parse", durable=True
-    )
-    report.count("vanished", len(vanished))
-    report.count("changed_before_parse", len(changed))
-    return report.finish()
 
 
 class _GroupSaver:
@@ -187,16 +139,36 @@ async def parse_documents(
 
     async def parse_one(key: tuple[str, str], same_content: list[JobRow]) -> None:
         job_profile = key[1]
-        first = same_content[0]
-        try:
-            data = await asyncio.to_thread(_read_verified, backend, first)
-        except StorageError as exc:
-            fail(same_content, f"could not read the file from storage: {exc}", "STORAGE_READ", True)
+        first = same_content[0]  # the copy the bytes come from
+        # Read from the first copy still in storage; a removed one is marked deleted.
+        data: bytes | None = None
+        while same_content:
+            first = same_content[0]
+            try:
+                data = await asyncio.to_thread(_read_verified, backend, first)
+                break
+            except ObjectNotFoundError:
+                store.mark_deleted([first.document_id], "file removed from storage before parsing")
+                report.count("vanished")
+                same_content = same_content[1:]
+            except StorageError as exc:
+                reason = f"could not read the file from storage: {exc}"
+                fail(same_content, reason, "STORAGE_READ", True)
+                return
+        if not same_content:
             return
         if data is None:
             ids = [job.job_id for job in same_content]
             store.set_states(ids, "superseded", "parse", "changed_before_parse", durable=True)
             report.count("changed_before_parse", len(same_content))
+            return
+        # Judged at registration (pipeline/intake.py) from the same bytes; again here for a
+        # job re-queued by hand under a routing that may have changed since.
+        refusal = routes.refusal(first.storage_key, data)
+        if refusal:
+            for job in same_content:
+                store.mark_failed(job.job_id, "intake", refusal, code="UNSUPPORTED")
+                report.fail(job.storage_key, refusal, code="UNSUPPORTED", retryable=False)
             return
         started = time.perf_counter()
         filename = first.storage_key.rsplit("/", 1)[-1]

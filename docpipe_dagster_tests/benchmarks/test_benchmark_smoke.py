@@ -32,7 +32,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     cmd = [
         sys.executable, "-m", "benchmarks.ingest", "--quick",
         "--docs", str(DOCS), "--dims", "64", "--reduced-dims", "32",
-        "--skip", "dev,options,realistic,peers",
+        "--skip", "dev,options,realistic,peers,production",
         "--trickle-batches", "2", "--trickle-docs", "3", "--memory-docs", "10",
         "--probe-insert-rows", "20", "--random-probe-rows", "0",
         "--workdir", str(work / "run"), "--out", str(out),
@@ -129,8 +129,14 @@ def test_trickle_and_memory_counts_add_up(report: dict) -> None:
 
 def test_targets_and_table_are_complete(report: dict) -> None:
     targets = {t["id"]: t for t in report["targets"]}
-    # one row per target of the scenarios that ran (dev, realistic and peers were skipped)
-    assert set(targets) == set(TARGETS) - {"dev", "realistic", "peers_first", "peers_rerun"}
+    # one row per target of the scenarios that ran (dev, realistic, production, peers skipped)
+    assert set(targets) == set(TARGETS) - {
+        "dev",
+        "realistic",
+        "production",
+        "peers_first",
+        "peers_rerun",
+    }
     assert all(isinstance(t["met"], bool) for t in targets.values())
     rows = {(r["scenario"], r["system"]) for r in report["table"]}
     for name in ("overhead", "bulk", "trickle"):

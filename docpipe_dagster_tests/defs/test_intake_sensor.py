@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from docpipe_dagster.core.ids import document_id
 from docpipe_dagster_tests.defs.conftest import Pipeline, batch_keys, tick
@@ -209,3 +210,61 @@ def test_an_unreadable_folder_is_not_taken_for_deleted_files(
         assert second.deleted == 1  # b.md really is gone; team/a.md was merely unreadable
         states = {k: j.state for k, j in store.current_versions().items()}
         assert states == {"team/a.md": "uploaded"}
+
+
+def test_each_new_file_is_read_once_on_the_way_in(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick that hashes a file also judges its content; the batch run's intake check
+    downloads nothing, and parsing reads the bytes it parses (verified against the hash)."""
+    from docpipe_dagster.clients.storage.folder import FolderStorage
+    from docpipe_dagster.runner import ingest_pending
+
+    reads: list[str] = []
+    real_read = FolderStorage.read
+
+    def counted(self: FolderStorage, key: str) -> bytes:
+        reads.append(key)
+        return real_read(self, key)
+
+    monkeypatch.setattr(FolderStorage, "read", counted)
+    pipeline.write("notes.txt", "# Notes\n\nPlain text, parsed in-process.\n")
+    pipeline.write("guide.md", "# Guide\n\nMarkdown, parsed in-process.\n")
+    pipeline.write("setup.exe", b"MZ\x90\x00\x03\x00\x00\x00" + bytes(range(256)) * 4)
+
+    first = tick(pipeline, None)
+    assert len(batch_keys(first)) == 1
+    assert sorted(reads) == ["guide.md", "notes.txt", "setup.exe"]  # hashed and judged
+    jobs = pipeline.jobs()
+    refused = jobs["setup.exe"]
+    # Refused from the bytes just hashed: failed at intake with the reason, not retried.
+    assert (refused["state"], refused["failed_stage"]) == ("failed", "intake")
+    assert "unsupported file type .exe" in refused["failure_reason"]
+    assert refused["retryable"] is False
+
+    reads.clear()
+    ingest_pending(resources=pipeline.resources, instance=pipeline.instance)
+    # In the run: one read per parsed file (parsing), none for the intake check.
+    assert sorted(reads) == ["guide.md", "notes.txt"]
+    states = {k: j["state"] for k, j in pipeline.jobs().items()}
+    assert states == {"notes.txt": "completed", "guide.md": "completed", "setup.exe": "failed"}
+
+
+def test_a_file_changed_or_removed_after_registration_is_caught_where_it_is_read(
+    pipeline: Pipeline,
+) -> None:
+    from docpipe_dagster.runner import run_batch
+
+    pipeline.write("stays.md", "# Stays\n\nParsed as registered.\n")
+    pipeline.write("edited.md", "# Edited\n\nThe registered version.\n")
+    pipeline.write("gone.md", "# Gone\n\nRemoved before its run.\n")
+    (key,) = batch_keys(tick(pipeline, None))
+    pipeline.write("edited.md", "# Edited\n\nA newer version, written after registration.\n")
+    pipeline.delete("gone.md")
+
+    outcome = run_batch(key, resources=pipeline.resources, instance=pipeline.instance)
+    assert outcome.success
+    jobs = pipeline.jobs()
+    assert jobs["stays.md"]["state"] == "completed"
+    assert jobs["edited.md"]["state"] == "superseded"  # the sensor registers the new bytes
+    assert jobs["gone.md"]["state"] == "deleted"

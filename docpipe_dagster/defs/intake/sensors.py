@@ -13,7 +13,12 @@ from docpipe_dagster.config import settings
 from docpipe_dagster.core.ids import batch_key as make_batch_key
 from docpipe_dagster.defs.intake.recovery import batch_has_live_run
 from docpipe_dagster.defs.partitions import INGEST_JOB, batch_partitions
-from docpipe_dagster.defs.resources import DatabaseResource, PipelineSettings, StorageResource
+from docpipe_dagster.defs.resources import (
+    DatabaseResource,
+    ParserResource,
+    PipelineSettings,
+    StorageResource,
+)
 from docpipe_dagster.pipeline.intake import scan_storage
 
 # Sensor intervals are arguments of the decorators, so they are read when the definitions
@@ -57,9 +62,12 @@ def storage_intake_sensor(
     database: DatabaseResource,
     storage: StorageResource,
     pipeline_settings: PipelineSettings,
+    parser: ParserResource,
 ) -> dg.SensorResult:
     previous = _cursor(context.cursor)
-    result = scan_storage(storage.open(), database.store(), pipeline_settings.intake())
+    result = scan_storage(
+        storage.open(), database.store(), pipeline_settings.intake(), routes=parser.routing
+    )
     summary = result.summary()
     cursor = {
         "high_water_mark": max(previous.get("high_water_mark", 0.0), result.newest_modified),

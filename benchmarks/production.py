@@ -1,0 +1,445 @@
+"""The production path beside the command line, on one corpus, in one run.
+
+    python -m benchmarks.production --docs 1000            # burst + latency + runs 1,2,4
+    python -m benchmarks.production --docs 200 --runs ""   # a quick look (no run-cap table)
+
+For each measurement a fresh docpipe database and Dagster database on the benchmark's one
+embedded Postgres, and the topology `docpipe dev` starts: `dagster code-server start`, the
+webserver and `dagster-daemon run` over gRPC, with the shipped dagster.yaml plus Postgres
+storage, and docpipe's default settings (settle time, sensor interval, batch size). Then:
+
+- **burst**: the corpus is copied into the storage folder at once; timed from the start of
+  the copy to the last document `completed` (or `failed`);
+- **cli**: `docpipe ingest <corpus> --wait` on the same corpus, the whole process, right
+  after (alternating with the burst when `--repeat` > 1); the ratio is cli s / burst s;
+- **latency**: after the burst, `--latency-files` single files written one at a time, each
+  timed from the write to its chunks in `document_chunks`, split into waiting for intake,
+  registration → run, and the run;
+- **runs**: the burst again with max_concurrent_runs = 1, 2, 4 (`--runs`).
+
+Run launch and step times come from Dagster's run and step stats; CPU seconds per component
+are sampled (run workers = the code server's process tree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+from psycopg import sql
+
+from benchmarks.corpus import CorpusSpec, generate
+from benchmarks.devlatency import _percentile
+from benchmarks.infra import REPO_ROOT, Infra, child_env, free_port, stop_group
+from benchmarks.topology_scale import CpuMeter, _spawn, _step_stats, _wait
+from docpipe_dagster.store.server import for_dagster, replace_database
+
+BIN = Path(sys.executable).parent
+LOCATION = "docpipe_dagster"
+# The corpus the issue's figures were measured on: 600 txt, 200 md, 200 html per 1,000.
+MIX = "txt:3,md:1,html:1"
+S = "upload_pipeline"
+
+
+def instance_yaml(runs: int | None) -> str:
+    """The dev instance: the shipped dagster.yaml plus Postgres storage (as `docpipe dev`
+    writes it); `runs` overrides max_concurrent_runs."""
+    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    config["storage"] = {"postgres": {"postgres_url": {"env": "DOCPIPE_DAGSTER_DATABASE_URL"}}}
+    if runs:
+        config["concurrency"]["runs"]["max_concurrent_runs"] = runs
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+class Topology:
+    """Code server, webserver and daemon on fresh databases; `with` stops them all."""
+
+    def __init__(
+        self,
+        infra: Infra,
+        workdir: Path,
+        label: str,
+        runs: int | None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.infra, self.label, self.runs = infra, label, runs
+        self.home = workdir / label
+        self.procs: list[subprocess.Popen] = []
+        self.database_url = infra.new_database(f"prod_{label}")
+        self.dagster_db = f"bench_prod_{label}_dagster_{os.getpid()}"
+        with psycopg.connect(infra.server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dagster_db)))
+        dagster_home = self.home / "dagster_home"
+        dagster_home.mkdir(parents=True)
+        (dagster_home / "dagster.yaml").write_text(instance_yaml(runs))
+        self.storage = self.home / "storage"
+        self.storage.mkdir()
+        assert infra.parser and infra.embedder
+        self.env = child_env(
+            DAGSTER_HOME=str(dagster_home),
+            DOCPIPE_HOME=str(self.home),
+            DOCPIPE_DATABASE_URL=self.database_url,
+            DOCPIPE_DAGSTER_DATABASE_URL=for_dagster(
+                replace_database(infra.server_url, self.dagster_db)
+            ),
+            LLAMAPARSE_BASE_URL=infra.parser.base_url,
+            OPENAI_BASE_URL=infra.embedder.base_url + "/v1",
+            DOCPIPE_STORAGE_BACKEND="folder",
+            DOCPIPE_STORAGE_DIR=str(self.storage),
+            **(extra_env or {}),
+        )
+
+    def __enter__(self) -> Topology:
+        subprocess.run(
+            [str(BIN / "dagster"), "instance", "migrate"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        port, web_port = free_port(), free_port()
+        workspace = self.home / "workspace.yaml"
+        workspace.write_text(
+            "load_from:\n  - grpc_server: "
+            f"{{host: 127.0.0.1, port: {port}, location_name: {LOCATION}}}\n"
+        )
+        log = self.home / "topology.log"
+        self.code_server = _spawn(
+            [
+                str(BIN / "dagster"),
+                *("code-server", "start", "-h", "127.0.0.1", "-p", str(port)),
+                *("-m", "docpipe_dagster.definitions", "--location-name", LOCATION),
+            ],
+            self.env,
+            log,
+        )
+        self.procs.append(self.code_server)
+        health = [str(BIN / "dagster"), "api", "grpc-health-check", "-p", str(port)]
+        _wait(
+            lambda: subprocess.run(health, env=self.env, capture_output=True).returncode == 0,
+            180,
+            "the code server",
+        )
+        ws = ["-w", str(workspace)]
+        web = [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(web_port), *ws]
+        self.procs.append(_spawn(web, self.env, log))
+        self.daemon = _spawn([str(BIN / "dagster-daemon"), "run", *ws], self.env, log)
+        self.procs.append(self.daemon)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in reversed(self.procs):
+            stop_group(proc)
+        with contextlib.suppress(psycopg.Error):
+            self.infra.drop_database(self.database_url)
+        with contextlib.suppress(psycopg.Error):
+            self.infra.drop_database(self.dagster_db)
+
+    def settled(self) -> tuple[int, int]:
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute(
+                f"SELECT count(*) FILTER (WHERE state IN ('completed', 'failed')), count(*)"
+                f" FROM {S}.upload_jobs"
+            ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def burst(self, corpus: Path, docs: int, timeout: float) -> dict[str, Any]:
+        """Copy the corpus into storage at once; seconds to the last document settled."""
+        meter = CpuMeter(
+            {
+                "run workers + code server": [self.code_server.pid],
+                "daemon": [self.daemon.pid],
+                "postgres": self.infra.postgres_pids()[:1],
+                "parser mock": [self.infra.parser.proc.pid],  # type: ignore[union-attr]
+                "embedder mock": [self.infra.embedder.proc.pid],  # type: ignore[union-attr]
+            }
+        )
+        meter.sample()
+        before = meter.totals()
+        started = time.monotonic()
+        shutil.copytree(corpus, self.storage / corpus.name)
+        copied = time.monotonic() - started
+
+        def done() -> bool:
+            meter.sample()
+            return self.settled()[0] >= docs
+
+        _wait(done, timeout, f"{docs} documents")
+        wall = time.monotonic() - started
+        meter.sample()
+        cpu = {k: round(v - before.get(k, 0.0), 2) for k, v in meter.totals().items()}
+        with psycopg.connect(self.database_url) as conn:
+            states = dict(
+                conn.execute(f"SELECT state, count(*) FROM {S}.upload_jobs GROUP BY 1").fetchall()
+            )
+            (chunks,) = conn.execute(f"SELECT count(*) FROM {S}.document_chunks").fetchone()
+        return {
+            "documents": docs,
+            "copy_s": round(copied, 2),
+            "wall_s": round(wall, 2),
+            "documents_per_s": round(docs / wall, 1),
+            "chunks": chunks,
+            "states": states,
+            "cpu_s": cpu,
+            "runs": _step_stats(self.env),
+            "load_average_1m": round(os.getloadavg()[0], 1),
+        }
+
+    def latency(self, files: int, timeout: float = 120.0) -> dict[str, Any]:
+        """Single files written one at a time: write -> searchable, and its parts."""
+        samples: list[dict[str, Any]] = []
+        folder = self.storage / "latency"
+        folder.mkdir(exist_ok=True)
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            for i in range(files):
+                key = f"latency/upload-{i:03d}.md"
+                path = self.storage / key
+                tmp = folder / f".upload-{i:03d}.md.tmp"
+                tmp.write_text(
+                    f"# Upload {i}\n\nLatency probe {i}: the quick brown fox {i} jumps over the "
+                    f"lazy dog {i} while the benchmark waits for it to become searchable.\n"
+                )
+                wall0 = datetime.now(timezone.utc)
+                t0 = time.monotonic()
+                os.replace(tmp, path)  # appears complete, like an upload
+
+                def searchable(key: str = key) -> bool:
+                    (n,) = conn.execute(
+                        f"SELECT count(*) FROM {S}.document_chunks WHERE storage_key = %s", (key,)
+                    ).fetchone()
+                    return n > 0
+
+                _wait(searchable, timeout, f"{key} to become searchable")
+                seconds = time.monotonic() - t0
+                at = {
+                    (t, s): ts
+                    for t, s, ts in conn.execute(
+                        f"SELECT e.event_type, e.stage, min(e.created_at) FROM {S}.events e"
+                        f" JOIN {S}.upload_jobs j USING (job_id) WHERE j.storage_key = %s"
+                        " GROUP BY 1, 2",
+                        (key,),
+                    ).fetchall()
+                }
+                sample: dict[str, Any] = {"seconds": round(seconds, 3)}
+                registered = at.get(("registered", "intake"))
+                first_run = min((ts for (_t, s), ts in at.items() if s == "parse"), default=None)
+                if registered is not None and first_run is not None:
+                    sample["to_registered"] = round((registered - wall0).total_seconds(), 3)
+                    sample["registered_to_run"] = round((first_run - registered).total_seconds(), 3)
+                    sample["in_run"] = round(seconds - (first_run - wall0).total_seconds(), 3)
+                samples.append(sample)
+        values = [s["seconds"] for s in samples]
+        parts = {
+            name: round(statistics.median([s[name] for s in samples if name in s]), 3)
+            for name in ("to_registered", "registered_to_run", "in_run")
+            if any(name in s for s in samples)
+        }
+        return {
+            "files": files,
+            "p50_s": round(_percentile(values, 0.5), 3),
+            "p95_s": round(_percentile(values, 0.95), 3),
+            "max_s": round(max(values), 3) if values else None,
+            "median_parts_s": parts,
+            "samples": samples,
+        }
+
+
+def cli_ingest(
+    infra: Infra,
+    workdir: Path,
+    corpus: Path,
+    docs: int,
+    label: str,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """`docpipe ingest <corpus> --wait` on a fresh database: the whole process."""
+    url = infra.new_database(f"cli_{label}")
+    storage = workdir / f"cli-{label}" / "storage"
+    storage.mkdir(parents=True)
+    assert infra.parser and infra.embedder
+    env = child_env(
+        DOCPIPE_DATABASE_URL=url,
+        DOCPIPE_DAGSTER_DATABASE_URL=url,
+        DOCPIPE_HOME=str(workdir / f"cli-{label}"),
+        DOCPIPE_STORAGE_BACKEND="folder",
+        DOCPIPE_STORAGE_DIR=str(storage),
+        LLAMAPARSE_BASE_URL=infra.parser.base_url,
+        OPENAI_BASE_URL=infra.embedder.base_url + "/v1",
+        **(extra_env or {}),
+    )
+    try:
+        started = time.monotonic()
+        out = subprocess.run(
+            [str(BIN / "docpipe"), "ingest", str(corpus), "--wait"],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        )
+        wall = time.monotonic() - started
+        if out.returncode != 0:
+            raise RuntimeError(
+                f"docpipe ingest --wait failed:\n{out.stdout[-1500:]}{out.stderr[-1500:]}"
+            )
+        with psycopg.connect(url) as conn:
+            states = dict(
+                conn.execute(f"SELECT state, count(*) FROM {S}.upload_jobs GROUP BY 1").fetchall()
+            )
+            (chunks,) = conn.execute(f"SELECT count(*) FROM {S}.document_chunks").fetchone()
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            infra.drop_database(url)
+    return {
+        "documents": docs,
+        "wall_s": round(wall, 2),
+        "documents_per_s": round(docs / wall, 1),
+        "chunks": chunks,
+        "states": states,
+    }
+
+
+def measure(
+    infra: Infra,
+    workdir: Path,
+    *,
+    docs: int,
+    repeat: int = 1,
+    latency_files: int = 10,
+    runs: list[int] | None = None,
+    timeout: float = 3600.0,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Burst under the topology and `ingest --wait` on the same corpus, `repeat` pairs
+    (alternating), the latency probe after the first burst, then the run-cap table."""
+    staging = workdir / "corpus"
+    files = generate(CorpusSpec(docs=docs, mix=MIX, prefix=f"prod{docs}"), staging)
+    corpus = staging / f"prod{docs}"
+    pairs: list[dict[str, Any]] = []
+    latency: dict[str, Any] | None = None
+    for i in range(repeat):
+        pair: dict[str, Any] = {}
+        order = ("daemon", "cli") if i % 2 == 0 else ("cli", "daemon")
+        for system in order:
+            if system == "cli":
+                pair["cli"] = cli_ingest(
+                    infra, workdir, corpus, len(files), f"{docs}_{i}", extra_env
+                )
+                continue
+            with Topology(infra, workdir, f"burst{docs}_{i}", None, extra_env) as topo:
+                time.sleep(3)  # the daemon's first sensor tick is done
+                pair["daemon"] = topo.burst(corpus, len(files), timeout)
+                if latency is None and latency_files:
+                    latency = topo.latency(latency_files)
+        pair["daemon_vs_cli"] = round(pair["cli"]["wall_s"] / pair["daemon"]["wall_s"], 3)
+        pairs.append(pair)
+        print(json.dumps({k: v for k, v in pair.items()}, default=str)[:600], flush=True)
+
+    def median(values: list[float]) -> float | None:
+        return round(statistics.median(values), 3) if values else None
+
+    result: dict[str, Any] = {
+        "documents": len(files),
+        "mix": MIX,
+        "pairs": pairs,
+        "daemon_s_median": median([p["daemon"]["wall_s"] for p in pairs]),
+        "cli_s_median": median([p["cli"]["wall_s"] for p in pairs]),
+        "daemon_vs_cli_median": median([p["daemon_vs_cli"] for p in pairs]),
+        "latency": latency,
+        "settings": dict(extra_env or {}),
+        "runs": [],
+    }
+    for cap in runs or []:
+        with Topology(infra, workdir, f"runs{cap}_{docs}", cap, extra_env) as topo:
+            time.sleep(3)
+            one = topo.burst(corpus, len(files), timeout)
+        one["max_concurrent_runs"] = cap
+        result["runs"].append(one)
+        print(json.dumps({"runs": cap, "wall_s": one["wall_s"]}), flush=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def summary(result: dict[str, Any]) -> list[str]:
+    """The printed lines, with the targets met / NOT MET."""
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "NOT MET"
+
+    n = result["documents"]
+    ratio = result["daemon_vs_cli_median"]
+    lines = [f"production path, {n} documents ({result['mix']}), {len(result['pairs'])} pair(s):"]
+    if ratio is not None:
+        lines.append(
+            f"  burst under the daemon {result['daemon_s_median']} s, `ingest --wait` "
+            f"{result['cli_s_median']} s: daemon = {ratio}x the CLI (target >= 0.9: "
+            f"{met(ratio >= 0.9)}); per pair {[p['daemon_vs_cli'] for p in result['pairs']]}"
+        )
+    lat = result.get("latency")
+    if lat:
+        lines.append(
+            f"  upload -> searchable, {lat['files']} single files: p50 {lat['p50_s']} s "
+            f"(target <= 3: {met(lat['p50_s'] <= 3)}), p95 {lat['p95_s']} s "
+            f"(target <= 5: {met(lat['p95_s'] <= 5)}); median parts {lat['median_parts_s']}"
+        )
+    for r in result.get("runs", []):
+        lines.append(
+            f"  max_concurrent_runs={r['max_concurrent_runs']}: {r['wall_s']} s, "
+            f"{r['documents_per_s']} docs/s, runs at once {r['runs'].get('runs_at_once_max')}, "
+            f"CPU s {r['cpu_s']}"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.production")
+    parser.add_argument(
+        "--docs", type=int, default=int(os.environ.get("DOCPIPE_BENCH_PRODUCTION_DOCS", 1000))
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="burst/CLI pairs, alternating (0: runs table only)"
+    )
+    parser.add_argument("--latency-files", type=int, default=10)
+    parser.add_argument("--runs", default="1,2,4", help="run caps for the table ('' to skip)")
+    parser.add_argument("--parser-latency-ms", type=float, default=0.0)
+    parser.add_argument("--embedder-latency-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for both paths (repeatable)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "production.json"
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="kept (default: a temp dir)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    with Infra(args.workdir) as infra:
+        infra.reset_mocks(args.parser_latency_ms, args.embedder_latency_ms)
+        result = measure(
+            infra,
+            infra.workdir / "production",
+            docs=args.docs,
+            repeat=args.repeat,
+            latency_files=args.latency_files,
+            runs=[int(r) for r in args.runs.split(",") if r.strip()],
+            extra_env=dict(e.split("=", 1) for e in args.env),
+        )
+    result["seconds"] = round(time.monotonic() - started, 1)
+    print("\n".join(summary(result)))
+    print(f"({result['seconds']} s in all)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
