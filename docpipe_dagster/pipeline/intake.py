@@ -45,6 +45,10 @@ class IntakeConfig:
     batch_max_files: int = default_of("batch_max_files")
     batch_max_bytes: int = default_of("batch_max_bytes")
     max_batches_per_tick: int = 5
+    # A tick stops reading new files after this long and defers the rest: it must return
+    # inside Dagster's sensor timeout (60 s), or the batches it registered get no run until
+    # the stale-job recovery finds them.
+    read_budget_seconds: float = 20.0
     sync_deletions: bool = True
     # Batches come in a multiple of this many, as even as the caps allow: the runs that will
     # process them side by side (`docpipe ingest --wait`) then finish together instead of
@@ -60,7 +64,7 @@ class IntakeResult:
     unchanged: int = 0
     unstable: int = 0  # still being written: taken on a later tick
     ignored: int = 0  # hidden, temporary and lock files
-    deferred: int = 0  # over this tick's cap: taken on a later tick
+    deferred: int = 0  # over this tick's cap or read budget: taken on a later tick
     deleted: int = 0
     refused: int = 0  # registered and failed at once: content no configured parser reads
     newest_modified: float = 0.0
@@ -114,6 +118,7 @@ def scan_storage(
     refusals: dict[uuid.UUID, str] = {}
     touched: dict[uuid.UUID, datetime] = {}
     capacity = config.batch_max_files * config.max_batches_per_tick
+    reading_until = time.monotonic() + config.read_budget_seconds
 
     for obj in backend.list_objects():
         result.listed += 1
@@ -129,7 +134,7 @@ def scan_storage(
         if current is not None and _same_signature(obj, current):
             result.unchanged += 1
             continue
-        if len(found) >= capacity:
+        if len(found) >= capacity or (found and time.monotonic() > reading_until):
             result.deferred += 1
             continue
         data = backend.read(obj.key)

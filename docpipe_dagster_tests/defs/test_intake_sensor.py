@@ -268,3 +268,23 @@ def test_a_file_changed_or_removed_after_registration_is_caught_where_it_is_read
     assert jobs["stays.md"]["state"] == "completed"
     assert jobs["edited.md"]["state"] == "superseded"  # the sensor registers the new bytes
     assert jobs["gone.md"]["state"] == "deleted"
+
+
+def test_a_tick_stops_reading_when_its_time_is_up(pipeline: Pipeline) -> None:
+    """A burst bigger than one tick can read is registered over several ticks, each returning
+    in time, so no registered batch loses its run to Dagster's sensor timeout."""
+    from docpipe_dagster.pipeline.intake import IntakeConfig, scan_storage
+
+    for i in range(3):
+        pipeline.write(f"burst{i}.txt", f"Burst document number {i}.")
+    backend = pipeline.resources["storage"].open()
+    store = pipeline.resources["database"].store()
+    out_of_time = IntakeConfig(settle_seconds=0.0, read_budget_seconds=0.0)
+
+    registered = []
+    for _ in range(3):
+        result = scan_storage(backend, store, out_of_time)
+        registered.append(result.registered)
+        assert result.deferred == 2 - sum(registered[:-1])
+    assert registered == [1, 1, 1]
+    assert set(pipeline.jobs()) == {"burst0.txt", "burst1.txt", "burst2.txt"}
