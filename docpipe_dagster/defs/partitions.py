@@ -8,3 +8,16 @@ BATCHES = "batches"
 batch_partitions = dg.DynamicPartitionsDefinition(name=BATCHES)
 
 INGEST_JOB = "ingest_batch"
+
+
+def batch_run_requests(batch_keys: list[str], reason: str) -> dict:
+    """Run requests and the partition additions they need, for SensorResult(**...)."""
+    return {
+        "run_requests": [
+            dg.RunRequest(partition_key=key, run_key=key, tags={"docpipe/reason": reason})
+            for key in batch_keys
+        ],
+        "dynamic_partitions_requests": [batch_partitions.build_add_request(batch_keys)]
+        if batch_keys
+        else [],
+    }

@@ -82,3 +82,95 @@ def test_the_checks_see_a_violation(tmp_path: Path) -> None:
         if isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "execute"
     ]
     assert len(calls) == 1
+
+
+# The layers of docs/ARCHITECTURE.md, highest first. A module imports only from lower layers
+# (or a module of its own package in the same layer); the longest matching prefix names a
+# module's layer.
+LAYERS: list[tuple[str, ...]] = [
+    ("cli",),
+    ("runner", "local.dev_stack"),
+    ("definitions", "api", "local.services"),
+    ("defs",),
+    ("actions", "pipeline", "metrics", "health", "local.mocks"),
+    ("store", "clients", "logs"),
+    ("config",),
+    ("core", "bundled", "local", "local.lifeline", "local.ports", "local.supervision"),
+]
+RANK = {
+    f"docpipe_dagster.{name}": len(LAYERS) - i for i, names in enumerate(LAYERS) for name in names
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = ["docpipe_dagster", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _home(module: str) -> str | None:
+    """The layer entry a module belongs to (None: the package itself, or not ours)."""
+    homes = [h for h in RANK if module == h or module.startswith(h + ".")]
+    return max(homes, key=len) if homes else None
+
+
+def _our_imports() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in _modules()}
+    return {
+        name: {n for n in _imports(path) if n in modules and n != name}
+        for name, path in modules.items()
+    }
+
+
+def test_every_module_has_a_layer() -> None:
+    homeless = [m for m in _our_imports() if m != "docpipe_dagster" and _home(m) is None]
+    assert homeless == [], f"add these to LAYERS and docs/ARCHITECTURE.md: {homeless}"
+
+
+def test_layers_import_downward_only() -> None:
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in _our_imports().items()
+        for target in targets
+        if (a := _home(module))
+        and (b := _home(target))
+        and a != b
+        and RANK[b] >= RANK[a]
+        and not (RANK[b] == RANK[a] and a.split(".")[1] == b.split(".")[1])
+    )
+    assert upward == []
+
+
+def test_no_import_cycles() -> None:
+    graph = _our_imports()
+    cycles: list[list[str]] = []
+
+    def visit(module: str, path: list[str], done: set[str]) -> None:
+        for target in sorted(graph.get(module, ())):
+            if target in path:
+                cycles.append([*path[path.index(target) :], target])
+            elif target not in done:
+                visit(target, [*path, target], done)
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module], done)
+    assert cycles == []
+
+
+def test_the_layer_rule_sees_an_upward_import() -> None:
+    assert RANK[_home("docpipe_dagster.store.server")] < RANK[_home("docpipe_dagster.cli.ingest")]
+    assert _home("docpipe_dagster.local.lifeline") == "docpipe_dagster.local.lifeline"
+    assert _home("docpipe_dagster.local.dev_stack") == "docpipe_dagster.local.dev_stack"
+
+
+def test_only_the_dagster_layers_import_dagster() -> None:
+    allowed = ("docpipe_dagster.defs", "docpipe_dagster.definitions", "docpipe_dagster.runner")
+    allowed += ("docpipe_dagster.cli",)
+    users = sorted(
+        module
+        for module, path in {_module_name(p): p for p in _modules()}.items()
+        if _reaches(_imports(path), "dagster") and not any(_reaches({module}, a) for a in allowed)
+    )
+    assert users == []

@@ -21,6 +21,7 @@ import dagster as dg
 
 from docpipe_dagster.core.ids import batch_key as make_batch_key
 from docpipe_dagster.defs.intake.jobs import ingest_batch
+from docpipe_dagster.defs.partitions import batch_run_requests
 from docpipe_dagster.defs.resources import DatabaseResource, PipelineSettings
 from docpipe_dagster.store.parked import DEAD_RUN_REASON, ParkedJob
 from docpipe_dagster.store.queries import Store
@@ -167,7 +168,6 @@ def dead_run_sensor(
     database: DatabaseResource,
     pipeline_settings: PipelineSettings,
 ) -> dg.SensorResult | dg.SkipReason:
-    from docpipe_dagster.defs.intake.sensors import batch_run_requests
 
     run = context.dagster_run
     batch = run.tags.get(PARTITION_TAG)
@@ -215,7 +215,6 @@ def parked_documents_sensor(
     database: DatabaseResource,
     pipeline_settings: PipelineSettings,
 ) -> dg.SensorResult:
-    from docpipe_dagster.defs.intake.sensors import batch_run_requests
 
     batches, waiting = relaunch_parked(
         database.store(),

@@ -12,7 +12,7 @@ import dagster as dg
 from docpipe_dagster.config import settings
 from docpipe_dagster.core.ids import batch_key as make_batch_key
 from docpipe_dagster.defs.intake.recovery import batch_has_live_run
-from docpipe_dagster.defs.partitions import INGEST_JOB, batch_partitions
+from docpipe_dagster.defs.partitions import INGEST_JOB, batch_run_requests
 from docpipe_dagster.defs.resources import (
     DatabaseResource,
     ParserResource,
@@ -32,19 +32,6 @@ def _cursor(raw: str | None) -> dict:
         return json.loads(raw) if raw else {}
     except json.JSONDecodeError:
         return {}
-
-
-def batch_run_requests(batch_keys: list[str], reason: str) -> dict:
-    """Run requests and the partition additions they need, for SensorResult(**...)."""
-    return {
-        "run_requests": [
-            dg.RunRequest(partition_key=key, run_key=key, tags={"docpipe/reason": reason})
-            for key in batch_keys
-        ],
-        "dynamic_partitions_requests": [batch_partitions.build_add_request(batch_keys)]
-        if batch_keys
-        else [],
-    }
 
 
 @dg.sensor(
