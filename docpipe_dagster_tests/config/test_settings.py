@@ -51,11 +51,32 @@ def test_every_variable_the_code_names_is_declared() -> None:
     assert unknown == {}
 
 
-def test_defaults_are_the_resource_defaults() -> None:
-    resource = PipelineSettings()
-    for name in PipelineSettings.model_fields:
-        if name in Settings.model_fields:
-            assert getattr(resource, name) == default_of(name), name
+def _other_value(default: object) -> str:
+    """A valid value for a knob that differs from its default, as an environment string."""
+    if isinstance(default, bool):
+        return str(not default).lower()
+    if isinstance(default, int):
+        return str(default + 1)
+    if isinstance(default, float):
+        return str(default * 2 + 1)
+    if isinstance(default, str) and default.upper().endswith(("MB", "GB")):
+        return "384MB"
+    raise AssertionError(f"no test value for a default of type {type(default).__name__}")
+
+
+def test_every_pipeline_knob_reaches_the_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each variable set to a non-default value must arrive in the run's PipelineSettings
+    # (the config the UI shows): a knob build_resources() forgets would keep its default.
+    knobs = [name for name in PipelineSettings.model_fields if name in Settings.model_fields]
+    assert len(knobs) >= 10
+    values = {name: _other_value(default_of(name)) for name in knobs}
+    env = {Settings.model_fields[name].json_schema_extra["env"]: v for name, v in values.items()}
+    apply_env(monkeypatch, env)  # type: ignore[arg-type]
+    resource = build_resources()["pipeline_settings"]
+    for name in knobs:
+        default = default_of(name)
+        got = getattr(resource, name)
+        assert got != default and str(got) == str(type(default)(values[name])), name
 
 
 def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
