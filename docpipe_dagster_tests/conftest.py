@@ -45,9 +45,9 @@ def pg_server_url(docpipe_test_home: Path) -> Iterator[str]:
 
 def _no_durability(server_url: str) -> None:
     """The session's data is thrown away: no fsync. Each test's CREATE DATABASE and DROP
-    DATABASE then stop waiting on the disk (a checkpoint each), a fixed cost of every test with a database.
-    Process kills keep every committed row (the OS holds the writes); only an OS crash could
-    lose them, and then the session is gone anyway."""
+    DATABASE then stop waiting on the disk (a checkpoint each), a fixed cost of every test
+    with a database. Process kills keep every committed row (the OS holds the writes); only
+    an OS crash could lose them, and then the session is gone anyway."""
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET fsync = off")
         conn.execute("ALTER SYSTEM SET full_page_writes = off")
