@@ -67,7 +67,9 @@ def _create_database(server_url: str, template: str | None) -> str:
     with psycopg.connect(server_url, autocommit=True) as conn:
         query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template:
-            query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            # FILE_COPY copies the template's files at once; the default (WAL_LOG) writes
+            # every page through the WAL, slower for a database this small.
+            query = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
                 sql.Identifier(name), sql.Identifier(template)
             )
         conn.execute(query)
