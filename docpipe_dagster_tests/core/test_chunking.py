@@ -509,6 +509,7 @@ def test_deterministic_across_calls_and_equal_configs() -> None:
     assert a == b and len(a) > 20
 
 
+@pytest.mark.slow  # 5 MB of text
 def test_performance_five_megabytes() -> None:
     rng = random.Random(5)
     paragraphs = []

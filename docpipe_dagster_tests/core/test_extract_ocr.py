@@ -22,6 +22,9 @@ from docpipe_dagster_mocks.llamaparse.testdata import build_text_pdf
 from docpipe_dagster_tests.support import scans
 from docpipe_dagster_tests.support.apt import ensure_commands
 
+# OCR and PDF rendering in the sandbox: heavy, so out of the fast lane (CI runs it).
+pytestmark = pytest.mark.slow
+
 SCAN_TEXT = "\n".join(scans.SCAN_LINES)
 MIN_RECALL = 0.95
 

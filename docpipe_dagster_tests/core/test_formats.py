@@ -30,6 +30,9 @@ from docpipe_dagster_tests.support import formats_corpus as fc
 from docpipe_dagster_tests.support import formats_hostile as hostile
 from docpipe_dagster_tests.support.ole_writer import write_ole
 
+# Every binary format through the extractors: heavy, so out of the fast lane (CI runs it).
+pytestmark = pytest.mark.slow
+
 _WORD = re.compile(r"\w+")
 CORPUS = fc.corpus()
 

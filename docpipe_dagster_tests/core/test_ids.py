@@ -4,6 +4,7 @@ import re
 import unicodedata
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -50,13 +51,22 @@ def test_document_id_unicode_nfc_and_case() -> None:
     assert document_id("Notes/A.md") != document_id("notes/a.md")  # POSIX keys are case-sensitive
 
 
-def test_moving_the_corpus_changes_nothing() -> None:
-    # The caller passes the key relative to the storage root; where the root lives is irrelevant.
-    from pathlib import PurePosixPath
+def test_moving_the_corpus_changes_nothing(tmp_path: Path) -> None:
+    # The same tree under two roots: the folder backend lists keys relative to its root, so
+    # every document keeps its id when the corpus moves (an absolute key would change them).
+    from docpipe_dagster.clients.storage.folder import FolderStorage
 
-    for root in ("/home/ann/corpus", "/mnt/backup/old/corpus"):
-        key = str(PurePosixPath(root, "reports/q3.pdf").relative_to(root))
-        assert document_id(key) == document_id("reports/q3.pdf")
+    tree = {"reports/q3.pdf": b"%PDF-1.4 q3", "notes/caf\u00e9.md": b"menu", "a.txt": b"a"}
+    ids = []
+    for root in (tmp_path / "home" / "ann" / "corpus", tmp_path / "mnt" / "old" / "corpus"):
+        for key, data in tree.items():
+            (root / key).parent.mkdir(parents=True, exist_ok=True)
+            (root / key).write_bytes(data)
+        keys = sorted(obj.key for obj in FolderStorage(root).list_objects())
+        assert keys == sorted(tree)
+        ids.append([document_id(key) for key in keys])
+    assert ids[0] == ids[1]
+    assert document_id(str(tmp_path / "home/ann/corpus/a.txt")) != document_id("a.txt")
 
 
 @pytest.mark.parametrize("bad", ["", "/", "./", "../secret.md", "a/../../b.md"])

@@ -9,6 +9,7 @@ import typing
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
 from llama_cloud.types import LlamaParseSupportedFileExtensions
 
 from docpipe_dagster.core.llamaparse_extensions import LLAMAPARSE_EXTENSIONS, SDK_VERSION
@@ -29,6 +30,7 @@ def test_the_sdk_is_pinned_to_the_generated_version() -> None:
     assert re.search(rf'"llama-cloud=={re.escape(SDK_VERSION)}"', pyproject)
 
 
+@pytest.mark.slow  # runs the generator script in a subprocess
 def test_the_generator_reproduces_the_module() -> None:
     script = REPO / "scripts" / "gen_llamaparse_extensions.py"
     done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)

@@ -60,6 +60,7 @@ def test_a_worker_parses_many_documents_and_stdout_noise_is_harmless(pool: Sandb
     assert _pid(pool) == first and pool.started == 1
 
 
+@pytest.mark.slow  # burns a worker's CPU / memory limit
 def test_memory_blow_up_fails_that_document_and_the_next_one_parses() -> None:
     pool = _pool(memory_mb=512)
     before = _pid(pool)
@@ -80,6 +81,7 @@ def test_a_crash_fails_that_document_only(pool: SandboxPool) -> None:
     assert pool.extract("echo.bin", b"still fine")[0].text == "still fine"
 
 
+@pytest.mark.slow  # burns a worker's CPU / memory limit
 def test_cpu_limit_kills_a_busy_loop() -> None:
     pool = _pool(timeout_seconds=30.0, cpu_seconds=1.0)
     try:

@@ -176,6 +176,7 @@ def test_deleted_document_still_visible(database_url: str) -> None:
     assert counts["deleted_still_visible"] == 1
 
 
+@pytest.mark.slow  # runs the CLI as subprocesses
 def test_docpipe_verify_exit_codes(database_url: str, tmp_path) -> None:
     env = {
         "DOCPIPE_DATABASE_URL": database_url,

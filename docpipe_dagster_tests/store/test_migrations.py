@@ -48,6 +48,7 @@ def test_migrate_creates_schema_and_second_run_is_noop(empty_database_url: str) 
     assert _recorded(empty_database_url) == [m.version for m in discover()]
 
 
+@pytest.mark.slow  # several processes migrating at once
 def test_concurrent_migrations_apply_exactly_once(empty_database_url: str) -> None:
     code = "import sys; from docpipe_dagster.store.migrate import migrate; print(len(migrate(sys.argv[1])))"
     procs = [

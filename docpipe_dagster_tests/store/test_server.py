@@ -30,6 +30,7 @@ def isolated_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # starts and stops a Postgres server twice
 def test_embedded_server_restarts_with_data_intact(isolated_env: dict[str, str]) -> None:
     started = _docpipe("db", "start", env=isolated_env)
     assert started.returncode == 0, started.stderr
