@@ -205,7 +205,7 @@ class Settings(BaseSettings):
     batch_max_files: int = var("DOCPIPE_BATCH_MAX_FILES", 200, "files per batch run", ge=1)
     batch_max_bytes: Bytes = var("DOCPIPE_BATCH_MAX_BYTES", 64 * 1024 * 1024, "bytes per batch run")
     # Two runs at once keep both cores busy: while one batch waits on the embedder, the
-    # other's commit keeps Postgres working (1,000 documents: 24-26 s -> 18-21 s).
+    # other's commit keeps Postgres working (benchmarks/README.md has the figures).
     ingest_runs: int = var(
         "DOCPIPE_INGEST_RUNS", 2, "batch runs `docpipe ingest --wait` executes at once", ge=1
     )

@@ -46,7 +46,7 @@ def _load_definitions() -> dg.Definitions:
 
     loaded = defs()
     # Dagster's modules and these definitions live as long as the process: frozen, the
-    # runs' full garbage collections no longer walk them each time (~0.1 s a collection).
+    # runs' full garbage collections no longer walk them each time.
     gc.freeze()
     return loaded
 

@@ -29,7 +29,6 @@ import httpx
 from docpipe_dagster.clients._http import AsyncApiClient
 from docpipe_dagster.core.batching import pack
 from docpipe_dagster.core.breaker import CircuitBreaker
-from docpipe_dagster.core.chunking import estimate_tokens
 from docpipe_dagster.core.models import MODEL_DIMENSIONS
 from docpipe_dagster.core.retry import (
     Retrier,
@@ -37,6 +36,7 @@ from docpipe_dagster.core.retry import (
     ServiceError,
     is_retryable_status,
 )
+from docpipe_dagster.core.text import estimate_tokens
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,11 @@ stages its chunks (one COPY) and moves its jobs to `chunked`.
 from __future__ import annotations
 
 from docpipe_dagster.clients.parsing import Routing, routing
-from docpipe_dagster.core.chunking import ChunkingConfig, normalise_text, split_into_chunks
+from docpipe_dagster.core.chunking import ChunkingConfig, split_into_chunks
 from docpipe_dagster.core.hashing import sha256_text
 from docpipe_dagster.core.ids import chunk_id
 from docpipe_dagster.core.pages import page_ranges
+from docpipe_dagster.core.text import normalise_text
 from docpipe_dagster.pipeline.local_parse import local_profile
 from docpipe_dagster.pipeline.report import StageReport, batch_jobs, fail_job
 from docpipe_dagster.store.queries import ChunkRow, JobRow, Store

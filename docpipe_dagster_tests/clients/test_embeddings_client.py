@@ -19,9 +19,9 @@ from docpipe_dagster.clients.embeddings import (
     EmbeddingError,
     EmbeddingInputError,
     EmbeddingsClient,
-    estimate_tokens,
 )
 from docpipe_dagster.core.retry import RetryPolicy
+from docpipe_dagster.core.text import estimate_tokens
 from docpipe_dagster_mocks.openai.app import count_tokens, embed_text
 from docpipe_dagster_tests.support import MockServer, free_port
 

@@ -8,13 +8,8 @@ import unicodedata
 
 import pytest
 
-from docpipe_dagster.core.chunking import (
-    Chunk,
-    ChunkingConfig,
-    estimate_tokens,
-    normalise_text,
-    split_into_chunks,
-)
+from docpipe_dagster.core.chunking import Chunk, ChunkingConfig, split_into_chunks
+from docpipe_dagster.core.text import estimate_tokens, normalise_text
 
 SMALL = ChunkingConfig(max_chars=80, overlap_chars=20)
 

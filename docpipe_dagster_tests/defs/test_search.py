@@ -12,7 +12,7 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from docpipe_dagster.actions.search import embed_query
-from docpipe_dagster.core.chunking import normalise_text
+from docpipe_dagster.core.text import normalise_text
 from docpipe_dagster.runner import ingest_pending
 from docpipe_dagster.store.queries import S, Store, VectorSpace
 from docpipe_dagster.store.search import (

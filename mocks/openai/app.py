@@ -29,7 +29,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
-from docpipe_dagster_mocks._common import MockSettings, create_mock_app, rate_limit_headers
+from docpipe_dagster_mocks._common import MockSettings, create_mock_app
+from docpipe_dagster_mocks._responses import rate_limit_headers
 
 MAX_INPUTS = 2048
 MAX_TOKENS_PER_INPUT = 8192
