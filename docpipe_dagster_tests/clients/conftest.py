@@ -26,6 +26,7 @@ from docpipe_dagster_mocks.openai.app import create_app as openai_app
 from docpipe_dagster_mocks.storage.app import create_app as storage_app
 from docpipe_dagster_tests.conftest import WEBHOOK_SECRET
 from docpipe_dagster_tests.support import MockServer, start_mock
+from docpipe_dagster_tests.support.mock_servers import MockControl
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -55,7 +56,7 @@ class SyncASGITransport(httpx.BaseTransport):
         return asyncio.run(exchange())
 
 
-class InProcessMock:
+class InProcessMock(MockControl):
     """A mock app served in-process; the same control methods as `MockServer`."""
 
     def __init__(self, service: str, app: FastAPI, api_key: str | None) -> None:
@@ -71,29 +72,6 @@ class InProcessMock:
 
     def __repr__(self) -> str:
         return f"InProcessMock({self.service!r})"
-
-    def set_faults(self, spec: dict | list[dict]) -> list[dict]:
-        self.clear_faults()
-        return self.add_faults(spec)
-
-    def add_faults(self, spec: dict | list[dict]) -> list[dict]:
-        return self._http.post("/_mock/faults", json=spec).raise_for_status().json()
-
-    def faults(self) -> list[dict]:
-        return self._http.get("/_mock/faults").raise_for_status().json()
-
-    def clear_faults(self) -> None:
-        self._http.delete("/_mock/faults").raise_for_status()
-
-    def stats(self) -> dict:
-        return self._http.get("/_mock/stats").raise_for_status().json()
-
-    def reset(self) -> None:
-        self._http.post("/_mock/reset").raise_for_status()
-
-    def set_latency(self, latency_ms: float = 0.0, jitter_ms: float = 0.0) -> None:
-        body = {"latency_ms": latency_ms, "jitter_ms": jitter_ms}
-        self._http.post("/_mock/latency", json=body).raise_for_status()
 
 
 def _in_process(

@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from docpipe_dagster.clients.embeddings import EmbeddingsClient
 from docpipe_dagster.defs.intake.sensors import storage_intake_sensor
@@ -27,14 +25,15 @@ from docpipe_dagster.defs.partitions import BATCHES
 from docpipe_dagster.defs.resources import PipelineSettings, build_resources
 from docpipe_dagster.runner import BatchOutcome, run_batch
 from docpipe_dagster.store.pool import connect
-from docpipe_dagster.store.queries import S, Store, VectorSpace
+from docpipe_dagster.store.queries import Store, VectorSpace
 from docpipe_dagster.store.search import SearchResult, search
 from docpipe_dagster_tests.support import MockServer
 from docpipe_dagster_tests.support.env import apply_env, pipeline_env
+from docpipe_dagster_tests.support.rows import TableReads
 
 
 @dataclass
-class Pipeline:
+class Pipeline(TableReads):
     """One test's pipeline: storage folder, resources, instance, database and mocks."""
 
     database_url: str
@@ -117,24 +116,6 @@ class Pipeline:
             yield store
         finally:
             store.close()
-
-    def rows(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with psycopg.connect(self.database_url) as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query.replace("{S}", S), params)
-            return cur.fetchall()
-
-    def execute(self, query: str, params: tuple[Any, ...] = ()) -> int:
-        """Run one statement (committed); returns the row count."""
-        with psycopg.connect(self.database_url) as conn:
-            return conn.execute(query.replace("{S}", S), params).rowcount
-
-    def jobs(self) -> dict[str, dict[str, Any]]:
-        """The current (newest registered) job per storage key."""
-        rows = self.rows(
-            "SELECT DISTINCT ON (storage_key) * FROM {S}.upload_jobs"
-            " ORDER BY storage_key, registered_at DESC"
-        )
-        return {r["storage_key"]: r for r in rows}
 
     def space(self) -> VectorSpace:
         return self.resources["embedder"].space()

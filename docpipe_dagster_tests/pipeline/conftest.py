@@ -10,11 +10,8 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from docpipe_dagster.clients.embeddings import EmbeddingsClient
 from docpipe_dagster.clients.parsing import routing
@@ -24,8 +21,9 @@ from docpipe_dagster.pipeline.chunk import chunk_documents
 from docpipe_dagster.pipeline.embed import embed_chunks
 from docpipe_dagster.pipeline.intake import IntakeConfig, scan_storage
 from docpipe_dagster.pipeline.report import StageReport
-from docpipe_dagster.store.queries import ParsedJob, S, Store, VectorSpace
+from docpipe_dagster.store.queries import ParsedJob, Store, VectorSpace
 from docpipe_dagster_tests.support import MockServer
+from docpipe_dagster_tests.support.rows import TableReads
 
 PROFILE = "test-parser"  # the parse-cache profile the tests write and chunk_documents reads
 CHUNKING = ChunkingConfig(max_chars=200, overlap_chars=0)
@@ -34,7 +32,7 @@ SPACE = VectorSpace("text-embedding-3-small", 64)
 
 
 @dataclass
-class Stages:
+class Stages(TableReads):
     """One test's store, storage folder and database, with helpers to set a stage's input up."""
 
     store: Store
@@ -95,24 +93,6 @@ class Stages:
                 )
 
         return asyncio.run(run())
-
-    def rows(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with psycopg.connect(self.database_url) as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query.replace("{S}", S), params)
-            return cur.fetchall()
-
-    def execute(self, query: str, params: tuple[Any, ...] = ()) -> int:
-        """One statement, committed; the row count."""
-        with psycopg.connect(self.database_url) as conn:
-            return conn.execute(query.replace("{S}", S), params).rowcount
-
-    def jobs(self) -> dict[str, dict[str, Any]]:
-        """Every job row by storage key (the newest version of each key)."""
-        rows = self.rows(
-            "SELECT DISTINCT ON (storage_key) * FROM {S}.upload_jobs"
-            " ORDER BY storage_key, registered_at DESC"
-        )
-        return {r["storage_key"]: r for r in rows}
 
     def events(self, job_id: uuid.UUID) -> list[tuple[str, str]]:
         rows = self.rows(

@@ -28,23 +28,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _STARTED: list[MockServer] = []
 
 
-class MockServer:
-    """Handle on a running mock: URLs, key and the /_mock control endpoints."""
+class MockControl:
+    """The /_mock control endpoints, over `self._http` (a client with the mock's base URL)."""
 
-    def __init__(self, service: str, api_key: str | None, running: RunningMocks) -> None:
-        self.service = service
-        self.port = running.ports[service]
-        self.base_url = running.url(service)
-        self.api_key = api_key
-        self.running = running
-        self.proc: subprocess.Popen = running.process
-        self.log_path: Path | None = running.log_path
-        self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
+    _http: httpx.Client
 
-    def __repr__(self) -> str:
-        return f"MockServer({self.service!r}, {self.base_url!r}, pid={self.proc.pid})"
-
-    # --- control endpoints -----------------------------------------------------------------
     def set_faults(self, spec: dict | list[dict]) -> list[dict]:
         """Replace the active faults with `spec` (one spec or a list)."""
         self.clear_faults()
@@ -70,6 +58,23 @@ class MockServer:
     def set_latency(self, latency_ms: float = 0.0, jitter_ms: float = 0.0) -> None:
         body = {"latency_ms": latency_ms, "jitter_ms": jitter_ms}
         self._http.post("/_mock/latency", json=body).raise_for_status()
+
+
+class MockServer(MockControl):
+    """Handle on a running mock: URLs, key and the /_mock control endpoints."""
+
+    def __init__(self, service: str, api_key: str | None, running: RunningMocks) -> None:
+        self.service = service
+        self.port = running.ports[service]
+        self.base_url = running.url(service)
+        self.api_key = api_key
+        self.running = running
+        self.proc: subprocess.Popen = running.process
+        self.log_path: Path | None = running.log_path
+        self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
+
+    def __repr__(self) -> str:
+        return f"MockServer({self.service!r}, {self.base_url!r}, pid={self.proc.pid})"
 
     def log(self) -> str:
         return self.running.output(tail=1_000_000)
