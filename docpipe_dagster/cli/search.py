@@ -32,7 +32,9 @@ def search_options(command: click.Command) -> click.Command:
 @click.command("search")
 @click.argument("query")
 @click.option("-k", "--top-k", "k", default=5, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (shape in README).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Machine-readable output (shape in docs/API.md)."
+)
 @search_options
 def search_command(query: str, k: int, as_json: bool, **options: object) -> None:
     """Top-k chunks for QUERY (hybrid, vector or text), with provenance and score."""

@@ -16,7 +16,12 @@ from docpipe_dagster.config import settings
 @click.command("status")
 @click.argument("storage_key", required=False)
 @click.option("--failed", is_flag=True, help="Only the failed documents (the dead-letter list).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (shape in README).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Machine-readable output (docs/USAGE.md; with KEY, docs/API.md).",
+)
 def status_command(storage_key: str | None, failed: bool, as_json: bool) -> None:
     """Documents by state and failures; with STORAGE_KEY, that document's versions and events."""
     if storage_key:
