@@ -202,7 +202,7 @@ class Settings(BaseSettings):
     chunk_overlap_chars: int = var(
         "DOCPIPE_CHUNK_OVERLAP_CHARS", ChunkingConfig.overlap_chars, "overlap between chunks"
     )
-    batch_max_files: int = var("DOCPIPE_BATCH_MAX_FILES", 200, "files per batch run", ge=1)
+    batch_max_files: int = var("DOCPIPE_BATCH_MAX_FILES", 500, "files per batch run", ge=1)
     batch_max_bytes: Bytes = var("DOCPIPE_BATCH_MAX_BYTES", 64 * 1024 * 1024, "bytes per batch run")
     # Two runs at once keep both cores busy: while one batch waits on the embedder, the
     # other's commit keeps Postgres working (benchmarks/README.md has the figures).
