@@ -11,7 +11,6 @@ import dagster as dg
 import pytest
 
 from docpipe_dagster.core.ids import document_id
-from docpipe_dagster.defs.intake.sensors import storage_intake_sensor
 from docpipe_dagster_tests.defs.conftest import Pipeline, batch_keys, tick
 
 
@@ -289,29 +288,3 @@ def test_a_tick_stops_reading_when_its_time_is_up(pipeline: Pipeline) -> None:
         assert result.deferred == 2 - sum(registered[:-1])
     assert registered == [1, 1, 1]
     assert set(pipeline.jobs()) == {"burst0.txt", "burst1.txt", "burst2.txt"}
-
-
-@pytest.mark.parametrize(("runs", "sizes"), [(1, [4, 4, 4]), (2, [3, 3, 3, 3])])
-def test_a_burst_is_cut_for_the_runs_the_instance_runs_side_by_side(
-    pipeline: Pipeline, runs: int, sizes: list[int]
-) -> None:
-    """12 files, at most 5 a batch: three runs of 4 when one run goes at a time; four of 3
-    (two waves of two) when the instance runs two side by side, as `ingest --wait` cuts it."""
-    for i in range(12):
-        pipeline.write(f"burst{i:02}.txt", f"Burst document {i}.")
-    resources = pipeline.with_settings(batch_max_files=5)
-    queued = {
-        "run_coordinator": {
-            "module": "dagster._core.run_coordinator",
-            "class": "QueuedRunCoordinator",
-        },
-        "concurrency": {"runs": {"max_concurrent_runs": runs}},
-    }
-    with (
-        dg.instance_for_test(overrides=queued) as instance,
-        dg.build_sensor_context(resources=resources, instance=instance) as context,
-    ):
-        result = storage_intake_sensor(context)
-    assert isinstance(result, dg.SensorResult)
-    assert sorted(len(v) for v in keys_by_batch(pipeline).values()) == sizes
-    assert len(result.run_requests or []) == len(sizes)

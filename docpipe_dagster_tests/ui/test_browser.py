@@ -93,8 +93,7 @@ def test_the_ui_shows_the_graph_a_batch_and_every_document(tmp_path: Path) -> No
             expect(page.get_by_text("Latest materialization")).to_be_visible()
             for key in ("batch_documents", "batch_completed", "documents"):
                 expect(page.get_by_text(key, exact=True).first).to_be_visible()
-            # The samples come as one batch per run the instance runs side by side: the latest
-            # materialization lists the documents of one of them.
+            # The latest materialization lists the documents of its batch: samples.
             listed = re.compile("^samples/(" + "|".join(re.escape(name) for name in samples) + ")$")
             expect(page.get_by_text(listed).first).to_be_visible()
             page.screenshot(path=str(shots / "batch-metadata.png"), full_page=True)

@@ -5,7 +5,6 @@ summary (a high-water mark of file mtimes and the last tick's counts) for the UI
 """
 
 import json
-from dataclasses import replace
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -26,12 +25,6 @@ from docpipe_dagster.pipeline.intake import scan_storage
 # load (a restart of the code location picks up a change).
 INTAKE_INTERVAL_SECONDS = settings().sensor_interval_seconds
 RETRY_INTERVAL_SECONDS = settings().retry_interval_seconds
-
-
-def runs_side_by_side(instance: dg.DagsterInstance) -> int:
-    """The instance's limit on concurrent runs (1 when it does not queue runs or sets none)."""
-    queue = instance.get_concurrency_config().run_queue_config
-    return max(1, queue.max_concurrent_runs) if queue else 1
 
 
 def _cursor(raw: str | None) -> dict:
@@ -59,10 +52,9 @@ def storage_intake_sensor(
     parser: ParserResource,
 ) -> dg.SensorResult:
     previous = _cursor(context.cursor)
-    # A burst is cut into a multiple of the runs the instance runs side by side, as
-    # `ingest --wait` cuts it for its own runs: no last run left working alone.
-    intake = replace(pipeline_settings.intake(), spread_over=runs_side_by_side(context.instance))
-    result = scan_storage(storage.open(), database.store(), intake, routes=parser.routing)
+    result = scan_storage(
+        storage.open(), database.store(), pipeline_settings.intake(), routes=parser.routing
+    )
     summary = result.summary()
     cursor = {
         "high_water_mark": max(previous.get("high_water_mark", 0.0), result.newest_modified),
