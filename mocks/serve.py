@@ -21,10 +21,9 @@ import click
 import uvicorn
 from fastapi import FastAPI
 
+from docpipe_dagster.local.mocks import DEFAULT_PORTS, SERVICES
 from docpipe_dagster_mocks._common import MockSettings, parse_faults, settings_from_env
 
-SERVICES: tuple[str, ...] = ("storage", "llamaparse", "openai")
-DEFAULT_PORTS: dict[str, int] = {"storage": 8000, "llamaparse": 8001, "openai": 8002}
 FACTORIES: dict[str, str] = {
     "storage": "docpipe_dagster_mocks.storage.app:create_app",
     "llamaparse": "docpipe_dagster_mocks.llamaparse.app:create_app",

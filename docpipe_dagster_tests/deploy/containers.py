@@ -24,17 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from docpipe_dagster_tests.deploy.topology import DEPLOY, REPO_ROOT
+from docpipe_dagster_tests.support.apt import ensure_commands
 from docpipe_dagster_tests.support.wheel_venv import source_hash
 
 CACHE = Path(
     os.environ.get("DOCPIPE_CONTAINERS_CACHE", Path.home() / ".cache" / "docpipe-containers")
 )
-APT_PACKAGES = ("podman", "runc", "podman-compose", "mmdebstrap")
-TOOLS = ("podman", "runc", "podman-compose", "mmdebstrap")
+TOOLS = APT_PACKAGES = ("podman", "runc", "podman-compose", "mmdebstrap")
 CONTAINERS_CONF = '[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\n'
 SUITE = "bookworm"  # the host's Debian: its python3 matches the wheelhouse's tags
 BASE_IMAGE = f"localhost/docpipe-base:{SUITE}"
@@ -65,21 +64,9 @@ def _digest(*parts: bytes | str) -> str:
 
 
 def engine_env() -> dict[str, str]:
-    """Install podman & co. with apt when missing (skip only if that is impossible) and
-    return the environment every podman command runs with."""
-    missing = [tool for tool in TOOLS if not shutil.which(tool)]
-    if missing:
-        if not shutil.which("apt-get") or os.geteuid() != 0:
-            pytest.skip(f"{', '.join(missing)} missing and not installable: needs root and apt-get")
-        apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for step in ([*apt, "update", "-qq"], [*apt, "install", "-y", "-qq", *APT_PACKAGES]):
-            done = _run(step, env=env)
-            if done.returncode:
-                pytest.skip(
-                    f"the container engine cannot be installed: `{' '.join(step)}` failed: "
-                    f"{done.stderr[-500:]}"
-                )
+    """Install podman & co. with apt when missing and return the environment every podman
+    command runs with."""
+    ensure_commands(TOOLS, APT_PACKAGES, recommends=True)
     CACHE.mkdir(parents=True, exist_ok=True)
     conf = CACHE / "containers.conf"
     conf.write_text(CONTAINERS_CONF)

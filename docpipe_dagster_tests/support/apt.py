@@ -3,6 +3,7 @@ Python). A failed install fails the test with apt's own words; it never skips.""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -31,7 +32,8 @@ def ensure_commands(
         ],
     )
     for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True, timeout=900)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        done = subprocess.run(step, capture_output=True, text=True, timeout=900, env=env)
         if done.returncode != 0:
             pytest.fail(
                 f"{', '.join(commands)} missing and `{' '.join(step)}` failed: {done.stderr[-500:]}"
