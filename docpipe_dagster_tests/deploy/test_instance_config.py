@@ -49,7 +49,9 @@ def test_instance_loads_with_current_keys(instance_from, config: Path) -> None:
     instance = instance_from(config)
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
-    assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
+    # dev forks runs from a warm worker (docpipe_dagster/launcher.py)
+    launcher = "WarmRunLauncher" if config == DEV else "DefaultRunLauncher"
+    assert type(instance.run_launcher).__name__ == launcher
 
     raw = yaml.safe_load(config.read_text())
     # Run limits in one place: `concurrency.runs`, never in run_coordinator.config as well.
@@ -76,7 +78,7 @@ def test_instance_loads_with_current_keys(instance_from, config: Path) -> None:
     assert instance.run_retries_enabled
     assert instance.run_retries_max_retries >= 1
     assert instance.run_retries_retry_on_asset_or_op_failure is False
-    # max_resume_run_attempts > 0 cannot load with the default run launcher
+    # neither launcher resumes a run
     assert instance.run_monitoring_max_resume_run_attempts == 0
 
 

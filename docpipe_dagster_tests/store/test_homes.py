@@ -89,7 +89,7 @@ def test_the_checks_see_a_violation(tmp_path: Path) -> None:
 # module's layer.
 LAYERS: list[tuple[str, ...]] = [
     ("cli",),
-    ("runner", "local.dev_stack"),
+    ("runner", "launcher", "warm", "local.dev_stack"),
     ("definitions", "api", "local.services"),
     ("defs",),
     ("actions", "pipeline", "metrics", "health", "local.mocks"),
@@ -167,7 +167,7 @@ def test_the_layer_rule_sees_an_upward_import() -> None:
 
 def test_only_the_dagster_layers_import_dagster() -> None:
     allowed = ("docpipe_dagster.defs", "docpipe_dagster.definitions", "docpipe_dagster.runner")
-    allowed += ("docpipe_dagster.cli",)
+    allowed += ("docpipe_dagster.launcher", "docpipe_dagster.warm", "docpipe_dagster.cli")
     users = sorted(
         module
         for module, path in {_module_name(p): p for p in _modules()}.items()

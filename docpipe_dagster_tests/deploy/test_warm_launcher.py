@@ -1,0 +1,139 @@
+"""The dev instance's run launcher: runs forked from a warm worker, on a real Postgres-backed
+instance, with the run worker Dagster's own (`dagster api execute_run`'s body)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.launcher import WorkerStatus
+
+from docpipe_dagster.launcher import PID_TAG, WarmRunLauncher
+from docpipe_dagster.local.dev_stack import dev_instance_yaml
+from docpipe_dagster.store.server import for_dagster
+
+
+@dg.op(config_schema={"out": str, "sleep": float})
+def record_process(context) -> None:  # noqa: ANN001 (Dagster reads the hint)
+    """Writes the worker's pid, its parent's and whether docpipe's definitions were loaded
+    before the run began (the forkserver's preload), then sleeps as configured."""
+    import sys
+
+    warm = "docpipe_dagster.warm" in sys.modules
+    Path(context.op_config["out"]).write_text(f"{os.getpid()} {os.getppid()} {warm}")
+    time.sleep(context.op_config["sleep"])
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def probe_job() -> None:
+    record_process()
+
+
+@pytest.fixture
+def instance(tmp_path: Path, empty_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    monkeypatch.setenv("DOCPIPE_DAGSTER_DATABASE_URL", for_dagster(empty_database_url))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_bytes(dev_instance_yaml())
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        assert isinstance(inst.run_launcher, WarmRunLauncher)
+        yield inst
+
+
+def _launch(instance: dg.DagsterInstance, out: Path, sleep: float = 0.0) -> str:
+    recon = dg.reconstructable(probe_job)
+    run = instance.create_run_for_job(
+        job_def=probe_job,
+        run_config={"ops": {"record_process": {"config": {"out": str(out), "sleep": sleep}}}},
+        job_code_origin=recon.get_python_origin(),
+    )
+    instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+    return run.run_id
+
+
+def _wait_status(instance: dg.DagsterInstance, run_id: str, timeout: float = 90) -> dg.DagsterRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished:
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not finish: {instance.get_run_by_id(run_id)}")
+
+
+def _wait_file(path: Path, timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} was never written")
+
+
+@pytest.mark.slow
+def test_runs_are_forks_of_one_warm_worker(instance, tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    runs = [_launch(instance, first), _launch(instance, second)]
+    for run_id in runs:
+        assert _wait_status(instance, run_id).status == dg.DagsterRunStatus.SUCCESS
+
+    pid1, parent1, warm1 = first.read_text().split()
+    pid2, parent2, warm2 = second.read_text().split()
+    # Each run its own process, both children of one forkserver (not of this process), which
+    # had the definitions loaded before either run started.
+    assert pid1 != pid2
+    assert parent1 == parent2 != str(os.getpid())
+    assert (warm1, warm2) == ("True", "True")
+    run = instance.get_run_by_id(runs[0])
+    assert run.tags[PID_TAG] == pid1
+    messages = [e.message for e in instance.all_logs(runs[0]) if e.is_dagster_event and e.message]
+    assert any("Forked the run worker" in m for m in messages)
+
+
+@pytest.mark.slow
+def test_terminate_interrupts_the_run_and_a_killed_worker_is_reported(
+    instance, tmp_path: Path
+) -> None:
+    launcher = instance.run_launcher
+    out = tmp_path / "long"
+    run_id = _launch(instance, out, sleep=60)
+    _wait_file(out)
+    run = instance.get_run_by_id(run_id)
+    assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+
+    assert launcher.terminate(run_id) is True
+    assert _wait_status(instance, run_id).status == dg.DagsterRunStatus.CANCELED
+    assert launcher.terminate(run_id) is False  # already finished
+
+    # A worker killed outright: the monitoring daemon's health check says so.
+    out2 = tmp_path / "killed"
+    run_id = _launch(instance, out2, sleep=60)
+    pid = int(_wait_file(out2).split()[0])
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        health = launcher.check_run_worker_health(instance.get_run_by_id(run_id))
+        if health.status != WorkerStatus.RUNNING:
+            break
+        time.sleep(0.1)
+    assert health.status == WorkerStatus.FAILED
+    assert "-9" in (health.msg or "")
+    # A launcher in another process (a daemon restarted) knows the worker by its pid only.
+    fresh = WarmRunLauncher()
+    fresh.register_instance(instance)
+    assert fresh.check_run_worker_health(instance.get_run_by_id(run_id)).status == (
+        WorkerStatus.NOT_FOUND
+    )
+
+
+def test_the_warm_module_loads_the_definitions() -> None:
+    # What the forkserver preloads must import cleanly (a failed preload is silent there).
+    import importlib
+
+    warm = importlib.import_module("docpipe_dagster.warm")
+    assert warm.defs().resolve_job_def("ingest_batch").name == "ingest_batch"
