@@ -10,6 +10,9 @@ Each new file is read once on the way in: the tick that hashes it also judges it
 `intake`. The batch run's `raw_documents` check then needs no download (the size limit is
 judged on the registered size), and the parse stage reads the bytes it parses, verifying
 them against the registered hash (a file changed since registration is superseded there).
+
+`register_upload` is the same judgement for one file the HTTP API just wrote (the push
+path, docs/API.md): a batch of its own, registered atomically on the job id.
 """
 
 from __future__ import annotations
