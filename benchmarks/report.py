@@ -133,6 +133,16 @@ def production_targets(p: dict[str, Any], add: Callable[..., None]) -> None:
             f"{lat['files']} files; median parts {lat['median_parts_s']}",
             key="production",
         )
+        pushed = lat.get("api")
+        if pushed:
+            add(
+                "production latency, API upload (push path)",
+                {"p50": pushed["p50_s"], "p95": pushed["p95_s"]},
+                "p50 <= 3 s, p95 <= 5 s",
+                pushed["p50_s"] <= 3 and pushed["p95_s"] <= 5,
+                f"{lat['files']} files; median parts {pushed['median_parts_s']}",
+                key="production",
+            )
 
 
 def peer_targets(peers: dict[str, Any], add: Callable[..., None]) -> None:
