@@ -93,6 +93,17 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"parts {t.get('median_parts_seconds')}"
             )
         add("dev", {"p50": v, "p95": d["p95_seconds"]}, "p50 <= 10 s", v <= 10, detail)
+        pushed = d.get("paths", {}).get("api")
+        if pushed:
+            p50, p95 = pushed["p50_seconds"], pushed["p95_seconds"]
+            add(
+                "dev, API upload (push path)",
+                {"p50": p50, "p95": p95},
+                "p50 <= 3 s, p95 <= 5 s",
+                p50 <= 3 and p95 <= 5,
+                f"median parts: {pushed.get('median_parts_seconds')}",
+                key="dev_push",
+            )
     if "production" in s and "daemon_vs_cli_median" in s["production"]:
         production_targets(s["production"], add)
     if "peers" in s:
@@ -122,6 +133,16 @@ def production_targets(p: dict[str, Any], add: Callable[..., None]) -> None:
             f"{lat['files']} files; median parts {lat['median_parts_s']}",
             key="production",
         )
+        pushed = lat.get("api")
+        if pushed:
+            add(
+                "production latency, API upload (push path)",
+                {"p50": pushed["p50_s"], "p95": pushed["p95_s"]},
+                "p50 <= 3 s, p95 <= 5 s",
+                pushed["p50_s"] <= 3 and pushed["p95_s"] <= 5,
+                f"{lat['files']} files; median parts {pushed['median_parts_s']}",
+                key="production",
+            )
 
 
 def peer_targets(peers: dict[str, Any], add: Callable[..., None]) -> None:
@@ -282,6 +303,12 @@ def report(doc: dict[str, Any]) -> str:
             f"upload -> searchable under docpipe dev ({d['files']} files): p50 {d['p50_seconds']} s, "
             f"p95 {d['p95_seconds']} s; median parts {d.get('median_parts_seconds')}"
         )
+        pushed = d.get("paths", {}).get("api")
+        if pushed:
+            out.append(
+                f"  uploaded through the API (push path): p50 {pushed['p50_seconds']} s, "
+                f"p95 {pushed['p95_seconds']} s; median parts {pushed.get('median_parts_seconds')}"
+            )
         if "tuned" in d:
             t = d["tuned"]
             out.append(

@@ -245,6 +245,11 @@ class Settings(BaseSettings):
     api_max_upload_bytes: Bytes | None = var(
         "DOCPIPE_API_MAX_UPLOAD_BYTES", None, "largest upload (default: DOCPIPE_MAX_FILE_BYTES)"
     )
+    dagster_url: str = var(
+        "DOCPIPE_DAGSTER_URL",
+        "",
+        "the Dagster webserver's base URL: uploads launch their run at once (empty: the sensor)",
+    )
     # --- logs
     log_format: Annotated[LogFormat, BeforeValidator(_lower)] = var(
         "DOCPIPE_LOG_FORMAT", "console", "console | json (one JSON object per line, for containers)"

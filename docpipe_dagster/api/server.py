@@ -3,13 +3,15 @@
 Every /v1 route needs `Authorization: Bearer $DOCPIPE_API_KEY`; /health and the OpenAPI
 docs (/docs, /openapi.json) do not, so probes and people can find their way. Uploads go to
 storage exactly as a dropped file does: the intake sensor (or `docpipe ingest --wait`)
-registers and processes them.
+registers and processes them; with DOCPIPE_DAGSTER_URL set, the API registers an upload
+itself and launches its run at once (api/push.py).
 """
 
 # No `from __future__ import annotations`: FastAPI resolves the route annotations at
 # runtime, and they refer to local names (the bearer dependency).
 import asyncio
 import hmac
+import logging
 import re
 import time
 import uuid
@@ -140,9 +142,16 @@ def create_app(
         state["pool"] = pool
         state["store"] = Store(pool)  # closed with the pool
         state["storage"] = storage_factory()
+        state["pusher"] = None
+        if settings.dagster_url:
+            from docpipe_dagster.api.push import Pusher
+
+            state["pusher"] = Pusher(settings.dagster_url)
         try:
             yield
         finally:
+            if state["pusher"] is not None:
+                state["pusher"].close()
             pool.close()
 
     app = FastAPI(
@@ -215,12 +224,15 @@ def create_app(
         if not data:
             raise HTTPException(400, "the file is empty")
         try:
-            await asyncio.to_thread(state["storage"].write, full, bytes(data))
+            stored = await asyncio.to_thread(state["storage"].write, full, bytes(data))
         except StorageError as exc:
             raise _storage_http_error("the file", exc) from None
         sha = sha256_bytes(bytes(data))
         doc = document_id_for(full)
         job = job_id_for(doc, sha)
+        pushed: dict[str, Any] = {"launch": "sensor", "run_id": None}
+        if state["pusher"] is not None:  # DOCPIPE_DAGSTER_URL: register and launch now
+            pushed = await asyncio.to_thread(state["pusher"].push, store(), stored, bytes(data))
         row = await asyncio.to_thread(store().job_state, job)
         deadline = time.monotonic() + wait
         while row is None and time.monotonic() < deadline:
@@ -234,6 +246,7 @@ def create_app(
             "size_bytes": len(data),
             "registered": row is not None,
             "state": row,
+            **pushed,
             "status_url": f"/v1/documents/{full}",
         }
 
@@ -376,6 +389,9 @@ def serve(host: str | None, port: int | None, echo: Callable[[str], None] = prin
     except (ValueError, psycopg.Error) as exc:
         echo(f"error: {exc}")
         return 2
+    from docpipe_dagster.logs import configure as configure_logging
+
+    configure_logging(level=logging.WARNING, keep_existing=True)  # a failed launch says why
     echo(f"docpipe API on http://{host}:{port} (docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     return 0

@@ -32,6 +32,8 @@ class ApiSettings:
     host: str = "127.0.0.1"
     port: int = 8003
     max_upload_bytes: int = 100 * 1024 * 1024
+    # The Dagster webserver: set, an upload is registered and its run launched at once.
+    dagster_url: str = ""
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -40,6 +42,7 @@ class ApiSettings:
             host=s.api_host,
             port=s.api_port,
             max_upload_bytes=s.api_max_upload_bytes or s.max_file_bytes,
+            dagster_url=s.dagster_url,
         )
 
 

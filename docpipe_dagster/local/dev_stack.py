@@ -369,7 +369,15 @@ def start_api(stack: DevStack, env: dict[str, str]) -> None:
     from docpipe_dagster.api.settings import ENV_API_KEY, ApiSettings
 
     port = ApiSettings.from_env().port
-    api_env = {**env, ENV_API_KEY: dev_api_key()}
+    # The push path: an upload is registered and its run launched through this webserver at
+    # once, not on the intake sensor's next tick. A DOCPIPE_DAGSTER_URL the user set wins.
+    web_host = "127.0.0.1" if stack.host in ("", "0.0.0.0", "::") else stack.host
+    web_host = f"[{web_host}]" if ":" in web_host else web_host
+    api_env = {
+        **env,
+        ENV_API_KEY: dev_api_key(),
+        "DOCPIPE_DAGSTER_URL": env.get("DOCPIPE_DAGSTER_URL") or f"http://{web_host}:{stack.port}",
+    }
     api = stack._spawn(
         "api",
         [sys.executable, "-m", "docpipe_dagster.api", "--host", stack.host, "--port", str(port)],

@@ -10,6 +10,9 @@ Each new file is read once on the way in: the tick that hashes it also judges it
 `intake`. The batch run's `raw_documents` check then needs no download (the size limit is
 judged on the registered size), and the parse stage reads the bytes it parses, verifying
 them against the registered hash (a file changed since registration is superseded there).
+
+`register_upload` is the same judgement for one file the HTTP API just wrote (the push
+path, docs/API.md): a batch of its own, registered atomically on the job id.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from docpipe_dagster.core.ids import document_id as make_document_id
 from docpipe_dagster.core.ids import job_id as make_job_id
 from docpipe_dagster.core.media import detect_media_type, is_ignored_key
 from docpipe_dagster.pipeline.report import StageReport, batch_jobs, fail_job
+from docpipe_dagster.store.documents import UPLOAD_PREFIX
 from docpipe_dagster.store.queries import JobRow, NewVersion, Store
 
 if TYPE_CHECKING:
@@ -142,27 +146,15 @@ def scan_storage(
             # written to between listing and reading: wait until it settles
             result.unstable += 1
             continue
-        sha = sha256_bytes(data)
-        if current is not None and current.content_sha256 == sha:
+        version, refusal = judge_version(obj, data, current, routes)
+        if version is None:
+            assert current is not None
             touched[current.job_id] = _as_datetime(obj.modified_at)
             result.unchanged += 1
             continue
-        document = make_document_id(obj.key)
-        job_id = make_job_id(document, sha)
-        refusal = routes.refusal(obj.key, data)
         if refusal:
-            refusals[job_id] = refusal
-        found.append(
-            NewVersion(
-                job_id=job_id,
-                document_id=document,
-                storage_key=obj.key,
-                content_sha256=sha,
-                size_bytes=len(data),
-                media_type=detect_media_type(obj.key, data),
-                source_modified_at=_as_datetime(obj.modified_at),
-            )
-        )
+            refusals[version.job_id] = refusal
+        found.append(version)
 
     store.touch_source_modified(touched)
     stamp = clock() if clock else datetime.now(timezone.utc)
@@ -187,6 +179,79 @@ def scan_storage(
         store.mark_deleted(gone, "file removed from storage")
         result.deleted = len(gone)
     return result
+
+
+def judge_version(
+    obj: StoredObject, data: bytes, current: JobRow | None, routes: Routing
+) -> tuple[NewVersion | None, str | None]:
+    """One file's bytes against its newest registered version: None when the content is
+    unchanged (only its mtime moved), else the new version and the reason no configured
+    parser reads it (None: it can be parsed)."""
+    sha = sha256_bytes(data)
+    if current is not None and current.content_sha256 == sha:
+        return None, None
+    document = make_document_id(obj.key)
+    version = NewVersion(
+        job_id=make_job_id(document, sha),
+        document_id=document,
+        storage_key=obj.key,
+        content_sha256=sha,
+        size_bytes=len(data),
+        media_type=detect_media_type(obj.key, data),
+        source_modified_at=_as_datetime(obj.modified_at),
+    )
+    return version, routes.refusal(obj.key, data)
+
+
+@dataclass(frozen=True)
+class UploadRegistration:
+    """What registering one uploaded file did. Only the caller that registered the version
+    (`batch_key` set) launches its run; `refused` versions need none (they failed here)."""
+
+    job_id: uuid.UUID | None
+    batch_key: str | None = None  # set when this call registered the version
+    refused: str | None = None
+    unchanged: bool = False  # the same content as the registered version: nothing to do
+
+    @property
+    def needs_run(self) -> bool:
+        return self.batch_key is not None and self.refused is None
+
+
+def register_upload(
+    store: Store,
+    obj: StoredObject,
+    data: bytes,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    routes: Routing | None = None,
+) -> UploadRegistration:
+    """Register one file just written to storage (`obj`, what the write reported, and its
+    bytes) as intake would, in a batch of its own (`upload-...`): the same content judgement,
+    the same ids, the same `registered` event. Registration is atomic on the job id: when
+    the intake sensor registered this version first, nothing is registered here."""
+    if routes is None:
+        from docpipe_dagster.clients.parsing import routing
+
+        routes = routing()
+    if obj.size != len(data):
+        # Written over since: the sensor registers whatever is there once it settles.
+        return UploadRegistration(job_id=None)
+    current = store.current_version(obj.key)
+    version, refusal = judge_version(obj, data, current, routes)
+    if version is None:
+        assert current is not None
+        store.touch_source_modified({current.job_id: _as_datetime(obj.modified_at)})
+        return UploadRegistration(job_id=current.job_id, unchanged=True)
+    stamp = clock() if clock else datetime.now(timezone.utc)
+    key = UPLOAD_PREFIX + make_batch_key(stamp, [version.job_id])
+    queued = store.register_versions([version], key)
+    if not queued:
+        return UploadRegistration(job_id=version.job_id)
+    refused = _refuse(store, {version.job_id: refusal} if refusal else {}, {key: queued})
+    return UploadRegistration(
+        job_id=version.job_id, batch_key=key, refused=refusal if refused else None
+    )
 
 
 def _refuse(store: Store, refusals: dict[uuid.UUID, str], batches: dict[str, list]) -> int:

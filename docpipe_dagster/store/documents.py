@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -104,6 +104,8 @@ class DocumentRow:
 
 
 REQUEUE_PREFIX = "requeue-"
+# A batch of one upload that the HTTP API registered and launched itself (the push path).
+UPLOAD_PREFIX = "upload-"
 
 
 class DocumentStore(StoreBase):
@@ -203,13 +205,20 @@ class DocumentStore(StoreBase):
             self._events(conn, [(job_id, "intake", "retry", payload) for job_id in moved])
         return moved
 
-    def requested_batches(self) -> list[str]:
-        """Batches made by a person's retry request (`docpipe retry`, the UI job) still open."""
+    def requested_batches(self, uploads_older_than: timedelta | None = None) -> list[str]:
+        """Open batches made by a person's retry request (`docpipe retry`, the UI job) and,
+        with `uploads_older_than`, the API's upload batches registered that long ago or more
+        (their launch may have failed): those still holding jobs in `uploaded`."""
+        uploads = "false"
+        params: list[Any] = [REQUEUE_PREFIX + "%"]
+        if uploads_older_than is not None:
+            uploads = "batch_key LIKE %s AND registered_at < now() - %s"
+            params += [UPLOAD_PREFIX + "%", uploads_older_than]
         with self.pool.connection() as conn:
             rows = conn.execute(
                 f"SELECT DISTINCT batch_key FROM {S}.upload_jobs WHERE state = 'uploaded'"
-                " AND batch_key LIKE %s ORDER BY batch_key",
-                (REQUEUE_PREFIX + "%",),
+                f" AND (batch_key LIKE %s OR ({uploads})) ORDER BY batch_key",
+                params,
             ).fetchall()
         return [r[0] for r in rows]
 

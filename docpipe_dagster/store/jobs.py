@@ -33,6 +33,17 @@ class JobStore(StoreBase):
             )
             return {row["storage_key"]: JobRow.from_row(row) for row in cur}
 
+    def current_version(self, storage_key: str) -> JobRow | None:
+        """The newest registered, not deleted/superseded version of one storage key."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"SELECT * FROM {S}.upload_jobs WHERE storage_key = %s"
+                " AND state NOT IN ('deleted', 'superseded') ORDER BY registered_at DESC LIMIT 1",
+                (storage_key,),
+            )
+            row = cur.fetchone()
+        return None if row is None else JobRow.from_row(row)
+
     def touch_source_modified(self, touched: dict[uuid.UUID, datetime]) -> None:
         """Same content, new mtime: remember it so the files are not hashed again."""
         if not touched:

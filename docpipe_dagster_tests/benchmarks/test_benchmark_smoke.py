@@ -132,6 +132,7 @@ def test_targets_and_table_are_complete(report: dict) -> None:
     # one row per target of the scenarios that ran (dev, realistic, production, peers skipped)
     assert set(targets) == set(TARGETS) - {
         "dev",
+        "dev_push",
         "realistic",
         "production",
         "peers_first",

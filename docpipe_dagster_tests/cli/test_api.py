@@ -3,6 +3,7 @@ and this test's database: auth, limits, traversal, upload -> ingest -> state -> 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,11 +25,11 @@ DOC = (
 )
 
 
-@pytest.fixture
-def api(cli_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+@contextlib.contextmanager
+def running_api(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """`docpipe api` on a free port with this environment; its base URL until the block ends."""
     port = free_port()
-    env = {**cli_env, "DOCPIPE_API_KEY": KEY, "DOCPIPE_API_MAX_UPLOAD_BYTES": "100000"}
-    log = (tmp_path / "api.log").open("w")
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "docpipe_dagster.cli", "api", "--port", str(port)],
         env=env,
@@ -40,7 +41,7 @@ def api(cli_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, dict[str
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "api.log").read_text()
+            assert proc.poll() is None, log_path.read_text()
             try:
                 if httpx.get(f"{base}/openapi.json", timeout=2).status_code == 200:
                     break
@@ -48,11 +49,18 @@ def api(cli_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, dict[str
                 time.sleep(0.2)
         else:
             raise AssertionError("the API did not come up")
-        yield base, env
+        yield base
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
         log.close()
+
+
+@pytest.fixture
+def api(cli_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    env = {**cli_env, "DOCPIPE_API_KEY": KEY, "DOCPIPE_API_MAX_UPLOAD_BYTES": "100000"}
+    with running_api(env, tmp_path / "api.log") as base:
+        yield base, env
 
 
 def test_api_refuses_to_start_without_a_key(cli_env: dict[str, str]) -> None:
@@ -251,3 +259,45 @@ def test_client_mistakes_get_4xx_never_5xx(api: tuple[str, dict[str, str]], tmp_
 
     # and the server is still there
     assert httpx.get(f"{base}/v1/documents/plain.md", headers=auth).status_code == 200
+
+
+def test_an_upload_whose_launch_fails_is_registered_and_said_so(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The push path with the webserver down (DOCPIPE_DAGSTER_URL at a closed port): the
+    upload is still 202 and registered in a batch of its own, the API's log says in words
+    why no run was launched, and the same bytes again register and launch nothing."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {**cli_env, "DOCPIPE_API_KEY": KEY, "DOCPIPE_DAGSTER_URL": dead}
+    log = tmp_path / "api.log"
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with running_api(env, log) as base:
+
+        def upload(name: str, data: bytes) -> dict:
+            up = httpx.post(
+                f"{base}/v1/documents", headers=auth, files={"file": (name, data)}, timeout=60
+            )
+            assert up.status_code == 202, up.text
+            return up.json()
+
+        first = upload("lighthouse.md", DOC.encode())
+        assert (first["registered"], first["state"]) == (True, "uploaded")
+        assert (first["launch"], first["run_id"]) == ("deferred", None)
+        doc = httpx.get(f"{base}/v1/documents/lighthouse.md", headers=auth).json()
+        (version,) = doc["versions"]
+        assert version["batch_key"].startswith("upload-")
+        assert [e["event_type"] for e in version["events"]] == ["registered"]
+
+        again = upload("lighthouse.md", DOC.encode())
+        assert (again["launch"], again["run_id"], again["job_id"]) == (
+            "not needed",
+            None,
+            first["job_id"],
+        )
+        refused = upload("report.pdf", b"plain text wearing a .pdf name\n")
+        assert (refused["state"], refused["launch"]) == ("failed", "not needed")
+    said = log.read_text()
+    assert "upload lighthouse.md is registered" in said
+    assert f"cannot reach the Dagster webserver at {dead}" in said
+    assert "retry_sensor launches the batch" in said
+    assert said.count("could not be launched") == 1

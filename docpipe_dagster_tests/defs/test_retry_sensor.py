@@ -237,3 +237,32 @@ def test_a_dead_letter_retried_from_the_ui_is_launched_by_the_retry_sensor(
     assert pipeline.jobs()["alpha.md"]["state"] == "completed"
     # Once its run exists the sensor does not launch it again.
     assert not retry_tick(pipeline, resources).run_requests
+
+
+def test_an_upload_whose_launch_failed_is_launched_once_it_is_old_enough(
+    pipeline: Pipeline, resources: dict[str, Any]
+) -> None:
+    """The API registered an upload (batch `upload-...`) but could not launch its run: the
+    sensor leaves it alone while a launch may still be in flight, then launches it once."""
+    from docpipe_dagster.clients.storage.folder import FolderStorage
+    from docpipe_dagster.pipeline.intake import register_upload
+
+    data = GOOD["alpha.md"].encode()
+    stored = FolderStorage(pipeline.storage_dir).write("alpha.md", data)
+    with pipeline.store() as store:
+        registration = register_upload(store, stored, data)
+    assert registration.needs_run and registration.batch_key
+    assert not retry_tick(pipeline, resources).run_requests  # a launch may be in flight
+
+    pipeline.execute(
+        "UPDATE {S}.upload_jobs SET registered_at = now() - interval '1 minute'"
+        " WHERE batch_key = %s",
+        (registration.batch_key,),
+    )
+    batch = requeued_batch(retry_tick(pipeline, resources), prefix="upload-")
+    assert batch == registration.batch_key
+    assert pipeline.run(batch, resources).success
+    assert pipeline.jobs()["alpha.md"]["state"] == "completed"
+    assert not retry_tick(pipeline, resources).run_requests  # it has a run: never again
+    # and the intake sensor, which sees the same file, registers nothing
+    assert not batch_keys(tick(pipeline, None, pipeline.with_settings()))

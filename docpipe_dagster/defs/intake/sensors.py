@@ -5,10 +5,11 @@ summary (a high-water mark of file mtimes and the last tick's counts) for the UI
 """
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from docpipe_dagster.clients.webserver import LAUNCH_GRACE_SECONDS
 from docpipe_dagster.config import settings
 from docpipe_dagster.core.ids import batch_key as make_batch_key
 from docpipe_dagster.defs.intake.recovery import batch_has_live_run
@@ -25,6 +26,7 @@ from docpipe_dagster.pipeline.intake import scan_storage
 # load (a restart of the code location picks up a change).
 INTAKE_INTERVAL_SECONDS = settings().sensor_interval_seconds
 RETRY_INTERVAL_SECONDS = settings().retry_interval_seconds
+UPLOAD_LAUNCH_GRACE = timedelta(seconds=LAUNCH_GRACE_SECONDS)
 
 
 def _cursor(raw: str | None) -> dict:
@@ -78,8 +80,9 @@ def storage_intake_sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Re-queues documents whose failure was transient once their backoff has elapsed "
-        "(bounded attempts: after the last one they stay failed, the dead-letter list), and "
-        "re-launches documents stuck in flight whose run died unreported."
+        "(bounded attempts: after the last one they stay failed, the dead-letter list); "
+        "re-launches documents stuck in flight whose run died unreported; launches "
+        "requested retries and uploads the HTTP API registered but could not launch."
     ),
 )
 def retry_sensor(
@@ -114,7 +117,10 @@ def retry_sensor(
             batches.append(key)
 
     # A person's retry request (`docpipe retry`, the retry_failed_documents job): at once.
-    requested = [b for b in store.requested_batches() if not _batch_ever_ran(context.instance, b)]
+    # An upload the API registered itself whose launch failed (the webserver was down): once
+    # it is older than any launch in flight. A batch that has a run is never launched again.
+    open_requests = store.requested_batches(uploads_older_than=UPLOAD_LAUNCH_GRACE)
+    requested = [b for b in open_requests if not _batch_ever_ran(context.instance, b)]
     batches += requested
 
     if not batches:
