@@ -1,7 +1,10 @@
 """What the warm run worker loads once, before it forks runs (launcher.WarmRunLauncher).
 
-Imported by the forkserver only: Dagster, the run worker's entry point, and the definitions
-built once, which imports every defs module and the libraries they use.
+Imported by the forkserver only. It imports Dagster and the run worker's entry point, builds
+the definitions (every defs module and the libraries they use), and leaves them built in
+`docpipe_dagster.definitions.defs`, where each run worker's code pointer finds them: a fork
+takes them as they are instead of building the component tree again, which also computes
+the JSON schema of every component type for the UI, something no run needs.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ import logging
 
 import dagster._cli.api  # noqa: F401  (the run worker's body)
 
-from docpipe_dagster.definitions import defs
+from docpipe_dagster import definitions
 
 try:
-    defs()
-except Exception:  # a run then loads what is missing itself, and reports the error
+    built = definitions.defs()
+    built.get_repository_def()  # resolved once, here
+    definitions.defs = built  # type: ignore[assignment]
+except Exception:  # each run then builds them itself, and reports what is wrong
     logging.getLogger(__name__).exception("the warm worker could not build the definitions")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,9 +133,16 @@ def test_terminate_interrupts_the_run_and_a_killed_worker_is_reported(
     )
 
 
-def test_the_warm_module_loads_the_definitions() -> None:
+def test_the_warm_module_leaves_the_definitions_built() -> None:
+    # In a process of its own: importing it replaces `definitions.defs` with the built object.
     # What the forkserver preloads must import cleanly (a failed preload is silent there).
-    import importlib
-
-    warm = importlib.import_module("docpipe_dagster.warm")
-    assert warm.defs().resolve_job_def("ingest_batch").name == "ingest_batch"
+    probe = (
+        "import dagster as dg, docpipe_dagster.warm, docpipe_dagster.definitions as d;"
+        "assert isinstance(d.defs, dg.Definitions), type(d.defs);"
+        "print(d.defs.resolve_job_def('ingest_batch').name)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ingest_batch"
