@@ -19,7 +19,7 @@ storage, and docpipe's default settings (settle time, sensor interval, batch siz
 - **runs**: the burst again with max_concurrent_runs = 1, 2, 4 (`--runs`).
 
 Run launch and step times come from Dagster's run and step stats; CPU seconds per component
-are sampled (run workers = the code server's process tree).
+are sampled (run workers = forks under the daemon's process tree).
 """
 
 from __future__ import annotations
@@ -169,8 +169,10 @@ class Topology:
         """Copy the corpus into storage at once; seconds to the last document settled."""
         meter = CpuMeter(
             {
-                "run workers + code server": [self.code_server.pid],
-                "daemon": [self.daemon.pid],
+                # The dev instance's launcher forks run workers from a forkserver under the
+                # daemon: the daemon's process tree holds them.
+                "code server": [self.code_server.pid],
+                "daemon + run workers": [self.daemon.pid],
                 "postgres": self.infra.postgres_pids()[:1],
                 "parser mock": [self.infra.parser.proc.pid],  # type: ignore[union-attr]
                 "embedder mock": [self.infra.embedder.proc.pid],  # type: ignore[union-attr]
