@@ -121,6 +121,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
         with _FORKSERVER_LOCK:
             started = time.monotonic()
+            self._initialize_pools(run)
             worker = _forkserver_context().Process(
                 target=run_worker,
                 args=(serialize_value(args),),
@@ -138,6 +139,17 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             run,
             cls=self.__class__,
         )
+
+    def _initialize_pools(self, run: dg.DagsterRun) -> None:
+        # Two runs forked at once on a fresh instance would both create a pool's limit row
+        # at their first slot claim, and one fails on the unique key; created here, one
+        # launch at a time, neither has to.
+        pools = run.run_op_concurrency.all_pools if run.run_op_concurrency else None
+        if not pools:
+            return
+        storage = self._instance.event_log_storage
+        for pool in sorted(set(pools) - storage.get_concurrency_keys()):
+            storage.initialize_concurrency_limit_to_default(pool)
 
     def _pid(self, run_id: str) -> int | None:
         run = self._instance.get_run_by_id(run_id)

@@ -146,3 +146,25 @@ def test_the_warm_module_leaves_the_definitions_built() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ingest_batch"
+
+
+@dg.op(pool="probe_pool")
+def pooled() -> None:
+    pass
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def pooled_job() -> None:
+    pooled()
+
+
+def test_a_launch_creates_its_pools_limits_before_the_worker_claims_a_slot(instance) -> None:
+    # Two workers forked at once would otherwise both create the row at their first claim.
+    run = instance.create_run_for_job(
+        job_def=pooled_job, job_code_origin=dg.reconstructable(pooled_job).get_python_origin()
+    )
+    assert "probe_pool" not in instance.event_log_storage.get_concurrency_keys()
+    instance.run_launcher._initialize_pools(run)
+    assert "probe_pool" in instance.event_log_storage.get_concurrency_keys()
+    info = instance.event_log_storage.get_concurrency_info("probe_pool")
+    assert (info.limit, info.using_default_limit) == (2, True)  # dagster.yaml's default_limit
