@@ -9,6 +9,7 @@ the JSON schema of every component type for the UI, something no run needs.
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import dagster._cli.api  # noqa: F401  (the run worker's body)
@@ -21,3 +22,7 @@ try:
     definitions.defs = built  # type: ignore[assignment]
 except Exception:  # each run then builds them itself, and reports what is wrong
     logging.getLogger(__name__).exception("the warm worker could not build the definitions")
+
+# What is loaded now lives as long as each fork: frozen, a fork's garbage collections neither
+# walk it nor touch (and so copy) its pages.
+gc.freeze()
