@@ -43,17 +43,31 @@ PACKAGE_DIR = Path(__file__).parent
 PRELOAD = "docpipe_dagster.warm"
 PID_TAG = "docpipe/run_worker_pid"
 HOST_TAG = "docpipe/run_worker_host"
+# Connections a run worker may hold beyond its one pooled connection per storage.
+POOL_MAX_OVERFLOW = 10
 
 
 def run_worker(serialized_args: str) -> None:
-    """The forked run worker: what `dagster api execute_run` does with these arguments."""
-    from dagster._cli.api import execute_run_command
-    from dagster._utils.interrupts import setup_interrupt_handlers
+    """The forked run worker: what `dagster api execute_run` does with these arguments, on an
+    instance that holds its database connections."""
+    from dagster._cli.api import _execute_run_command_body
+    from dagster._cli.utils import get_instance_for_cli
+    from dagster._serdes import deserialize_value
+    from dagster._utils.interrupts import capture_interrupts, setup_interrupt_handlers
 
     # SIGTERM (terminate(), `docpipe dev` stopping) interrupts the run as Ctrl-C would.
     setup_interrupt_handlers()
-    # The click command's own function, without its argument parsing.
-    execute_run_command.callback(input_json=serialized_args, compressed_input_json=None)
+    with capture_interrupts():
+        args = deserialize_value(serialized_args, ExecuteRunArgs)
+        with get_instance_for_cli(instance_ref=args.instance_ref) as instance:
+            # Dagster's Postgres storages open a connection per statement unless told to keep
+            # a pool, as the webserver does; a run writes hundreds of events.
+            instance.optimize_for_webserver(
+                statement_timeout=0, pool_recycle=3600, max_overflow=POOL_MAX_OVERFLOW
+            )
+            _execute_run_command_body(
+                args.run_id, instance, lambda _event: None, set_exit_code_on_failure=False
+            )
 
 
 def _newest_source(root: Path = PACKAGE_DIR) -> float:
@@ -65,24 +79,28 @@ _FORKSERVER_LOCK = threading.Lock()
 _forkserver_state: tuple[float, int] | None = None
 
 
-def _forkserver_context() -> Any:
-    """The forkserver context; the forkserver restarted when the code or the environment
-    changed since it started (a worker sees both as they were then)."""
+def _forkserver_context() -> tuple[Any, str]:
+    """The forkserver context, and why a new forkserver starts for this launch (empty when
+    none does): it is restarted when the code or the environment changed since it started,
+    so a worker sees both as they are."""
     global _forkserver_state
     from multiprocessing import forkserver
 
     context = multiprocessing.get_context("forkserver")
     state = (_newest_source(), hash(frozenset(os.environ.items())))
+    why = ""
     if _forkserver_state is None:
         context.set_forkserver_preload([PRELOAD])
+        why = "first launch"
     elif state != _forkserver_state:
         # The next Process.start() starts a new forkserver with the new code and environment;
         # runs forked from the old one finish as they started.
+        why = "the code changed" if state[0] != _forkserver_state[0] else "the environment changed"
         stop = getattr(forkserver._forkserver, "_stop", None)
         if stop is not None:
             stop()
     _forkserver_state = state
-    return context
+    return context, why
 
 
 class WarmRunLauncher(RunLauncher, ConfigurableClass):
@@ -122,7 +140,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         with _FORKSERVER_LOCK:
             started = time.monotonic()
             self._initialize_pools(run)
-            worker = _forkserver_context().Process(
+            context, why = _forkserver_context()
+            worker = context.Process(
                 target=run_worker,
                 args=(serialize_value(args),),
                 name=f"dagster-run-{run.run_id[:8]}",
@@ -133,8 +152,9 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         self._instance.add_run_tags(
             run.run_id, {PID_TAG: str(worker.pid), HOST_TAG: socket.gethostname()}
         )
+        where = f"a new warm worker ({why})" if why else "the warm worker"
         self._instance.report_engine_event(
-            f"Forked the run worker (pid {worker.pid}) from docpipe's warm worker in "
+            f"Forked the run worker (pid {worker.pid}) from {where} in "
             f"{time.monotonic() - started:.2f} s.",
             run,
             cls=self.__class__,

@@ -9,12 +9,40 @@ the JSON schema of every component type for the UI, something no run needs.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import importlib
 import logging
 
 import dagster._cli.api  # noqa: F401  (the run worker's body)
 
 from docpipe_dagster import definitions
+
+# What a run imports on its way that building the definitions does not: the instance's
+# Postgres storage, the in-process executor, the HTTP transport, the embedded server's module.
+RUN_TIME_IMPORTS = (
+    "dagster._core.instance.factory",
+    "dagster._core.executor.in_process",
+    "dagster._core.execution.plan.active",
+    "dagster._core.storage.local_compute_log_manager",
+    "dagster._core.storage.runs.sqlite",
+    "dagster._core.storage.schedules.sqlite",
+    "dagster_postgres",
+    "psycopg2.extras",
+    "httpcore",
+    "httpx._transports.default",
+    "anyio",
+    "upath",
+    "psutil",
+    "watchdog.observers.polling",
+    "docpipe_dagster.store.server",
+    "docpipe_dagster.store.migrate",
+    "docpipe_dagster.metrics.names",
+)
+for name in RUN_TIME_IMPORTS:
+    # A module a newer Dagster moved: the run imports what it needs itself.
+    with contextlib.suppress(ImportError):
+        importlib.import_module(name)
 
 try:
     built = definitions.defs()
