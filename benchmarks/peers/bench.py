@@ -47,8 +47,35 @@ DOCPIPE_SYSTEMS: dict[str, dict[str, str]] = {
 SYSTEMS = (*DOCPIPE_SYSTEMS, "langchain", "llamaindex")
 PEERS_VENV = REPO_ROOT / ".venv-peers"
 PEER_MIX = "md:5,txt:2,html:2"  # the peers parse no PDF; neither does this comparison
-FIRST_RUN_TARGET = 2.0  # docpipe's docs/s over the faster peer's (excluding its imports)
-RERUN_TARGET_SECONDS = 0.5  # docpipe's whole no-op process at 1,000 documents
+# The embedder mock in each variant: a fixed cost per request and one per input it embeds.
+EMBEDDERS: dict[str, dict[str, float]] = {
+    "zero_latency": {"latency_ms": 0.0, "per_input_ms": 0.0},
+    "realistic": {"latency_ms": 100.0, "per_input_ms": 1.0},
+}
+# How the peers chunk: "own" is each peer's usual splitter as its docs show it; "docpipe" is
+# docpipe's ChunkingConfig defaults (characters). docpipe always chunks with its defaults.
+CHUNKINGS = ("own", "docpipe")
+PEER_OWN_SPLITTERS: dict[str, dict[str, Any]] = {
+    "langchain": {"chunk_size": 2000, "chunk_overlap": 200, "unit": "chars"},
+    "llamaindex": {"chunk_size": 512, "chunk_overlap": 50, "unit": "tokens"},  # tiktoken
+}
+# docpipe's first run (docs/s, whole process) over the faster peer's (excluding its imports).
+FIRST_RUN_TARGETS = {"realistic": 2.0, "zero_latency": 1.2}
+FIRST_RUN_TARGET = FIRST_RUN_TARGETS["realistic"]
+RERUN_TARGET_SECONDS = 0.3  # docpipe's whole no-op process at 1,000 documents
+# Which runs each target is judged on (the JSON and the report say so).
+JUDGED_ON = {
+    "first_realistic": "docpipe's first run, whole process (`docpipe ingest --wait`), against "
+    "the faster peer's without its imports, embedder 100 ms + 1 ms per input per request; "
+    "every size, with the peers at their own splitters (realistic/own) and at docpipe's "
+    "chunk size (realistic/docpipe)",
+    "first_zero_latency": "the same with the zero-latency embedder; the target is set for the "
+    "peers at docpipe's chunk size (zero_latency/docpipe); zero_latency/own is held to the "
+    "same bar for comparison",
+    "rerun": "docpipe's unchanged re-run at 1,000 documents (else the largest size), whole "
+    "process, 0 embedder or parser calls, 0 rows written; zero_latency is the judged variant "
+    "(a no-op makes no call, so the realistic one is a second sample)",
+}
 # Tables each system's searchable chunks live in.
 VECTOR_TABLES = {
     "docpipe": "upload_pipeline.document_chunks",
@@ -113,7 +140,8 @@ class PeerBench:
         mean_chars: int = 10_000,
         sigma: float = 0.6,
         mix: str = PEER_MIX,
-        embedder_latency_ms: float = 0.0,
+        embedders: tuple[str, ...] = tuple(EMBEDDERS),
+        chunkings: tuple[str, ...] = CHUNKINGS,
         parser_latency_ms: float = 0.0,
         timeout: float = 1800.0,
         profile: tuple[str, ...] = (),
@@ -128,12 +156,19 @@ class PeerBench:
         self.dims, self.model = dims, model
         self.native_dims = MODEL_DIMENSIONS.get(model)
         self.corpus_args = {"seed": seed, "mean_chars": mean_chars, "sigma": sigma, "mix": mix}
-        self.latency = (parser_latency_ms, embedder_latency_ms)
+        self.parser_latency_ms = parser_latency_ms
+        self.embedders, self.chunkings = embedders, chunkings
         self.timeout = timeout
         self.profile = profile
         self.counter = 0
         chunking = ChunkingConfig()
         self.chunk_size, self.chunk_overlap = chunking.max_chars, chunking.overlap_chars
+
+    def splitter(self, system: str, chunking: str) -> dict[str, Any]:
+        """A peer's splitter settings in `chunking` ("own" or "docpipe")."""
+        if chunking == "own":
+            return dict(PEER_OWN_SPLITTERS[system])
+        return {"chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap, "unit": "chars"}
 
     # --- one process ---------------------------------------------------------------------
     def _docpipe_env(self, system: str, url: str, storage: Path) -> dict[str, str]:
@@ -168,11 +203,15 @@ class PeerBench:
         corpus: Path,
         state: Path,
         label: str,
+        embedder: str = "zero_latency",
+        chunking: str | None = None,
         profile_to: Path | None = None,
     ) -> dict[str, Any]:
-        """One process of `system` over `corpus`; its figures."""
+        """One process of `system` over `corpus` with the `embedder` mock (and, for a peer,
+        its `chunking`); its figures."""
         self.counter += 1
-        base = self.work / f"{self.counter:02d}-{system}-{label}"
+        base = self.work / f"{self.counter:02d}-{system}-{embedder}-{chunking or 'own'}-{label}"
+        splitter = self.splitter(system, chunking or "own") if system not in DOCPIPE_SYSTEMS else {}
         spec = {
             "database_url": url,
             "storage_dir": str(corpus),
@@ -183,8 +222,9 @@ class PeerBench:
             "send_dimensions": self.dims != self.native_dims,
             "embedder_url": self.infra.embedder.base_url + "/v1",
             "api_key": LOCAL_MOCK_API_KEY,
-            "chunk_size": self.chunk_size,
-            "chunk_overlap": self.chunk_overlap,
+            "chunk_size": splitter.get("chunk_size"),
+            "chunk_overlap": splitter.get("chunk_overlap"),
+            "chunk_unit": splitter.get("unit"),
         }
         spec_path = base.with_suffix(".spec.json")
         spec_path.write_text(json.dumps(spec))
@@ -199,7 +239,10 @@ class PeerBench:
             if system in DOCPIPE_SYSTEMS
             else child_env(TOKENIZERS_PARALLELISM="false")
         )
-        self.infra.reset_mocks(*self.latency)
+        latency = EMBEDDERS[embedder]
+        self.infra.reset_mocks(
+            self.parser_latency_ms, latency["latency_ms"], latency["per_input_ms"]
+        )
         writes0 = table_writes(url)
         cpu0 = self._cpu()
         log = base.with_suffix(".log")
@@ -231,6 +274,8 @@ class PeerBench:
         result: dict[str, Any] = {
             "system": system,
             "run": label,
+            "embedder": embedder,
+            "splitter": splitter or "docpipe's ChunkingConfig defaults",
             "wall_seconds": round(wall, 3),
             "load_average_1m": round(os.getloadavg()[0], 2),
         }
@@ -289,52 +334,98 @@ class PeerBench:
         spec = corpus_mod.CorpusSpec(docs=docs, **self.corpus_args)
         return root, corpus_mod.summary(corpus_mod.generate(spec, root))
 
+    def units(self, systems: tuple[str, ...]) -> list[tuple[str, str | None]]:
+        """(system, peer chunking) to run per embedder: docpipe once, each peer per chunking."""
+        out: list[tuple[str, str | None]] = []
+        for system in systems:
+            if system in DOCPIPE_SYSTEMS:
+                out.append((system, None))
+            else:
+                out += [(system, chunking) for chunking in self.chunkings]
+        return out
+
     def size(self, docs: int, systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:
+        """Every variant (embedder x peer chunking) at `docs` documents."""
         corpus, summary = self.corpus(docs)
-        out: dict[str, Any] = {"documents": docs, "corpus": summary, "systems": {}}
+        out: dict[str, Any] = {"documents": docs, "corpus": summary, "variants": {}}
         self.warm_up(systems)
-        pairs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+        units = self.units(systems)
+        pairs: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {
+            (e, s, c): [] for e in self.embedders for s, c in units
+        }
         for rep in range(self.repeat):  # round-robin, so a busy moment hits every system
-            for system in systems:
-                url = self.infra.new_database(f"peers_{system}")
-                state = _fresh_dir(self.work / f"state-{system}-{docs}-{rep}")
-                first = self.run_once(system, url=url, corpus=corpus, state=state, label="first")
-                rerun = self.run_once(system, url=url, corpus=corpus, state=state, label="rerun")
-                pairs[system].append({"first": first, "rerun": rerun})
-                print(
-                    f"   {docs} docs {system}: {_line(first)} | re-run {_line(rerun)}", flush=True
-                )
-                self.infra.drop_database(url)
-        for system, runs in pairs.items():
+            for embedder in self.embedders:
+                for system, chunking in units:
+                    url = self.infra.new_database(f"peers_{system}")
+                    tag = f"{system}-{embedder}-{chunking or 'own'}-{docs}-{rep}"
+                    state = _fresh_dir(self.work / f"state-{tag}")
+                    kw = {"url": url, "corpus": corpus, "state": state, "embedder": embedder}
+                    first = self.run_once(system, label="first", chunking=chunking, **kw)
+                    rerun = self.run_once(system, label="rerun", chunking=chunking, **kw)
+                    pairs[(embedder, system, chunking)].append({"first": first, "rerun": rerun})
+                    how = f" ({chunking} chunks)" if chunking else ""
+                    print(
+                        f"   {docs} docs, {embedder} embedder, {system}{how}: {_line(first)}"
+                        f" | re-run {_line(rerun)}",
+                        flush=True,
+                    )
+                    self.infra.drop_database(url)
+        medians: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+        for key, runs in pairs.items():
             # the median pair by first-run time (the re-run belongs to its first run's state)
             median = sorted(runs, key=lambda r: r["first"]["wall_seconds"])[len(runs) // 2]
-            out["systems"][system] = {
+            medians[key] = {
                 **median,
                 "repeats": {
                     label: [r[label]["wall_seconds"] for r in runs] for label in ("first", "rerun")
                 },
             }
-        for system in systems:
-            if system in self.profile:
-                out["systems"][system]["profile"] = self.profile_system(system, docs, corpus)
-        variants = [v for v in DOCPIPE_SYSTEMS if v in out["systems"]]
-        for variant in variants:
-            out["systems"][variant]["one_document"] = self.one_document(variant, corpus)
-        fixed = self.import_seconds_docpipe() if variants else 0.0
-        for variant in variants:
-            for label in ("first", "rerun"):
-                run = out["systems"][variant][label]
-                run["import_seconds"] = fixed
-                # A run shorter than the import figure (the no-op re-run, which never
-                # imports Dagster) has no import-free time to report.
-                spent = run["wall_seconds"] - fixed
-                run["seconds"] = round(spent, 3) if spent > 0 else None
-        for runs in out["systems"].values():
+        ours = [v for v in DOCPIPE_SYSTEMS if v in systems]
+        one = {v: self.one_document(v, corpus) for v in ours}
+        fixed = self.import_seconds_docpipe() if ours else 0.0
+        profiles = {
+            (e, s): self.profile_system(s, docs, corpus, e)
+            for e in self.embedders
+            for s in systems
+            if s in self.profile and s in DOCPIPE_SYSTEMS
+        }
+        for (_, system, _), runs in medians.items():
+            if system in DOCPIPE_SYSTEMS:
+                for label in ("first", "rerun"):
+                    run = runs[label]
+                    run["import_seconds"] = fixed
+                    # A run shorter than the import figure (the no-op re-run, which never
+                    # imports Dagster) has no import-free time to report.
+                    spent = run["wall_seconds"] - fixed
+                    run["seconds"] = round(spent, 3) if spent > 0 else None
             for run in (runs["first"], runs["rerun"]):
                 n = runs["first"]["documents"]
                 run["docs_per_s_whole"] = _rate(n, run["wall_seconds"])
                 run["docs_per_s_excl_imports"] = _rate(n, run.get("seconds"))
-        out["ratios"] = {v: ratios(out["systems"], v) for v in variants}
+        for embedder in self.embedders:
+            target = FIRST_RUN_TARGETS[embedder]
+            for chunking in self.chunkings:
+                found: dict[str, Any] = {}
+                for system, c in units:
+                    if c not in (None, chunking):
+                        continue
+                    entry = dict(medians[(embedder, system, c)])
+                    if system in DOCPIPE_SYSTEMS:
+                        entry["one_document"] = one[system]
+                    if (embedder, system) in profiles:
+                        entry["profile"] = profiles[(embedder, system)]
+                    found[system] = entry
+                out["variants"][f"{embedder}/{chunking}"] = {
+                    "embedder": embedder,
+                    "embedder_latency": EMBEDDERS[embedder],
+                    "peer_chunking": chunking,
+                    "peer_splitters": {
+                        s: self.splitter(s, chunking) for s in found if s not in DOCPIPE_SYSTEMS
+                    },
+                    "first_run_target": target,
+                    "systems": found,
+                    "ratios": {v: ratios(found, v, target) for v in ours},
+                }
         return out
 
     def one_document(self, system: str, corpus: Path) -> dict[str, Any]:
@@ -346,7 +437,7 @@ class PeerBench:
         shutil.copy2(first, single / first.relative_to(corpus))
         url = self.infra.new_database(f"peers_one_{system}")
         state = _fresh_dir(self.work / f"state-one-{system}")
-        run = self.run_once(system, url=url, corpus=single, state=state, label="one")
+        run = self.run_once(system, url=url, corpus=single, state=state, label="one")  # 0 latency
         self.infra.drop_database(url)
         return {k: run[k] for k in ("wall_seconds", "documents", "searchable_rows", "cpu_seconds")}
 
@@ -360,15 +451,23 @@ class PeerBench:
                 cmd = [self.peers_python, "-c", f"import benchmarks.peers.{system}_run"]
             subprocess.run(cmd, cwd=REPO_ROOT, env=child_env(), check=True)
 
-    def profile_system(self, system: str, docs: int, corpus: Path) -> dict[str, Any]:
+    def profile_system(
+        self, system: str, docs: int, corpus: Path, embedder: str = "zero_latency"
+    ) -> dict[str, Any]:
         """py-spy over a first load and a no-op re-run in a database of their own."""
         url = self.infra.new_database("peers_profile")
-        state = _fresh_dir(self.work / f"state-profile-{system}-{docs}")
+        state = _fresh_dir(self.work / f"state-profile-{system}-{embedder}-{docs}")
         result = {}
         for label in ("first", "rerun"):
-            raw = self.work / f"profile-{system}-{docs}-{label}.txt"
+            raw = self.work / f"profile-{system}-{embedder}-{docs}-{label}.txt"
             run = self.run_once(
-                system, url=url, corpus=corpus, state=state, label=label, profile_to=raw
+                system,
+                url=url,
+                corpus=corpus,
+                state=state,
+                label=label,
+                embedder=embedder,
+                profile_to=raw,
             )
             result[label] = {
                 "wall_seconds_under_py_spy": run["wall_seconds"],
@@ -416,9 +515,11 @@ def _line(r: dict[str, Any]) -> str:
     )
 
 
-def ratios(systems: dict[str, Any], variant: str = "docpipe") -> dict[str, Any]:
-    """docpipe (`variant`) against the faster peer (first run, docs/s), its re-run against
-    LlamaIndex's, and whether the re-run meets its target."""
+def ratios(
+    systems: dict[str, Any], variant: str = "docpipe", target: float = FIRST_RUN_TARGET
+) -> dict[str, Any]:
+    """docpipe (`variant`) against the faster peer (first run, docs/s; `target` the bar),
+    its re-run against LlamaIndex's, and whether the re-run meets its target."""
     if variant not in systems:
         return {}
     d = systems[variant]
@@ -432,7 +533,7 @@ def ratios(systems: dict[str, Any], variant: str = "docpipe") -> dict[str, Any]:
             out[f"first_vs_faster_peer_{basis}"] = {
                 "peer": best,
                 "ratio": _ratio(d["first"]["docs_per_s_whole"], rates[best]),
-                "target": f">= {FIRST_RUN_TARGET}",
+                "target": f">= {target}",
             }
         for name, v in peers.items():
             out[f"first_vs_{name}_{basis}"] = _ratio(
@@ -544,6 +645,13 @@ def measure(infra: Infra, sizes: list[int], systems: tuple[str, ...], **options:
     bench = PeerBench(infra, **options)
     doc: dict[str, Any] = {
         "chunking": {"chunk_size": bench.chunk_size, "chunk_overlap": bench.chunk_overlap},
+        "peer_own_splitters": {k: v for k, v in PEER_OWN_SPLITTERS.items() if k in systems},
+        "embedders": {k: EMBEDDERS[k] for k in bench.embedders},
+        "targets": {
+            "first_run_vs_faster_peer": {k: FIRST_RUN_TARGETS[k] for k in bench.embedders},
+            "rerun_whole_seconds": RERUN_TARGET_SECONDS,
+            "judged_on": JUDGED_ON,
+        },
         "model": bench.model,
         "dims": bench.dims,
         "versions": package_versions(Path(bench.peers_python)),
@@ -557,6 +665,8 @@ def measure(infra: Infra, sizes: list[int], systems: tuple[str, ...], **options:
 
 COLUMNS = [
     ("docs", "docs"),
+    ("embedder", "embedder"),
+    ("chunks_by", "chunked by"),
     ("system", "system"),
     ("run", "run"),
     ("wall_seconds", "s whole process"),
@@ -573,23 +683,49 @@ COLUMNS = [
 ]
 
 
+def _splitter_label(s: dict[str, Any]) -> str:
+    return f"{s['chunk_size']}/{s['chunk_overlap']} {s['unit']}"
+
+
 def table_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per run: docpipe's once per embedder (it always chunks its own way), each
+    peer's per variant with docpipe's ratio against it."""
     rows = []
     for docs, size in doc["sizes"].items():
-        ours = {v: size["systems"][v] for v in DOCPIPE_SYSTEMS if v in size["systems"]}
-        for system, runs in size["systems"].items():
-            against = {} if system in DOCPIPE_SYSTEMS else ours
-            for label in ("first", "rerun"):
-                r = dict(runs[label], docs=docs)
-                for variant, d in against.items():
-                    if label == "first":  # docpipe's docs/s (whole) over the peer's
-                        vs = _ratio(
-                            d["first"]["docs_per_s_whole"], r.get("docs_per_s_excl_imports")
-                        )
-                    else:  # the peer's seconds over docpipe's
-                        vs = _ratio(r.get("seconds"), d["rerun"]["wall_seconds"])
-                    r[f"vs_{variant}"] = vs
-                rows.append(r)
+        seen: set[tuple[str, str]] = set()
+        for variant in size["variants"].values():
+            systems = variant["systems"]
+            ours = {v: systems[v] for v in DOCPIPE_SYSTEMS if v in systems}
+            for system, runs in systems.items():
+                is_ours = system in DOCPIPE_SYSTEMS
+                if is_ours and (variant["embedder"], system) in seen:
+                    continue
+                seen.add((variant["embedder"], system))
+                against = {} if is_ours else ours
+                chunks_by = (
+                    "docpipe (its defaults)"
+                    if is_ours
+                    else f"{variant['peer_chunking']}: "
+                    + _splitter_label(variant["peer_splitters"][system])
+                )
+                for label in ("first", "rerun"):
+                    r = dict(
+                        runs[label],
+                        docs=docs,
+                        embedder=variant["embedder"],
+                        system=system,
+                        run=label,
+                    )
+                    r["chunks_by"] = chunks_by
+                    for name, d in against.items():
+                        if label == "first":  # docpipe's docs/s (whole) over the peer's
+                            vs = _ratio(
+                                d["first"]["docs_per_s_whole"], r.get("docs_per_s_excl_imports")
+                            )
+                        else:  # the peer's seconds over docpipe's
+                            vs = _ratio(r.get("seconds"), d["rerun"]["wall_seconds"])
+                        r[f"vs_{name}"] = vs
+                    rows.append(r)
     return rows
 
 
