@@ -5,9 +5,12 @@ fresh database on the benchmark's Postgres, a first run and an unchanged re-run,
 process against the same OpenAI-contract embedder mock (and, for docpipe, the parser mock):
 
 - docpipe: `docpipe ingest <folder> --wait`, the whole command as a user runs it, with its
-  defaults (markdown and HTML go to the parser service, as LlamaParse parses them);
-- docpipe_local: the same command with every format of this corpus parsed in-process
-  (DOCPIPE_PARSE_LOCALLY), which is what the peers do: the like-for-like comparison;
+  defaults (DOCPIPE_PARSE_LOCALLY=text: markdown, text and HTML parsed in-process);
+- docpipe_local: the same command with every format of this corpus named for in-process
+  parsing (DOCPIPE_PARSE_LOCALLY), which is what the peers do: the like-for-like comparison;
+
+each with a zero-latency embedder and a realistic one (EMBEDDERS), and each peer at its own
+usual splitter and at docpipe's chunk size (CHUNKINGS): every variant is reported.
 - langchain: benchmarks/peers/langchain_run.py (`index()` + SQLRecordManager + PGVector);
 - llamaindex: benchmarks/peers/llamaindex_run.py (IngestionPipeline + docstore + PGVectorStore).
 
@@ -387,7 +390,7 @@ class PeerBench:
             (e, s): self.profile_system(s, docs, corpus, e)
             for e in self.embedders
             for s in systems
-            if s in self.profile and s in DOCPIPE_SYSTEMS
+            if s in self.profile
         }
         for (_, system, _), runs in medians.items():
             if system in DOCPIPE_SYSTEMS:
@@ -412,8 +415,8 @@ class PeerBench:
                     entry = dict(medians[(embedder, system, c)])
                     if system in DOCPIPE_SYSTEMS:
                         entry["one_document"] = one[system]
-                    if (embedder, system) in profiles:
-                        entry["profile"] = profiles[(embedder, system)]
+                    if (embedder, system) in profiles and c in (None, "own"):
+                        entry["profile"] = profiles[(embedder, system)]  # a peer's: own splitter
                     found[system] = entry
                 out["variants"][f"{embedder}/{chunking}"] = {
                     "embedder": embedder,
