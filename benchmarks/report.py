@@ -9,8 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.peers.bench import COLUMNS as PEER_COLUMNS
-from benchmarks.peers.bench import DOCPIPE_SYSTEMS, RERUN_TARGET_SECONDS
+from benchmarks.peers.variants import COLUMNS as PEER_COLUMNS
+from benchmarks.peers.variants import DOCPIPE_SYSTEMS, RERUN_TARGET_SECONDS
 from benchmarks.scenarios import TARGETS
 
 

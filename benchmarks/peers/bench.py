@@ -8,11 +8,12 @@ process against the same OpenAI-contract embedder mock (and, for docpipe, the pa
   defaults (DOCPIPE_PARSE_LOCALLY=text: markdown, text and HTML parsed in-process);
 - docpipe_local: the same command with every format of this corpus named for in-process
   parsing (DOCPIPE_PARSE_LOCALLY), which is what the peers do: the like-for-like comparison;
-
-each with a zero-latency embedder and a realistic one (EMBEDDERS), and each peer at its own
-usual splitter and at docpipe's chunk size (CHUNKINGS): every variant is reported.
 - langchain: benchmarks/peers/langchain_run.py (`index()` + SQLRecordManager + PGVector);
-- llamaindex: benchmarks/peers/llamaindex_run.py (IngestionPipeline + docstore + PGVectorStore).
+- llamaindex: benchmarks/peers/llamaindex_run.py (IngestionPipeline + docstore + PGVectorStore);
+
+each with a zero-latency embedder and a realistic one, and each peer at its own usual
+splitter and at docpipe's chunk size: every variant is reported (benchmarks/peers/variants.py
+holds them, the targets, the ratios and the table).
 
 Each run records the whole process's wall time (interpreter start-up and imports included),
 the peers' own time without their imports, the mocks' request counts, the searchable rows and
@@ -22,7 +23,6 @@ that "skips" but rewrites its bookkeeping shows it. `--profile` adds py-spy prof
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import resource
@@ -38,47 +38,36 @@ import psycopg
 
 from benchmarks import corpus as corpus_mod
 from benchmarks.infra import REPO_ROOT, Infra, RssSampler, child_env, stop_group
+from benchmarks.peers.profile import PROFILE_RATE, summarise_profile
+from benchmarks.peers.variants import (  # noqa: F401 - re-exported for the scenarios and report
+    CHUNKINGS,
+    COLUMNS,
+    DOCPIPE_SYSTEMS,
+    EMBEDDERS,
+    FIRST_RUN_TARGET,
+    FIRST_RUN_TARGETS,
+    JUDGED_ON,
+    PEER_MIX,
+    PEER_OWN_SPLITTERS,
+    RERUN_TARGET_SECONDS,
+    SYSTEMS,
+    _rate,
+    _ratio,
+    ratios,
+    render,
+    table_rows,
+)
+from benchmarks.peers.venv import (  # noqa: F401 - re-exported
+    PEER_PACKAGES,
+    PEERS_VENV,
+    package_versions,
+    peers_available,
+    setup_peers_venv,
+)
 from docpipe_dagster.config import LOCAL_MOCK_API_KEY
 from docpipe_dagster.core.chunking import ChunkingConfig
 from docpipe_dagster.core.models import MODEL_DIMENSIONS
 
-# docpipe's variants and the environment each adds to the defaults.
-DOCPIPE_SYSTEMS: dict[str, dict[str, str]] = {
-    "docpipe": {},
-    "docpipe_local": {"DOCPIPE_PARSE_LOCALLY": "txt,md,markdown,json,html"},
-}
-SYSTEMS = (*DOCPIPE_SYSTEMS, "langchain", "llamaindex")
-PEERS_VENV = REPO_ROOT / ".venv-peers"
-PEER_MIX = "md:5,txt:2,html:2"  # the peers parse no PDF; neither does this comparison
-# The embedder mock in each variant: a fixed cost per request and one per input it embeds.
-EMBEDDERS: dict[str, dict[str, float]] = {
-    "zero_latency": {"latency_ms": 0.0, "per_input_ms": 0.0},
-    "realistic": {"latency_ms": 100.0, "per_input_ms": 1.0},
-}
-# How the peers chunk: "own" is each peer's usual splitter as its docs show it; "docpipe" is
-# docpipe's ChunkingConfig defaults (characters). docpipe always chunks with its defaults.
-CHUNKINGS = ("own", "docpipe")
-PEER_OWN_SPLITTERS: dict[str, dict[str, Any]] = {
-    "langchain": {"chunk_size": 2000, "chunk_overlap": 200, "unit": "chars"},
-    "llamaindex": {"chunk_size": 512, "chunk_overlap": 50, "unit": "tokens"},  # tiktoken
-}
-# docpipe's first run (docs/s, whole process) over the faster peer's (excluding its imports).
-FIRST_RUN_TARGETS = {"realistic": 2.0, "zero_latency": 1.2}
-FIRST_RUN_TARGET = FIRST_RUN_TARGETS["realistic"]
-RERUN_TARGET_SECONDS = 0.3  # docpipe's whole no-op process at 1,000 documents
-# Which runs each target is judged on (the JSON and the report say so).
-JUDGED_ON = {
-    "first_realistic": "docpipe's first run, whole process (`docpipe ingest --wait`), against "
-    "the faster peer's without its imports, embedder 100 ms + 1 ms per input per request; "
-    "every size, with the peers at their own splitters (realistic/own) and at docpipe's "
-    "chunk size (realistic/docpipe)",
-    "first_zero_latency": "the same with the zero-latency embedder; the target is set for the "
-    "peers at docpipe's chunk size (zero_latency/docpipe); zero_latency/own is held to the "
-    "same bar for comparison",
-    "rerun": "docpipe's unchanged re-run at 1,000 documents (else the largest size), whole "
-    "process, 0 embedder or parser calls, 0 rows written; zero_latency is the judged variant "
-    "(a no-op makes no call, so the realistic one is a second sample)",
-}
 # Tables each system's searchable chunks live in.
 VECTOR_TABLES = {
     "docpipe": "upload_pipeline.document_chunks",
@@ -93,14 +82,6 @@ DOCPIPE_IMPORTS = (
     "import docpipe_dagster.cli, docpipe_dagster.cli.ingest, docpipe_dagster.runner,"
     " docpipe_dagster.defs.resources, docpipe_dagster.store.queries"
 )
-
-
-def _rate(n: float, seconds: float | None) -> float | None:
-    return round(n / seconds, 2) if seconds else None
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a is not None and b else None
 
 
 def table_writes(url: str) -> dict[str, int]:
@@ -518,125 +499,6 @@ def _line(r: dict[str, Any]) -> str:
     )
 
 
-def ratios(
-    systems: dict[str, Any], variant: str = "docpipe", target: float = FIRST_RUN_TARGET
-) -> dict[str, Any]:
-    """docpipe (`variant`) against the faster peer (first run, docs/s; `target` the bar),
-    its re-run against LlamaIndex's, and whether the re-run meets its target."""
-    if variant not in systems:
-        return {}
-    d = systems[variant]
-    peers = {k: v for k, v in systems.items() if k not in DOCPIPE_SYSTEMS}
-    out: dict[str, Any] = {}
-    for basis in ("whole", "excl_imports"):
-        key = f"docs_per_s_{basis}"
-        rates = {k: v["first"].get(key) for k, v in peers.items() if v["first"].get(key)}
-        if rates:
-            best = max(rates, key=rates.get)
-            out[f"first_vs_faster_peer_{basis}"] = {
-                "peer": best,
-                "ratio": _ratio(d["first"]["docs_per_s_whole"], rates[best]),
-                "target": f">= {target}",
-            }
-        for name, v in peers.items():
-            out[f"first_vs_{name}_{basis}"] = _ratio(
-                d["first"]["docs_per_s_whole"], v["first"].get(key)
-            )
-    if "llamaindex" in peers:
-        li = peers["llamaindex"]["rerun"]
-        out["rerun_docpipe_whole_seconds"] = d["rerun"]["wall_seconds"]
-        out["rerun_llamaindex_excl_imports_seconds"] = li.get("seconds")
-        out["rerun_llamaindex_whole_seconds"] = li["wall_seconds"]
-        out["rerun_vs_llamaindex_excl_imports"] = _ratio(
-            d["rerun"]["wall_seconds"], li.get("seconds")
-        )
-    one = d.get("one_document")
-    if one:
-        # What a process costs whatever its size: the share of the first load it takes.
-        out["one_document_seconds"] = one["wall_seconds"]
-        out["one_document_share_of_first"] = _ratio(one["wall_seconds"], d["first"]["wall_seconds"])
-    out["rerun_met"] = (
-        d["rerun"]["wall_seconds"] <= RERUN_TARGET_SECONDS
-        and d["rerun"]["external_calls"] == 0
-        and d["rerun"]["rows_written"] == 0
-    )
-    return out
-
-
-PROFILE_RATE = 100  # samples a second
-_IDLE_LEAVES = ("wait", "sleep", "select", "poll", "acquire", "_recv", "recv_into", "accept")
-
-
-def _idle(leaf: str) -> bool:
-    """A leaf frame that is a thread waiting (a pool worker blocked in C shows as `_worker`)."""
-    name = leaf.split(" (")[0].rsplit(".", 1)[-1].lower()
-    return name in ("_worker", "get", "worker") or any(w in name for w in _IDLE_LEAVES)
-
-
-def summarise_profile(raw: Path, top: int = 30, rate: int = PROFILE_RATE) -> dict[str, Any]:
-    """Seconds per function from py-spy's collapsed stacks (`--idle --threads`).
-
-    The main thread is sampled busy or not, so its inclusive seconds add up to the wall time
-    (imports, the runs, waiting on Postgres and the mocks); other threads are counted only
-    where their leaf is not a wait.
-    """
-    if not raw.exists():
-        return {"error": "no profile written"}
-    lines = raw.read_text(errors="replace").splitlines()
-    named = [ln.split(")")[0] for ln in lines if ln.split(";")[0].endswith(": MainThread")]
-    main_tid = named[0][len("thread (") :] if named else None
-    main: collections.Counter[str] = collections.Counter()
-    main_self: collections.Counter[str] = collections.Counter()
-    others: collections.Counter[str] = collections.Counter()
-    main_total = imports = other_busy = 0
-    for line in lines:
-        stack, _, count = line.rpartition(" ")
-        if not stack.startswith("thread (") or not count.isdigit():
-            continue
-        n = int(count)
-        head, _, rest = stack.partition(";")
-        tid = head[len("thread (") :].split(")")[0]
-        frames = [_frame(f) for f in rest.split(";") if f]
-        if not frames:
-            continue
-        if tid == main_tid:
-            main_total += n
-            if any(f.startswith("_find_and_load ") for f in frames):
-                imports += n
-            for f in set(frames):
-                main[f] += n
-            main_self[frames[-1]] += n
-        elif not _idle(frames[-1]):
-            other_busy += n
-            for f in set(frames):
-                others[f] += n
-
-    def secs(c: collections.Counter[str]) -> list[list[Any]]:
-        return [[f, round(n / rate, 2)] for f, n in c.most_common(top)]
-
-    return {
-        "rate_hz": rate,
-        "main_thread_seconds": round(main_total / rate, 2),
-        "main_thread_import_seconds": round(imports / rate, 2),
-        "main_thread_inclusive_seconds": secs(main),
-        "main_thread_self_seconds": secs(main_self),
-        "other_threads_busy_seconds": round(other_busy / rate, 2),
-        "other_threads_busy_inclusive_seconds": secs(others),
-    }
-
-
-def _frame(frame: str) -> str:
-    """`func (path/to/mod.py:123)` -> `func (mod.py)`: lines merged, paths shortened."""
-    name, _, where = frame.partition(" (")
-    where = where.rstrip(")").rsplit(":", 1)[0]
-    parts = where.split("/")
-    for anchor in ("site-packages", "docpipe_dagster", "benchmarks", "lib"):
-        if anchor in parts:
-            parts = parts[parts.index(anchor) + (1 if anchor in ("site-packages", "lib") else 0) :]
-            break
-    return f"{name} ({'/'.join(parts[-3:])})" if where else name
-
-
 def options_from(args: Any, **overrides: Any) -> dict[str, Any]:
     """PeerBench's options from a command's parsed arguments (benchmarks.peers and the peers
     scenario of benchmarks.ingest share these names)."""
@@ -664,136 +526,3 @@ def measure(infra: Infra, sizes: list[int], systems: tuple[str, ...], **options:
         doc["sizes"][str(docs)] = bench.size(docs, systems)
     doc["table"] = table_rows(doc)
     return doc
-
-
-COLUMNS = [
-    ("docs", "docs"),
-    ("embedder", "embedder"),
-    ("chunks_by", "chunked by"),
-    ("system", "system"),
-    ("run", "run"),
-    ("wall_seconds", "s whole process"),
-    ("seconds", "s excl. imports"),
-    ("docs_per_s_whole", "docs/s whole"),
-    ("docs_per_s_excl_imports", "docs/s excl. imports"),
-    ("searchable_rows", "chunks"),
-    ("embedded", "embedded"),
-    ("external_calls", "external calls"),
-    ("rows_written", "rows written"),
-    ("peak_rss_mb", "peak RSS MB"),
-    ("vs_docpipe", "docpipe ×"),
-    ("vs_docpipe_local", "docpipe_local ×"),
-]
-
-
-def _splitter_label(s: dict[str, Any]) -> str:
-    return f"{s['chunk_size']}/{s['chunk_overlap']} {s['unit']}"
-
-
-def table_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per run: docpipe's once per embedder (it always chunks its own way), each
-    peer's per variant with docpipe's ratio against it."""
-    rows = []
-    for docs, size in doc["sizes"].items():
-        seen: set[tuple[str, str]] = set()
-        for variant in size["variants"].values():
-            systems = variant["systems"]
-            ours = {v: systems[v] for v in DOCPIPE_SYSTEMS if v in systems}
-            for system, runs in systems.items():
-                is_ours = system in DOCPIPE_SYSTEMS
-                if is_ours and (variant["embedder"], system) in seen:
-                    continue
-                seen.add((variant["embedder"], system))
-                against = {} if is_ours else ours
-                chunks_by = (
-                    "docpipe (its defaults)"
-                    if is_ours
-                    else f"{variant['peer_chunking']}: "
-                    + _splitter_label(variant["peer_splitters"][system])
-                )
-                for label in ("first", "rerun"):
-                    r = dict(
-                        runs[label],
-                        docs=docs,
-                        embedder=variant["embedder"],
-                        system=system,
-                        run=label,
-                    )
-                    r["chunks_by"] = chunks_by
-                    for name, d in against.items():
-                        if label == "first":  # docpipe's docs/s (whole) over the peer's
-                            vs = _ratio(
-                                d["first"]["docs_per_s_whole"], r.get("docs_per_s_excl_imports")
-                            )
-                        else:  # the peer's seconds over docpipe's
-                            vs = _ratio(r.get("seconds"), d["rerun"]["wall_seconds"])
-                        r[f"vs_{name}"] = vs
-                    rows.append(r)
-    return rows
-
-
-def render(rows: list[dict[str, Any]]) -> str:
-    def fmt(v: Any) -> str:
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
-        return str(v)
-
-    cells = [[fmt(r.get(k)) for k, _ in COLUMNS] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (_, h) in enumerate(COLUMNS)]
-    head = "| " + " | ".join(h.ljust(w) for (_, h), w in zip(COLUMNS, widths, strict=True)) + " |"
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = [
-        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells
-    ]
-    return "\n".join([head, sep, *body])
-
-
-def peers_available(peers_python: Path | None = None) -> str | None:
-    """None when the peers' venv and docpipe's command are there, else why not."""
-    python = peers_python or PEERS_VENV / "bin" / "python"
-    if not python.exists():
-        return f"no peers venv at {python}: run `python -m benchmarks.peers --setup`"
-    probe = subprocess.run(
-        [str(python), "-c", "import langchain_classic, langchain_postgres, llama_index.core"],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0:
-        return f"the peers venv {python} lacks a peer: {probe.stderr.strip()[-300:]}"
-    if not (Path(sys.executable).parent / "docpipe").exists():
-        return f"no docpipe command next to {sys.executable} (pip install -e .[bench])"
-    return None
-
-
-PEER_PACKAGES = [
-    line.split("==")[0]
-    for line in Path(__file__).with_name("requirements.txt").read_text().splitlines()
-    if line and not line.startswith("#")
-]
-
-
-def package_versions(peers_python: Path) -> dict[str, str]:
-    """The peers' versions (from their venv) and docpipe's main ones (from this one)."""
-    from importlib.metadata import version
-
-    code = (
-        "import json, importlib.metadata as m; print(json.dumps({n: m.version(n) for n in "
-        f"{PEER_PACKAGES!r}}}))"
-    )
-    out = json.loads(
-        subprocess.run([str(peers_python), "-c", code], capture_output=True, check=True).stdout
-    )
-    for name in ("dagster", "pgvector", "psycopg"):
-        out[f"docpipe: {name}"] = version(name)
-    return out
-
-
-def setup_peers_venv(venv: Path = PEERS_VENV) -> None:
-    """The peers' own venv from benchmarks/peers/requirements.txt."""
-    requirements = Path(__file__).with_name("requirements.txt")
-    if not (venv / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(requirements)]
-    subprocess.run(pip, check=True)

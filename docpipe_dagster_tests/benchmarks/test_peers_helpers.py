@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.peers.bench import FIRST_RUN_TARGETS, ratios, summarise_profile, table_rows
 from benchmarks.peers.common import html_to_text, load_corpus, sqlalchemy_url
+from benchmarks.peers.profile import summarise_profile
+from benchmarks.peers.variants import FIRST_RUN_TARGETS, ratios, table_rows
 from benchmarks.report import evaluate_targets, report
 
 
