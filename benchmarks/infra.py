@@ -97,8 +97,10 @@ class Mock:
         """Counters and the mock's job table cleared (the parser mock caches by content)."""
         self.http.post("/_mock/reset").raise_for_status()
 
-    def set_latency(self, latency_ms: float) -> None:
-        self.http.post("/_mock/latency", json={"latency_ms": latency_ms, "jitter_ms": 0.0})
+    def set_latency(self, latency_ms: float, per_input_ms: float = 0.0) -> None:
+        """`latency_ms` per request, plus (the embedder) `per_input_ms` per input it embeds."""
+        body = {"latency_ms": latency_ms, "jitter_ms": 0.0, "per_input_ms": per_input_ms}
+        self.http.post("/_mock/latency", json=body).raise_for_status()
 
     def stats(self) -> dict:
         return self.http.get("/_mock/stats").raise_for_status().json()
@@ -189,14 +191,17 @@ class Infra:
         if name in self._databases:
             self._databases.remove(name)
 
-    def reset_mocks(self, parser_latency_ms: float = 0.0, embedder_latency_ms: float = 0.0) -> None:
+    def reset_mocks(
+        self,
+        parser_latency_ms: float = 0.0,
+        embedder_latency_ms: float = 0.0,
+        embedder_per_input_ms: float = 0.0,
+    ) -> None:
         assert self.parser and self.embedder
-        for mock, latency in (
-            (self.parser, parser_latency_ms),
-            (self.embedder, embedder_latency_ms),
-        ):
-            mock.reset()
-            mock.set_latency(latency)
+        self.parser.reset()
+        self.parser.set_latency(parser_latency_ms)
+        self.embedder.reset()
+        self.embedder.set_latency(embedder_latency_ms, embedder_per_input_ms)
 
     def mock_calls(self) -> dict[str, int]:
         assert self.parser and self.embedder

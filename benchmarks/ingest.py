@@ -167,6 +167,23 @@ QUICK_DEFAULTS = {
     help="systems of the peers scenario",
 )
 @click.option(
+    "--peers-embedders",
+    default="zero_latency,realistic",
+    show_default=True,
+    help="the peers scenario's embedder mocks (realistic: 100 ms + 1 ms per input a request)",
+)
+@click.option(
+    "--peers-chunkings",
+    default="own,docpipe",
+    show_default=True,
+    help="the peers' splitters: their own usual ones, docpipe's chunk size",
+)
+@click.option(
+    "--peers-profile",
+    default="",
+    help="py-spy these docpipe systems in the peers scenario (e.g. docpipe,docpipe_local)",
+)
+@click.option(
     "--database-url",
     default=lambda: settings().database_url or None,
     help="default: DOCPIPE_DATABASE_URL, else an embedded server",

@@ -60,6 +60,7 @@ class MockSettings:
     api_key: str | None = field(default_factory=_default_api_key)  # None = auth disabled
     latency_ms: float = 0.0  # fixed added latency per API request
     jitter_ms: float = 0.0  # + uniform(0, jitter) ms
+    per_input_ms: float = 0.0  # openai: + this per input of an embeddings request
     faults: list[dict] = field(default_factory=list)  # initial fault specs
     data_dir: str | None = None  # storage mock files; default $DOCPIPE_HOME/mock-storage
     webhook_secret: str | None = None  # llamaparse webhook HMAC secret
@@ -342,15 +343,23 @@ def create_mock_app(name: str, settings: MockSettings, *, auth: AuthStyle) -> Fa
                 await result
         return {"reset": True}
 
+    def latency() -> dict:
+        return {
+            "latency_ms": settings.latency_ms,
+            "jitter_ms": settings.jitter_ms,
+            "per_input_ms": settings.per_input_ms,
+        }
+
     @app.get("/_mock/latency", include_in_schema=False)
     async def get_latency() -> dict:
-        return {"latency_ms": settings.latency_ms, "jitter_ms": settings.jitter_ms}
+        return latency()
 
     @app.post("/_mock/latency", include_in_schema=False)
     async def set_latency(body: dict = Body(...)) -> dict:  # noqa: B008 - FastAPI idiom
         settings.latency_ms = float(body.get("latency_ms", settings.latency_ms) or 0.0)
         settings.jitter_ms = float(body.get("jitter_ms", settings.jitter_ms) or 0.0)
-        return {"latency_ms": settings.latency_ms, "jitter_ms": settings.jitter_ms}
+        settings.per_input_ms = float(body.get("per_input_ms", settings.per_input_ms) or 0.0)
+        return latency()
 
     app.add_middleware(_MockMiddleware, fastapi_app=app, style=auth)
     return app

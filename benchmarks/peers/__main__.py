@@ -1,7 +1,9 @@
 """`python -m benchmarks.peers [--docs 300,1000] [--systems docpipe,langchain,llamaindex]`.
 
 Starts the benchmark's own embedded Postgres and mocks (benchmarks.infra), runs each system
-first and unchanged re-run per corpus size, prints the table and writes the JSON (--out).
+first and unchanged re-run per corpus size, with each embedder (zero latency; realistic:
+100 ms + 1 ms per input a request) and each peer at its own splitter and at docpipe's chunk
+size, prints the table and writes the JSON (--out).
 Needs the `bench` extra: `pip install -e .[bench]`.
 """
 
@@ -19,6 +21,8 @@ import psycopg
 
 from benchmarks.infra import REPO_ROOT, Infra
 from benchmarks.peers.bench import (
+    CHUNKINGS,
+    EMBEDDERS,
     PEER_MIX,
     SYSTEMS,
     measure,
@@ -39,7 +43,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mean-chars", type=int, default=10_000)
     p.add_argument("--sigma", type=float, default=0.6)
     p.add_argument("--mix", default=PEER_MIX, help="md, txt and html only (the peers parse no PDF)")
-    p.add_argument("--embedder-latency-ms", type=float, default=0.0)
+    p.add_argument("--embedders", default=",".join(EMBEDDERS), help="zero_latency,realistic")
+    p.add_argument(
+        "--chunkings", default=",".join(CHUNKINGS), help="the peers' splitters: own,docpipe"
+    )
     p.add_argument("--parser-latency-ms", type=float, default=0.0)
     p.add_argument("--repeat", type=int, default=1, help="pairs per system; the median is kept")
     p.add_argument(
@@ -64,6 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.system_list) - set(SYSTEMS)
     if unknown:
         p.error(f"unknown system(s): {sorted(unknown)}")
+    args.embedder_list = tuple(x.strip() for x in args.embedders.split(",") if x.strip())
+    args.chunking_list = tuple(x.strip() for x in args.chunkings.split(",") if x.strip())
+    if set(args.embedder_list) - set(EMBEDDERS) or set(args.chunking_list) - set(CHUNKINGS):
+        p.error(f"--embedders: {sorted(EMBEDDERS)}; --chunkings: {list(CHUNKINGS)}")
     if "pdf" in args.mix:
         p.error("--mix: the peers parse no PDF; use md, txt and html")
     return args
@@ -94,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             **options_from(
                 args,
                 mix=args.mix,
-                embedder_latency_ms=args.embedder_latency_ms,
+                embedders=args.embedder_list,
+                chunkings=args.chunking_list,
                 parser_latency_ms=args.parser_latency_ms,
                 profile=tuple(s for s in args.profile.split(",") if s),
                 peers_python=args.peers_python,
@@ -113,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render(doc["table"]))
     for docs, size in doc["sizes"].items():
-        print(f"{docs} docs ratios: {json.dumps(size['ratios'])}")
+        for name, variant in size["variants"].items():
+            print(f"{docs} docs {name} ratios: {json.dumps(variant['ratios'])}")
     print(f"\nwrote {out} ({doc['seconds']} s in all)")
     return 0
 

@@ -5,11 +5,15 @@ fresh database on the benchmark's Postgres, a first run and an unchanged re-run,
 process against the same OpenAI-contract embedder mock (and, for docpipe, the parser mock):
 
 - docpipe: `docpipe ingest <folder> --wait`, the whole command as a user runs it, with its
-  defaults (markdown and HTML go to the parser service, as LlamaParse parses them);
-- docpipe_local: the same command with every format of this corpus parsed in-process
-  (DOCPIPE_PARSE_LOCALLY), which is what the peers do: the like-for-like comparison;
+  defaults (DOCPIPE_PARSE_LOCALLY=text: markdown, text and HTML parsed in-process);
+- docpipe_local: the same command with every format of this corpus named for in-process
+  parsing (DOCPIPE_PARSE_LOCALLY), which is what the peers do: the like-for-like comparison;
 - langchain: benchmarks/peers/langchain_run.py (`index()` + SQLRecordManager + PGVector);
-- llamaindex: benchmarks/peers/llamaindex_run.py (IngestionPipeline + docstore + PGVectorStore).
+- llamaindex: benchmarks/peers/llamaindex_run.py (IngestionPipeline + docstore + PGVectorStore);
+
+each with a zero-latency embedder and a realistic one, and each peer at its own usual
+splitter and at docpipe's chunk size: every variant is reported (benchmarks/peers/variants.py
+holds them, the targets, the ratios and the table).
 
 Each run records the whole process's wall time (interpreter start-up and imports included),
 the peers' own time without their imports, the mocks' request counts, the searchable rows and
@@ -19,7 +23,6 @@ that "skips" but rewrites its bookkeeping shows it. `--profile` adds py-spy prof
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import resource
@@ -35,20 +38,36 @@ import psycopg
 
 from benchmarks import corpus as corpus_mod
 from benchmarks.infra import REPO_ROOT, Infra, RssSampler, child_env, stop_group
+from benchmarks.peers.profile import PROFILE_RATE, summarise_profile
+from benchmarks.peers.variants import (  # noqa: F401 - re-exported for the scenarios and report
+    CHUNKINGS,
+    COLUMNS,
+    DOCPIPE_SYSTEMS,
+    EMBEDDERS,
+    FIRST_RUN_TARGET,
+    FIRST_RUN_TARGETS,
+    JUDGED_ON,
+    PEER_MIX,
+    PEER_OWN_SPLITTERS,
+    RERUN_TARGET_SECONDS,
+    SYSTEMS,
+    _rate,
+    _ratio,
+    ratios,
+    render,
+    table_rows,
+)
+from benchmarks.peers.venv import (  # noqa: F401 - re-exported
+    PEER_PACKAGES,
+    PEERS_VENV,
+    package_versions,
+    peers_available,
+    setup_peers_venv,
+)
 from docpipe_dagster.config import LOCAL_MOCK_API_KEY
 from docpipe_dagster.core.chunking import ChunkingConfig
 from docpipe_dagster.core.models import MODEL_DIMENSIONS
 
-# docpipe's variants and the environment each adds to the defaults.
-DOCPIPE_SYSTEMS: dict[str, dict[str, str]] = {
-    "docpipe": {},
-    "docpipe_local": {"DOCPIPE_PARSE_LOCALLY": "txt,md,markdown,json,html"},
-}
-SYSTEMS = (*DOCPIPE_SYSTEMS, "langchain", "llamaindex")
-PEERS_VENV = REPO_ROOT / ".venv-peers"
-PEER_MIX = "md:5,txt:2,html:2"  # the peers parse no PDF; neither does this comparison
-FIRST_RUN_TARGET = 2.0  # docpipe's docs/s over the faster peer's (excluding its imports)
-RERUN_TARGET_SECONDS = 0.5  # docpipe's whole no-op process at 1,000 documents
 # Tables each system's searchable chunks live in.
 VECTOR_TABLES = {
     "docpipe": "upload_pipeline.document_chunks",
@@ -63,14 +82,6 @@ DOCPIPE_IMPORTS = (
     "import docpipe_dagster.cli, docpipe_dagster.cli.ingest, docpipe_dagster.runner,"
     " docpipe_dagster.defs.resources, docpipe_dagster.store.queries"
 )
-
-
-def _rate(n: float, seconds: float | None) -> float | None:
-    return round(n / seconds, 2) if seconds else None
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a is not None and b else None
 
 
 def table_writes(url: str) -> dict[str, int]:
@@ -113,7 +124,8 @@ class PeerBench:
         mean_chars: int = 10_000,
         sigma: float = 0.6,
         mix: str = PEER_MIX,
-        embedder_latency_ms: float = 0.0,
+        embedders: tuple[str, ...] = tuple(EMBEDDERS),
+        chunkings: tuple[str, ...] = CHUNKINGS,
         parser_latency_ms: float = 0.0,
         timeout: float = 1800.0,
         profile: tuple[str, ...] = (),
@@ -128,12 +140,19 @@ class PeerBench:
         self.dims, self.model = dims, model
         self.native_dims = MODEL_DIMENSIONS.get(model)
         self.corpus_args = {"seed": seed, "mean_chars": mean_chars, "sigma": sigma, "mix": mix}
-        self.latency = (parser_latency_ms, embedder_latency_ms)
+        self.parser_latency_ms = parser_latency_ms
+        self.embedders, self.chunkings = embedders, chunkings
         self.timeout = timeout
         self.profile = profile
         self.counter = 0
         chunking = ChunkingConfig()
         self.chunk_size, self.chunk_overlap = chunking.max_chars, chunking.overlap_chars
+
+    def splitter(self, system: str, chunking: str) -> dict[str, Any]:
+        """A peer's splitter settings in `chunking` ("own" or "docpipe")."""
+        if chunking == "own":
+            return dict(PEER_OWN_SPLITTERS[system])
+        return {"chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap, "unit": "chars"}
 
     # --- one process ---------------------------------------------------------------------
     def _docpipe_env(self, system: str, url: str, storage: Path) -> dict[str, str]:
@@ -168,11 +187,15 @@ class PeerBench:
         corpus: Path,
         state: Path,
         label: str,
+        embedder: str = "zero_latency",
+        chunking: str | None = None,
         profile_to: Path | None = None,
     ) -> dict[str, Any]:
-        """One process of `system` over `corpus`; its figures."""
+        """One process of `system` over `corpus` with the `embedder` mock (and, for a peer,
+        its `chunking`); its figures."""
         self.counter += 1
-        base = self.work / f"{self.counter:02d}-{system}-{label}"
+        base = self.work / f"{self.counter:02d}-{system}-{embedder}-{chunking or 'own'}-{label}"
+        splitter = self.splitter(system, chunking or "own") if system not in DOCPIPE_SYSTEMS else {}
         spec = {
             "database_url": url,
             "storage_dir": str(corpus),
@@ -183,8 +206,9 @@ class PeerBench:
             "send_dimensions": self.dims != self.native_dims,
             "embedder_url": self.infra.embedder.base_url + "/v1",
             "api_key": LOCAL_MOCK_API_KEY,
-            "chunk_size": self.chunk_size,
-            "chunk_overlap": self.chunk_overlap,
+            "chunk_size": splitter.get("chunk_size"),
+            "chunk_overlap": splitter.get("chunk_overlap"),
+            "chunk_unit": splitter.get("unit"),
         }
         spec_path = base.with_suffix(".spec.json")
         spec_path.write_text(json.dumps(spec))
@@ -199,7 +223,10 @@ class PeerBench:
             if system in DOCPIPE_SYSTEMS
             else child_env(TOKENIZERS_PARALLELISM="false")
         )
-        self.infra.reset_mocks(*self.latency)
+        latency = EMBEDDERS[embedder]
+        self.infra.reset_mocks(
+            self.parser_latency_ms, latency["latency_ms"], latency["per_input_ms"]
+        )
         writes0 = table_writes(url)
         cpu0 = self._cpu()
         log = base.with_suffix(".log")
@@ -231,6 +258,8 @@ class PeerBench:
         result: dict[str, Any] = {
             "system": system,
             "run": label,
+            "embedder": embedder,
+            "splitter": splitter or "docpipe's ChunkingConfig defaults",
             "wall_seconds": round(wall, 3),
             "load_average_1m": round(os.getloadavg()[0], 2),
         }
@@ -289,52 +318,98 @@ class PeerBench:
         spec = corpus_mod.CorpusSpec(docs=docs, **self.corpus_args)
         return root, corpus_mod.summary(corpus_mod.generate(spec, root))
 
+    def units(self, systems: tuple[str, ...]) -> list[tuple[str, str | None]]:
+        """(system, peer chunking) to run per embedder: docpipe once, each peer per chunking."""
+        out: list[tuple[str, str | None]] = []
+        for system in systems:
+            if system in DOCPIPE_SYSTEMS:
+                out.append((system, None))
+            else:
+                out += [(system, chunking) for chunking in self.chunkings]
+        return out
+
     def size(self, docs: int, systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:
+        """Every variant (embedder x peer chunking) at `docs` documents."""
         corpus, summary = self.corpus(docs)
-        out: dict[str, Any] = {"documents": docs, "corpus": summary, "systems": {}}
+        out: dict[str, Any] = {"documents": docs, "corpus": summary, "variants": {}}
         self.warm_up(systems)
-        pairs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+        units = self.units(systems)
+        pairs: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {
+            (e, s, c): [] for e in self.embedders for s, c in units
+        }
         for rep in range(self.repeat):  # round-robin, so a busy moment hits every system
-            for system in systems:
-                url = self.infra.new_database(f"peers_{system}")
-                state = _fresh_dir(self.work / f"state-{system}-{docs}-{rep}")
-                first = self.run_once(system, url=url, corpus=corpus, state=state, label="first")
-                rerun = self.run_once(system, url=url, corpus=corpus, state=state, label="rerun")
-                pairs[system].append({"first": first, "rerun": rerun})
-                print(
-                    f"   {docs} docs {system}: {_line(first)} | re-run {_line(rerun)}", flush=True
-                )
-                self.infra.drop_database(url)
-        for system, runs in pairs.items():
+            for embedder in self.embedders:
+                for system, chunking in units:
+                    url = self.infra.new_database(f"peers_{system}")
+                    tag = f"{system}-{embedder}-{chunking or 'own'}-{docs}-{rep}"
+                    state = _fresh_dir(self.work / f"state-{tag}")
+                    kw = {"url": url, "corpus": corpus, "state": state, "embedder": embedder}
+                    first = self.run_once(system, label="first", chunking=chunking, **kw)
+                    rerun = self.run_once(system, label="rerun", chunking=chunking, **kw)
+                    pairs[(embedder, system, chunking)].append({"first": first, "rerun": rerun})
+                    how = f" ({chunking} chunks)" if chunking else ""
+                    print(
+                        f"   {docs} docs, {embedder} embedder, {system}{how}: {_line(first)}"
+                        f" | re-run {_line(rerun)}",
+                        flush=True,
+                    )
+                    self.infra.drop_database(url)
+        medians: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+        for key, runs in pairs.items():
             # the median pair by first-run time (the re-run belongs to its first run's state)
             median = sorted(runs, key=lambda r: r["first"]["wall_seconds"])[len(runs) // 2]
-            out["systems"][system] = {
+            medians[key] = {
                 **median,
                 "repeats": {
                     label: [r[label]["wall_seconds"] for r in runs] for label in ("first", "rerun")
                 },
             }
-        for system in systems:
-            if system in self.profile:
-                out["systems"][system]["profile"] = self.profile_system(system, docs, corpus)
-        variants = [v for v in DOCPIPE_SYSTEMS if v in out["systems"]]
-        for variant in variants:
-            out["systems"][variant]["one_document"] = self.one_document(variant, corpus)
-        fixed = self.import_seconds_docpipe() if variants else 0.0
-        for variant in variants:
-            for label in ("first", "rerun"):
-                run = out["systems"][variant][label]
-                run["import_seconds"] = fixed
-                # A run shorter than the import figure (the no-op re-run, which never
-                # imports Dagster) has no import-free time to report.
-                spent = run["wall_seconds"] - fixed
-                run["seconds"] = round(spent, 3) if spent > 0 else None
-        for runs in out["systems"].values():
+        ours = [v for v in DOCPIPE_SYSTEMS if v in systems]
+        one = {v: self.one_document(v, corpus) for v in ours}
+        fixed = self.import_seconds_docpipe() if ours else 0.0
+        profiles = {
+            (e, s): self.profile_system(s, docs, corpus, e)
+            for e in self.embedders
+            for s in systems
+            if s in self.profile
+        }
+        for (_, system, _), runs in medians.items():
+            if system in DOCPIPE_SYSTEMS:
+                for label in ("first", "rerun"):
+                    run = runs[label]
+                    run["import_seconds"] = fixed
+                    # A run shorter than the import figure (the no-op re-run, which never
+                    # imports Dagster) has no import-free time to report.
+                    spent = run["wall_seconds"] - fixed
+                    run["seconds"] = round(spent, 3) if spent > 0 else None
             for run in (runs["first"], runs["rerun"]):
                 n = runs["first"]["documents"]
                 run["docs_per_s_whole"] = _rate(n, run["wall_seconds"])
                 run["docs_per_s_excl_imports"] = _rate(n, run.get("seconds"))
-        out["ratios"] = {v: ratios(out["systems"], v) for v in variants}
+        for embedder in self.embedders:
+            target = FIRST_RUN_TARGETS[embedder]
+            for chunking in self.chunkings:
+                found: dict[str, Any] = {}
+                for system, c in units:
+                    if c not in (None, chunking):
+                        continue
+                    entry = dict(medians[(embedder, system, c)])
+                    if system in DOCPIPE_SYSTEMS:
+                        entry["one_document"] = one[system]
+                    if (embedder, system) in profiles and c in (None, "own"):
+                        entry["profile"] = profiles[(embedder, system)]  # a peer's: own splitter
+                    found[system] = entry
+                out["variants"][f"{embedder}/{chunking}"] = {
+                    "embedder": embedder,
+                    "embedder_latency": EMBEDDERS[embedder],
+                    "peer_chunking": chunking,
+                    "peer_splitters": {
+                        s: self.splitter(s, chunking) for s in found if s not in DOCPIPE_SYSTEMS
+                    },
+                    "first_run_target": target,
+                    "systems": found,
+                    "ratios": {v: ratios(found, v, target) for v in ours},
+                }
         return out
 
     def one_document(self, system: str, corpus: Path) -> dict[str, Any]:
@@ -346,7 +421,7 @@ class PeerBench:
         shutil.copy2(first, single / first.relative_to(corpus))
         url = self.infra.new_database(f"peers_one_{system}")
         state = _fresh_dir(self.work / f"state-one-{system}")
-        run = self.run_once(system, url=url, corpus=single, state=state, label="one")
+        run = self.run_once(system, url=url, corpus=single, state=state, label="one")  # 0 latency
         self.infra.drop_database(url)
         return {k: run[k] for k in ("wall_seconds", "documents", "searchable_rows", "cpu_seconds")}
 
@@ -360,15 +435,23 @@ class PeerBench:
                 cmd = [self.peers_python, "-c", f"import benchmarks.peers.{system}_run"]
             subprocess.run(cmd, cwd=REPO_ROOT, env=child_env(), check=True)
 
-    def profile_system(self, system: str, docs: int, corpus: Path) -> dict[str, Any]:
+    def profile_system(
+        self, system: str, docs: int, corpus: Path, embedder: str = "zero_latency"
+    ) -> dict[str, Any]:
         """py-spy over a first load and a no-op re-run in a database of their own."""
         url = self.infra.new_database("peers_profile")
-        state = _fresh_dir(self.work / f"state-profile-{system}-{docs}")
+        state = _fresh_dir(self.work / f"state-profile-{system}-{embedder}-{docs}")
         result = {}
         for label in ("first", "rerun"):
-            raw = self.work / f"profile-{system}-{docs}-{label}.txt"
+            raw = self.work / f"profile-{system}-{embedder}-{docs}-{label}.txt"
             run = self.run_once(
-                system, url=url, corpus=corpus, state=state, label=label, profile_to=raw
+                system,
+                url=url,
+                corpus=corpus,
+                state=state,
+                label=label,
+                embedder=embedder,
+                profile_to=raw,
             )
             result[label] = {
                 "wall_seconds_under_py_spy": run["wall_seconds"],
@@ -416,123 +499,6 @@ def _line(r: dict[str, Any]) -> str:
     )
 
 
-def ratios(systems: dict[str, Any], variant: str = "docpipe") -> dict[str, Any]:
-    """docpipe (`variant`) against the faster peer (first run, docs/s), its re-run against
-    LlamaIndex's, and whether the re-run meets its target."""
-    if variant not in systems:
-        return {}
-    d = systems[variant]
-    peers = {k: v for k, v in systems.items() if k not in DOCPIPE_SYSTEMS}
-    out: dict[str, Any] = {}
-    for basis in ("whole", "excl_imports"):
-        key = f"docs_per_s_{basis}"
-        rates = {k: v["first"].get(key) for k, v in peers.items() if v["first"].get(key)}
-        if rates:
-            best = max(rates, key=rates.get)
-            out[f"first_vs_faster_peer_{basis}"] = {
-                "peer": best,
-                "ratio": _ratio(d["first"]["docs_per_s_whole"], rates[best]),
-                "target": f">= {FIRST_RUN_TARGET}",
-            }
-        for name, v in peers.items():
-            out[f"first_vs_{name}_{basis}"] = _ratio(
-                d["first"]["docs_per_s_whole"], v["first"].get(key)
-            )
-    if "llamaindex" in peers:
-        li = peers["llamaindex"]["rerun"]
-        out["rerun_docpipe_whole_seconds"] = d["rerun"]["wall_seconds"]
-        out["rerun_llamaindex_excl_imports_seconds"] = li.get("seconds")
-        out["rerun_llamaindex_whole_seconds"] = li["wall_seconds"]
-        out["rerun_vs_llamaindex_excl_imports"] = _ratio(
-            d["rerun"]["wall_seconds"], li.get("seconds")
-        )
-    one = d.get("one_document")
-    if one:
-        # What a process costs whatever its size: the share of the first load it takes.
-        out["one_document_seconds"] = one["wall_seconds"]
-        out["one_document_share_of_first"] = _ratio(one["wall_seconds"], d["first"]["wall_seconds"])
-    out["rerun_met"] = (
-        d["rerun"]["wall_seconds"] <= RERUN_TARGET_SECONDS
-        and d["rerun"]["external_calls"] == 0
-        and d["rerun"]["rows_written"] == 0
-    )
-    return out
-
-
-PROFILE_RATE = 100  # samples a second
-_IDLE_LEAVES = ("wait", "sleep", "select", "poll", "acquire", "_recv", "recv_into", "accept")
-
-
-def _idle(leaf: str) -> bool:
-    """A leaf frame that is a thread waiting (a pool worker blocked in C shows as `_worker`)."""
-    name = leaf.split(" (")[0].rsplit(".", 1)[-1].lower()
-    return name in ("_worker", "get", "worker") or any(w in name for w in _IDLE_LEAVES)
-
-
-def summarise_profile(raw: Path, top: int = 30, rate: int = PROFILE_RATE) -> dict[str, Any]:
-    """Seconds per function from py-spy's collapsed stacks (`--idle --threads`).
-
-    The main thread is sampled busy or not, so its inclusive seconds add up to the wall time
-    (imports, the runs, waiting on Postgres and the mocks); other threads are counted only
-    where their leaf is not a wait.
-    """
-    if not raw.exists():
-        return {"error": "no profile written"}
-    lines = raw.read_text(errors="replace").splitlines()
-    named = [ln.split(")")[0] for ln in lines if ln.split(";")[0].endswith(": MainThread")]
-    main_tid = named[0][len("thread (") :] if named else None
-    main: collections.Counter[str] = collections.Counter()
-    main_self: collections.Counter[str] = collections.Counter()
-    others: collections.Counter[str] = collections.Counter()
-    main_total = imports = other_busy = 0
-    for line in lines:
-        stack, _, count = line.rpartition(" ")
-        if not stack.startswith("thread (") or not count.isdigit():
-            continue
-        n = int(count)
-        head, _, rest = stack.partition(";")
-        tid = head[len("thread (") :].split(")")[0]
-        frames = [_frame(f) for f in rest.split(";") if f]
-        if not frames:
-            continue
-        if tid == main_tid:
-            main_total += n
-            if any(f.startswith("_find_and_load ") for f in frames):
-                imports += n
-            for f in set(frames):
-                main[f] += n
-            main_self[frames[-1]] += n
-        elif not _idle(frames[-1]):
-            other_busy += n
-            for f in set(frames):
-                others[f] += n
-
-    def secs(c: collections.Counter[str]) -> list[list[Any]]:
-        return [[f, round(n / rate, 2)] for f, n in c.most_common(top)]
-
-    return {
-        "rate_hz": rate,
-        "main_thread_seconds": round(main_total / rate, 2),
-        "main_thread_import_seconds": round(imports / rate, 2),
-        "main_thread_inclusive_seconds": secs(main),
-        "main_thread_self_seconds": secs(main_self),
-        "other_threads_busy_seconds": round(other_busy / rate, 2),
-        "other_threads_busy_inclusive_seconds": secs(others),
-    }
-
-
-def _frame(frame: str) -> str:
-    """`func (path/to/mod.py:123)` -> `func (mod.py)`: lines merged, paths shortened."""
-    name, _, where = frame.partition(" (")
-    where = where.rstrip(")").rsplit(":", 1)[0]
-    parts = where.split("/")
-    for anchor in ("site-packages", "docpipe_dagster", "benchmarks", "lib"):
-        if anchor in parts:
-            parts = parts[parts.index(anchor) + (1 if anchor in ("site-packages", "lib") else 0) :]
-            break
-    return f"{name} ({'/'.join(parts[-3:])})" if where else name
-
-
 def options_from(args: Any, **overrides: Any) -> dict[str, Any]:
     """PeerBench's options from a command's parsed arguments (benchmarks.peers and the peers
     scenario of benchmarks.ingest share these names)."""
@@ -544,6 +510,13 @@ def measure(infra: Infra, sizes: list[int], systems: tuple[str, ...], **options:
     bench = PeerBench(infra, **options)
     doc: dict[str, Any] = {
         "chunking": {"chunk_size": bench.chunk_size, "chunk_overlap": bench.chunk_overlap},
+        "peer_own_splitters": {k: v for k, v in PEER_OWN_SPLITTERS.items() if k in systems},
+        "embedders": {k: EMBEDDERS[k] for k in bench.embedders},
+        "targets": {
+            "first_run_vs_faster_peer": {k: FIRST_RUN_TARGETS[k] for k in bench.embedders},
+            "rerun_whole_seconds": RERUN_TARGET_SECONDS,
+            "judged_on": JUDGED_ON,
+        },
         "model": bench.model,
         "dims": bench.dims,
         "versions": package_versions(Path(bench.peers_python)),
@@ -553,108 +526,3 @@ def measure(infra: Infra, sizes: list[int], systems: tuple[str, ...], **options:
         doc["sizes"][str(docs)] = bench.size(docs, systems)
     doc["table"] = table_rows(doc)
     return doc
-
-
-COLUMNS = [
-    ("docs", "docs"),
-    ("system", "system"),
-    ("run", "run"),
-    ("wall_seconds", "s whole process"),
-    ("seconds", "s excl. imports"),
-    ("docs_per_s_whole", "docs/s whole"),
-    ("docs_per_s_excl_imports", "docs/s excl. imports"),
-    ("searchable_rows", "chunks"),
-    ("embedded", "embedded"),
-    ("external_calls", "external calls"),
-    ("rows_written", "rows written"),
-    ("peak_rss_mb", "peak RSS MB"),
-    ("vs_docpipe", "docpipe ×"),
-    ("vs_docpipe_local", "docpipe_local ×"),
-]
-
-
-def table_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for docs, size in doc["sizes"].items():
-        ours = {v: size["systems"][v] for v in DOCPIPE_SYSTEMS if v in size["systems"]}
-        for system, runs in size["systems"].items():
-            against = {} if system in DOCPIPE_SYSTEMS else ours
-            for label in ("first", "rerun"):
-                r = dict(runs[label], docs=docs)
-                for variant, d in against.items():
-                    if label == "first":  # docpipe's docs/s (whole) over the peer's
-                        vs = _ratio(
-                            d["first"]["docs_per_s_whole"], r.get("docs_per_s_excl_imports")
-                        )
-                    else:  # the peer's seconds over docpipe's
-                        vs = _ratio(r.get("seconds"), d["rerun"]["wall_seconds"])
-                    r[f"vs_{variant}"] = vs
-                rows.append(r)
-    return rows
-
-
-def render(rows: list[dict[str, Any]]) -> str:
-    def fmt(v: Any) -> str:
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
-        return str(v)
-
-    cells = [[fmt(r.get(k)) for k, _ in COLUMNS] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (_, h) in enumerate(COLUMNS)]
-    head = "| " + " | ".join(h.ljust(w) for (_, h), w in zip(COLUMNS, widths, strict=True)) + " |"
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = [
-        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells
-    ]
-    return "\n".join([head, sep, *body])
-
-
-def peers_available(peers_python: Path | None = None) -> str | None:
-    """None when the peers' venv and docpipe's command are there, else why not."""
-    python = peers_python or PEERS_VENV / "bin" / "python"
-    if not python.exists():
-        return f"no peers venv at {python}: run `python -m benchmarks.peers --setup`"
-    probe = subprocess.run(
-        [str(python), "-c", "import langchain_classic, langchain_postgres, llama_index.core"],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0:
-        return f"the peers venv {python} lacks a peer: {probe.stderr.strip()[-300:]}"
-    if not (Path(sys.executable).parent / "docpipe").exists():
-        return f"no docpipe command next to {sys.executable} (pip install -e .[bench])"
-    return None
-
-
-PEER_PACKAGES = [
-    line.split("==")[0]
-    for line in Path(__file__).with_name("requirements.txt").read_text().splitlines()
-    if line and not line.startswith("#")
-]
-
-
-def package_versions(peers_python: Path) -> dict[str, str]:
-    """The peers' versions (from their venv) and docpipe's main ones (from this one)."""
-    from importlib.metadata import version
-
-    code = (
-        "import json, importlib.metadata as m; print(json.dumps({n: m.version(n) for n in "
-        f"{PEER_PACKAGES!r}}}))"
-    )
-    out = json.loads(
-        subprocess.run([str(peers_python), "-c", code], capture_output=True, check=True).stdout
-    )
-    for name in ("dagster", "pgvector", "psycopg"):
-        out[f"docpipe: {name}"] = version(name)
-    return out
-
-
-def setup_peers_venv(venv: Path = PEERS_VENV) -> None:
-    """The peers' own venv from benchmarks/peers/requirements.txt."""
-    requirements = Path(__file__).with_name("requirements.txt")
-    if not (venv / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(requirements)]
-    subprocess.run(pip, check=True)

@@ -1,7 +1,8 @@
 """LangChain's indexing API, as its docs show it: `python -m benchmarks.peers.langchain_run SPEC`.
 
-Documents (one per file, `source` = storage key) -> RecursiveCharacterTextSplitter (docpipe's
-chunk size and overlap, in characters) -> `index(..., cleanup="incremental")` with a
+Documents (one per file, `source` = storage key) -> RecursiveCharacterTextSplitter (the spec's
+chunk size and overlap, in characters: LangChain's usual 2000/200 or docpipe's) ->
+`index(..., cleanup="incremental")` with a
 SQLRecordManager in the same Postgres -> PGVector (langchain-postgres, psycopg 3) whose
 embedding column has an HNSW index (cosine) created before the load, as a user would.
 OpenAIEmbeddings talks to the embedder mock; `check_embedding_ctx_length=False` sends the
@@ -58,6 +59,8 @@ def main() -> None:
         session.commit()
     record_manager = SQLRecordManager(f"pgvector/{COLLECTION}", db_url=url)
     record_manager.create_schema()
+    if spec.get("chunk_unit", "chars") != "chars":
+        raise SystemExit(f"langchain_run splits in characters, not {spec['chunk_unit']}")
     splitter = RecursiveCharacterTextSplitter(
         chunk_size=spec["chunk_size"], chunk_overlap=spec["chunk_overlap"]
     )

@@ -1,7 +1,8 @@
 """LlamaIndex's IngestionPipeline, as its docs show it: `python -m benchmarks.peers.llamaindex_run`.
 
-Documents (one per file, `id_` = storage key) -> SentenceSplitter (docpipe's chunk size and
-overlap, counted in characters: `tokenizer=list`) -> OpenAIEmbedding (the embedder mock) ->
+Documents (one per file, `id_` = storage key) -> SentenceSplitter (the spec's chunk size and
+overlap: in tokens with LlamaIndex's default tokenizer, e.g. its usual 512/50, or in characters,
+`tokenizer=list`, for docpipe's) -> OpenAIEmbedding (the embedder mock) ->
 PGVectorStore with its HNSW index (cosine), and a SimpleDocumentStore with the default
 `upserts` strategy, persisted to a folder between runs (`pipeline.persist` / `load`), which is
 what makes an unchanged re-run skip the documents (the transformation cache is off: see below).
@@ -52,7 +53,10 @@ def main() -> None:
     pipeline = IngestionPipeline(
         transformations=[
             SentenceSplitter(
-                chunk_size=spec["chunk_size"], chunk_overlap=spec["chunk_overlap"], tokenizer=list
+                chunk_size=spec["chunk_size"],
+                chunk_overlap=spec["chunk_overlap"],
+                # tokens: the default tokenizer (tiktoken, its files shipped in the package)
+                tokenizer=list if spec.get("chunk_unit", "chars") == "chars" else None,
             ),
             embed_model,
         ],

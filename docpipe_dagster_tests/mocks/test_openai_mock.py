@@ -104,6 +104,26 @@ def test_latency_is_applied_to_api_requests(openai_mock: MockServer, http: httpx
     assert time.perf_counter() - start >= 0.15
 
 
+def test_per_input_latency_grows_with_the_inputs(
+    openai_mock: MockServer, http: httpx.Client
+) -> None:
+    control = f"{openai_mock.base_url}/_mock/latency"
+    body = {"latency_ms": 0, "jitter_ms": 0, "per_input_ms": 30}
+    try:
+        got = httpx.post(control, json=body).json()
+        assert got == {"latency_ms": 0.0, "jitter_ms": 0.0, "per_input_ms": 30.0}
+        start = time.perf_counter()
+        r = _embed(http, input=[f"text {i}" for i in range(10)])
+        assert r.status_code == 200 and len(r.json()["data"]) == 10
+        assert time.perf_counter() - start >= 0.3  # 10 inputs x 30 ms
+        # an update that leaves the key out keeps it
+        httpx.post(control, json={"latency_ms": 0})
+        assert httpx.get(control).json()["per_input_ms"] == 30.0
+    finally:
+        httpx.post(control, json={"per_input_ms": 0})
+    assert httpx.get(control).json()["per_input_ms"] == 0.0
+
+
 # --- the embeddings contract ---------------------------------------------------------------
 
 

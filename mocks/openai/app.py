@@ -14,6 +14,7 @@ headers) and deterministic, so search over mock vectors is meaningful:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -198,6 +199,9 @@ def create_app(settings: MockSettings) -> FastAPI:
             )
         if not isinstance(body, dict):
             return _error(400, f"'$' is invalid. {_API_REF}")
+        if settings.per_input_ms > 0:  # a real model's time grows with the inputs it embeds
+            inputs = _normalise_inputs(body.get("input")) or []
+            await asyncio.sleep(settings.per_input_ms * len(inputs) / 1000)
         return _embed(request, body, window)
 
     return app
