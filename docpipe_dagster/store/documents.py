@@ -209,16 +209,13 @@ class DocumentStore(StoreBase):
         """Open batches made by a person's retry request (`docpipe retry`, the UI job) and,
         with `uploads_older_than`, the API's upload batches registered that long ago or more
         (their launch may have failed): those still holding jobs in `uploaded`."""
-        uploads = "false"
-        params: list[Any] = [REQUEUE_PREFIX + "%"]
-        if uploads_older_than is not None:
-            uploads = "batch_key LIKE %s AND registered_at < now() - %s"
-            params += [UPLOAD_PREFIX + "%", uploads_older_than]
+        # A NULL age leaves the upload batches out (the comparison is never true).
         with self.pool.connection() as conn:
             rows = conn.execute(
                 f"SELECT DISTINCT batch_key FROM {S}.upload_jobs WHERE state = 'uploaded'"
-                f" AND (batch_key LIKE %s OR ({uploads})) ORDER BY batch_key",
-                params,
+                " AND (batch_key LIKE %s OR (batch_key LIKE %s"
+                " AND registered_at < now() - %s::interval)) ORDER BY batch_key",
+                (REQUEUE_PREFIX + "%", UPLOAD_PREFIX + "%", uploads_older_than),
             ).fetchall()
         return [r[0] for r in rows]
 
