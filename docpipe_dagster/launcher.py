@@ -39,6 +39,8 @@ from dagster._core.launcher import (
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
+from docpipe_dagster.local.lifeline import pid_alive
+
 PACKAGE_DIR = Path(__file__).parent
 PRELOAD = "docpipe_dagster.warm"
 PID_TAG = "docpipe/run_worker_pid"
@@ -184,7 +186,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             return False
         pid = self._pid(run_id)
         self._instance.report_run_canceling(run)
-        if pid is None or not _alive(pid):
+        if pid is None or not pid_alive(pid):
             self._instance.report_engine_event(
                 "The run worker is not running on this host: nothing to terminate.",
                 run,
@@ -204,7 +206,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         pid = self._pid(run.run_id)
         if pid is None:
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "no run worker on this host")
-        if _alive(pid):
+        if pid_alive(pid):
             return CheckRunHealthResult(WorkerStatus.RUNNING)
         worker = self._workers.get(run.run_id)
         code = worker.exitcode if worker is not None else None
@@ -218,13 +220,3 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     def dispose(self) -> None:
         self._workers.clear()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
