@@ -228,7 +228,7 @@ def _step_stats(env: dict[str, str]) -> dict[str, Any]:
         "deadline = time.time() + 120\n"
         "while i.get_runs(filters=dg.RunsFilter(statuses=busy)) and time.time() < deadline:\n"
         "    time.sleep(0.5)  # a document completes before its run's checks do\n"
-        "by, spans = {}, []\n"
+        "by, spans, unfinished = {}, [], []\n"
         "for r in i.get_runs(filters=dg.RunsFilter(job_name='ingest_batch')):\n"
         "    for s in i.get_run_step_stats(r.run_id):\n"
         "        if s.start_time and s.end_time:\n"
@@ -237,6 +237,9 @@ def _step_stats(env: dict[str, str]) -> dict[str, Any]:
         "    if st.launch_time and st.start_time:\n"
         "        by.setdefault('(launch -> start)', []).append(st.start_time - st.launch_time)\n"
         "    rec = i.get_run_record_by_id(r.run_id)\n"
+        "    if not (st.start_time and st.end_time):\n"
+        "        unfinished.append(r.status.value)  # never started, or still running\n"
+        "        continue\n"
         "    spans.append([rec.create_timestamp.timestamp(), st.start_time, st.end_time])\n"
         "t0 = min(c for c, _, _ in spans)\n"
         "edges = sorted([(a, 1) for _, a, _ in spans] + [(b, -1) for _, _, b in spans])\n"
@@ -245,7 +248,7 @@ def _step_stats(env: dict[str, str]) -> dict[str, Any]:
         "    live += d; peak = max(peak, live)\n"
         "print(json.dumps({'steps_mean_s': {k: round(statistics.mean(v), 2) for k, v in by.items()},\n"
         "  'runs_timeline_s': sorted([round(c - t0, 1), round(a - t0, 1), round(b - t0, 1)] for c, a, b in spans),\n"
-        "  'runs_at_once_max': peak}))\n"
+        "  'runs_at_once_max': peak, 'runs_unfinished': unfinished}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if out.returncode != 0:
