@@ -173,9 +173,9 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         for pool in sorted(set(pools) - storage.get_concurrency_keys()):
             storage.initialize_concurrency_limit_to_default(pool)
 
-    def _pid(self, run_id: str) -> int | None:
-        run = self._instance.get_run_by_id(run_id)
-        if run is None or run.tags.get(HOST_TAG) != socket.gethostname():
+    @staticmethod
+    def _pid(run: dg.DagsterRun) -> int | None:
+        if run.tags.get(HOST_TAG) != socket.gethostname():
             return None
         pid = run.tags.get(PID_TAG)
         return int(pid) if pid and pid.isdigit() else None
@@ -184,7 +184,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         run = self._instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             return False
-        pid = self._pid(run_id)
+        pid = self._pid(run)
         self._instance.report_run_canceling(run)
         if pid is None or not pid_alive(pid):
             self._instance.report_engine_event(
@@ -203,7 +203,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
         # By pid: a worker outlives a forkserver restarted under it, and the launcher that
         # forked it may be another process on this host (a daemon since restarted).
-        pid = self._pid(run.run_id)
+        pid = self._pid(run)
         if pid is None:
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "no run worker on this host")
         if pid_alive(pid):

@@ -223,16 +223,17 @@ def create_app(
                 )
         if not data:
             raise HTTPException(400, "the file is empty")
+        payload = bytes(data)
         try:
-            stored = await asyncio.to_thread(state["storage"].write, full, bytes(data))
+            stored = await asyncio.to_thread(state["storage"].write, full, payload)
         except StorageError as exc:
             raise _storage_http_error("the file", exc) from None
-        sha = sha256_bytes(bytes(data))
+        sha = sha256_bytes(payload)
         doc = document_id_for(full)
         job = job_id_for(doc, sha)
         pushed: dict[str, Any] = {"launch": "sensor", "run_id": None}
         if state["pusher"] is not None:  # DOCPIPE_DAGSTER_URL: register and launch now
-            pushed = await asyncio.to_thread(state["pusher"].push, store(), stored, bytes(data))
+            pushed = await asyncio.to_thread(state["pusher"].push, store(), stored, payload)
         row = await asyncio.to_thread(store().job_state, job)
         deadline = time.monotonic() + wait
         while row is None and time.monotonic() < deadline:
@@ -243,7 +244,7 @@ def create_app(
             "document_id": str(doc),
             "job_id": str(job),
             "content_sha256": sha,
-            "size_bytes": len(data),
+            "size_bytes": len(payload),
             "registered": row is not None,
             "state": row,
             **pushed,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-BATCHES = "batches"
+from docpipe_dagster.clients.webserver import JOB_NAME, PARTITIONS_NAME
+
+# One spelling, shared with the webserver client (which imports no Dagster).
+BATCHES = PARTITIONS_NAME
 batch_partitions = dg.DynamicPartitionsDefinition(name=BATCHES)
 
-INGEST_JOB = "ingest_batch"
+INGEST_JOB = JOB_NAME
 
 
 def batch_run_requests(batch_keys: list[str], reason: str) -> dict:

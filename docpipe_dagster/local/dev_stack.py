@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from docpipe_dagster.bundled import bundled_path
+from docpipe_dagster.clients.webserver import LOCATION_NAME
 from docpipe_dagster.config import ENV_DAGSTER_DATABASE_URL, docpipe_home
 from docpipe_dagster.local.lifeline import group_alive, lifeline, spawn
 from docpipe_dagster.local.mocks import MocksDidNotStart, mock_ports, start_mocks
@@ -38,7 +39,6 @@ load_from:
       module_name: docpipe_dagster.definitions
       location_name: docpipe_dagster
 """
-LOCATION_NAME = "docpipe_dagster"
 DAGSTER_CHILDREN = ("code server", "webserver", "daemon")
 # The services' output while the database is down, and while the stack stops.
 HIDDEN_LOG = "dev-hidden-output.log"

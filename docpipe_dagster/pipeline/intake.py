@@ -237,7 +237,7 @@ def register_upload(
     if obj.size != len(data):
         # Written over since: the sensor registers whatever is there once it settles.
         return UploadRegistration(job_id=None)
-    current = store.current_version(obj.key)
+    current = store.current_versions([obj.key]).get(obj.key)
     version, refusal = judge_version(obj, data, current, routes)
     if version is None:
         assert current is not None

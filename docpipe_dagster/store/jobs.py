@@ -23,26 +23,19 @@ from docpipe_dagster.store.schema import (
 class JobStore(StoreBase):
     # --- intake ---------------------------------------------------------------------
 
-    def current_versions(self) -> dict[str, JobRow]:
-        """The newest registered, not deleted/superseded version of every storage key."""
+    def current_versions(self, storage_keys: Sequence[str] | None = None) -> dict[str, JobRow]:
+        """The newest registered, not deleted/superseded version of every storage key (or
+        of `storage_keys` only)."""
+        keys = None if storage_keys is None else list(storage_keys)
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 f"SELECT DISTINCT ON (storage_key) * FROM {S}.upload_jobs"
                 " WHERE state NOT IN ('deleted', 'superseded')"
-                " ORDER BY storage_key, registered_at DESC"
+                " AND (%s::text[] IS NULL OR storage_key = ANY(%s::text[]))"
+                " ORDER BY storage_key, registered_at DESC",
+                (keys, keys),
             )
             return {row["storage_key"]: JobRow.from_row(row) for row in cur}
-
-    def current_version(self, storage_key: str) -> JobRow | None:
-        """The newest registered, not deleted/superseded version of one storage key."""
-        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                f"SELECT * FROM {S}.upload_jobs WHERE storage_key = %s"
-                " AND state NOT IN ('deleted', 'superseded') ORDER BY registered_at DESC LIMIT 1",
-                (storage_key,),
-            )
-            row = cur.fetchone()
-        return None if row is None else JobRow.from_row(row)
 
     def touch_source_modified(self, touched: dict[uuid.UUID, datetime]) -> None:
         """Same content, new mtime: remember it so the files are not hashed again."""
