@@ -124,23 +124,20 @@ def production_targets(p: dict[str, Any], add: Callable[..., None]) -> None:
             f"{p['cli_s_median']} s; pairs {[x['daemon_vs_cli'] for x in p['pairs']]}",
         )
     lat = p.get("latency")
-    if lat:
-        add(
-            "production latency",
-            {"p50": lat["p50_s"], "p95": lat["p95_s"]},
-            "p50 <= 3 s, p95 <= 5 s",
-            lat["p50_s"] <= 3 and lat["p95_s"] <= 5,
-            f"{lat['files']} files; median parts {lat['median_parts_s']}",
-            key="production",
-        )
-        pushed = lat.get("api")
-        if pushed:
+    if not lat:
+        return
+    # Files dropped into storage (the sensor), and uploaded through the API (the push path).
+    for name, sample in (
+        ("production latency", lat),
+        ("production latency, API upload (push path)", lat.get("api")),
+    ):
+        if sample:
             add(
-                "production latency, API upload (push path)",
-                {"p50": pushed["p50_s"], "p95": pushed["p95_s"]},
+                name,
+                {"p50": sample["p50_s"], "p95": sample["p95_s"]},
                 "p50 <= 3 s, p95 <= 5 s",
-                pushed["p50_s"] <= 3 and pushed["p95_s"] <= 5,
-                f"{lat['files']} files; median parts {pushed['median_parts_s']}",
+                sample["p50_s"] <= 3 and sample["p95_s"] <= 5,
+                f"{lat['files']} files; median parts {sample['median_parts_s']}",
                 key="production",
             )
 
