@@ -256,3 +256,30 @@ def test_ingest_wait_fully_offline_starts_no_parser(
     assert "parser" not in done.stderr, done.stderr  # no mock started, none probed
     assert not port_in_use(port)
     assert "parsed by: 3 local" in docpipe(env, "status").stdout
+
+
+def test_ingest_collects_a_folder_in_path_order_without_links(tmp_path: Path) -> None:
+    """The keys `docpipe ingest` gives a folder's files: its name and layout, in path order;
+    linked files and linked folders are left out (their targets may be anywhere)."""
+    from docpipe_dagster.cli.ingest import _collect
+
+    docs = tmp_path / "docs"
+    (docs / "a" / "b").mkdir(parents=True)
+    (docs / "a-c").mkdir()
+    for rel in ("z.txt", "a/b/deep.md", "a/x.txt", "a-c/y.txt", ".hidden.txt"):
+        (docs / rel).write_text(rel)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.txt").write_text("o")
+    (docs / "linked-folder").symlink_to(outside)
+    (docs / "linked.txt").symlink_to(outside / "o.txt")
+
+    keys = [key for key, _ in _collect((str(docs),), "")]
+    assert keys == [
+        "docs/.hidden.txt",  # left to Upload.of, which reports it as ignored
+        "docs/a/b/deep.md",
+        "docs/a/x.txt",
+        "docs/a-c/y.txt",
+        "docs/z.txt",
+    ]
+    assert [key for key, _ in _collect((str(docs / "z.txt"),), "in/")] == ["in/z.txt"]

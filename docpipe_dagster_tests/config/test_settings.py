@@ -195,3 +195,19 @@ def test_secrets_are_env_vars_not_config(monkeypatch: pytest.MonkeyPatch) -> Non
     ]
     assert {"embedder_api_key", "database_url"} <= set(secret_fields)
     assert not set(secret_fields) & set(PipelineSettings.model_fields)
+
+
+def test_settings_are_read_again_when_the_environment_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DOCPIPE_INGEST_RUNS", "3")
+    first = settings()
+    assert first.ingest_runs == 3
+    assert settings() is first  # unchanged environment: the model already built
+    monkeypatch.setenv("DOCPIPE_INGEST_RUNS", "4")
+    assert settings().ingest_runs == 4
+    monkeypatch.delenv("DOCPIPE_INGEST_RUNS")
+    assert settings().ingest_runs == default_of("ingest_runs")
+    monkeypatch.setenv("DOCPIPE_INGEST_RUNS", "zero")
+    with pytest.raises(ValueError, match="DOCPIPE_INGEST_RUNS"):
+        settings()
