@@ -170,12 +170,17 @@ class _RunSlots:
             if instance is not None and instance is not self._shared:
                 instance.dispose()
 
-    def map(self, batch_keys: Sequence[str]) -> Iterator[BatchOutcome]:
-        """Run these batches; their outcomes in key order, as they finish."""
+    def submit(self, batch_keys: Sequence[str]) -> list[Future[BatchOutcome]]:
+        """Queue these batches; each slot takes the next one when it is free."""
         futures: list[Future[BatchOutcome]] = []
         for key in batch_keys:
             futures.append(Future())
             self._queue.put((key, futures[-1]))
+        return futures
+
+    def map(self, batch_keys: Sequence[str]) -> Iterator[BatchOutcome]:
+        """Run these batches; their outcomes in key order, as they finish."""
+        futures = self.submit(batch_keys)
         try:
             for future in futures:
                 yield future.result()
@@ -230,16 +235,31 @@ def ingest_pending(
             store = built.database.store()
             leftover = store.open_batches()
             routes = getattr(resources.get("parser"), "routing", None)  # the runs' routing
-            for _ in range(max_rounds):
-                scan = scan_storage(built.storage.open(), store, intake, routes=routes)
-                keys = sorted(set(scan.batches) | set(leftover))
-                for outcome in slots.map(keys):
-                    outcomes.append(outcome)
-                    if on_batch:
-                        on_batch(outcome, scan)
-                leftover = []
-                if not scan.batches and not scan.deferred:
-                    break
+            queued: list[tuple[Future[BatchOutcome], IntakeResult]] = []
+            try:
+                for _ in range(max_rounds):
+                    scan = scan_storage(built.storage.open(), store, intake, routes=routes)
+                    keys = sorted(set(scan.batches) | set(leftover))
+                    leftover = []
+                    queued += [(future, scan) for future in slots.submit(keys)]
+                    if scan.deferred:
+                        # More than one scan registers: register the rest while these run.
+                        # With every batch of the load queued, a bulk load's HNSW index is
+                        # built once, after the last one; between rounds with nothing in
+                        # flight it would be built early and the later rows inserted into it
+                        # one by one.
+                        continue
+                    for future, registered_by in queued:
+                        outcome = future.result()
+                        outcomes.append(outcome)
+                        if on_batch:
+                            on_batch(outcome, registered_by)
+                    queued = []
+                    if not scan.batches:
+                        break
+            finally:
+                for future, _ in queued:
+                    future.cancel()
     finally:
         slots.close()
     return outcomes

@@ -10,6 +10,7 @@ import pytest
 
 from docpipe_dagster.defs.resources import build_resources
 from docpipe_dagster.pipeline.commit import IndexSettings, commit_documents
+from docpipe_dagster.pipeline.intake import IntakeConfig
 from docpipe_dagster.runner import ingest_pending
 from docpipe_dagster.store.queries import BulkLoadPlan, VectorSpace
 from docpipe_dagster_tests.defs.conftest import Pipeline, batch_keys, tick
@@ -83,6 +84,26 @@ def test_the_rebuild_waits_for_the_batches_in_flight(pipeline: Pipeline) -> None
     row = space_row(pipeline)
     assert (row["index_state"], row["present"]) == ("ready", True)
     assert {j["state"] for j in pipeline.jobs().values()} == {"completed"}
+
+
+def test_a_load_larger_than_one_scan_builds_the_index_once_at_the_end(
+    pipeline: Pipeline,
+) -> None:
+    """`ingest_pending` registers what one scan may not (here one file per scan) while the
+    first batches run, so the load stays one bulk load: the index is dropped by the first
+    commit and built by the last batch only, over every row. Registered round by round, the
+    first batch would build it alone and the rest would insert into it row by row."""
+    for i in range(4):
+        pipeline.write(f"notes/{i}.md", doc(i))
+    one_per_scan = IntakeConfig(settle_seconds=0.0, batch_max_files=1, max_batches_per_tick=1)
+    outcomes = ingest_pending(
+        resources=pipeline.resources, instance=pipeline.instance, intake=one_per_scan
+    )
+    assert len(outcomes) == 4 and all(o.success for o in outcomes)
+    builds = [commit_metadata(pipeline, o.run_id).get("index_rebuilt_rows") for o in outcomes]
+    chunks = pipeline.rows("SELECT count(*) AS n FROM {S}.document_chunks")[0]["n"]
+    assert builds == [None, None, None, chunks]
+    assert (space_row(pipeline)["index_state"], space_row(pipeline)["present"]) == ("ready", True)
 
 
 def test_an_index_left_dropped_by_a_crash_is_rebuilt(pipeline: Pipeline) -> None:
