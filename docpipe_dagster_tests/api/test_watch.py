@@ -167,3 +167,17 @@ def test_a_database_that_is_gone_costs_a_log_line_not_the_file(
     assert "the intake sensor registers it later" in caplog.text
     assert folder.jobs() == {}
     assert folder.scan().registered == 2
+
+
+def test_no_folder_to_watch_means_the_sensor_says_so(
+    folder: Folder, refusing_pusher: Pusher, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    missing = FolderStorage(tmp_path / "not-there")
+    assert watch.start_watcher(missing, folder.store, refusing_pusher) is None
+    assert f"cannot watch storage folder {missing.root}" in caplog.text
+    assert "dropped files take the intake sensor" in caplog.text
+    assert watch.start_watcher(object(), folder.store, refusing_pusher) is None  # not a folder
+    started = watch.start_watcher(folder.storage, folder.store, refusing_pusher)
+    assert isinstance(started, watch.StorageWatcher)
+    started.stop()
