@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 REASON = "watch"  # the runs' `docpipe/reason` tag
 # Files arriving closer together than this are one group; a group is gathered at most
 # GATHER_MAX_SECONDS, so a long copy is judged while it runs.
-QUIET_SECONDS = 0.1
+QUIET_SECONDS = 0.05
 GATHER_MAX_SECONDS = 0.5
 # More files than this within the window are a burst: left to the sensor, which batches them.
 BURST_FILES = 10
