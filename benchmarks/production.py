@@ -211,8 +211,9 @@ class Topology:
 
     def latency(self, files: int, timeout: float = 120.0) -> dict[str, Any]:
         """Single files, one at a time: write -> searchable, and its parts. Files dropped
-        into the storage folder (the sensor) alternate with files uploaded through the API
-        (the push path); the top-level figures are the dropped files', `api` the uploads'."""
+        into the storage folder (the API's watcher pushes them; the sensor with
+        DOCPIPE_WATCH_STORAGE=false) alternate with files uploaded through the API (the push
+        path); the top-level figures are the dropped files', `api` the uploads'."""
         samples: dict[str, list[dict[str, Any]]] = {"folder": [], "api": []}
         folder = self.storage / "latency"
         folder.mkdir(exist_ok=True)

@@ -250,6 +250,11 @@ class Settings(BaseSettings):
         "",
         "the Dagster webserver's base URL: uploads launch their run at once (empty: the sensor)",
     )
+    watch_storage: bool = var(
+        "DOCPIPE_WATCH_STORAGE",
+        True,
+        "with DOCPIPE_DAGSTER_URL and a folder storage: files dropped there launch at once too",
+    )
     # --- logs
     log_format: Annotated[LogFormat, BeforeValidator(_lower)] = var(
         "DOCPIPE_LOG_FORMAT", "console", "console | json (one JSON object per line, for containers)"

@@ -48,19 +48,24 @@ class Pusher:
     def close(self) -> None:
         self.webserver.close()
 
-    def push(self, store: Store, stored: StoredObject, data: bytes) -> dict[str, Any]:
+    def push(
+        self, store: Store, stored: StoredObject, data: bytes, *, reason: str = "upload"
+    ) -> dict[str, Any]:
         """Register the file just written (`stored`, `data`) and launch its run when this
-        call registered it; returns the upload answer's `launch` and `run_id`."""
+        call registered it, tagged `docpipe/reason=<reason>` (`upload`, or `watch` for a
+        file dropped into the storage folder, api/watch.py); returns the upload answer's
+        `launch` and `run_id`."""
         registration = register_upload(store, stored, data, routes=self.routes)
         if not registration.needs_run or registration.batch_key is None:
             return {"launch": NOT_NEEDED, "run_id": None}
         try:
-            run_id = self.webserver.launch_batch(registration.batch_key, "upload")
+            run_id = self.webserver.launch_batch(registration.batch_key, reason)
         except WebserverError as exc:
             log.warning(
-                "upload %s is registered (batch %s) but its run could not be launched: %s. "
+                "%s %s is registered (batch %s) but its run could not be launched: %s. "
                 "Nothing is lost: retry_sensor launches the batch once it is %.0f s old "
                 "(check DOCPIPE_DAGSTER_URL if this repeats)",
+                "upload" if reason == "upload" else "dropped file",
                 stored.key,
                 registration.batch_key,
                 exc,

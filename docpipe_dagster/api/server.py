@@ -4,7 +4,8 @@ Every /v1 route needs `Authorization: Bearer $DOCPIPE_API_KEY`; /health and the 
 docs (/docs, /openapi.json) do not, so probes and people can find their way. Uploads go to
 storage exactly as a dropped file does: the intake sensor (or `docpipe ingest --wait`)
 registers and processes them; with DOCPIPE_DAGSTER_URL set, the API registers an upload
-itself and launches its run at once (api/push.py).
+itself and launches its run at once (api/push.py), and does the same for a file dropped into
+a storage folder (api/watch.py).
 """
 
 # No `from __future__ import annotations`: FastAPI resolves the route annotations at
@@ -147,9 +148,16 @@ def create_app(
             from docpipe_dagster.api.push import Pusher
 
             state["pusher"] = Pusher(settings.dagster_url)
+        watcher = None
+        if state["pusher"] is not None and settings.watch_storage:
+            from docpipe_dagster.api.watch import start_watcher  # files dropped into the folder
+
+            watcher = start_watcher(state["storage"], state["store"], state["pusher"])
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.stop()
             if state["pusher"] is not None:
                 state["pusher"].close()
             pool.close()

@@ -34,6 +34,8 @@ class ApiSettings:
     max_upload_bytes: int = 100 * 1024 * 1024
     # The Dagster webserver: set, an upload is registered and its run launched at once.
     dagster_url: str = ""
+    # With dagster_url and a folder storage: files dropped there are pushed too (api/watch.py).
+    watch_storage: bool = True
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -43,6 +45,7 @@ class ApiSettings:
             port=s.api_port,
             max_upload_bytes=s.api_max_upload_bytes or s.max_file_bytes,
             dagster_url=s.dagster_url,
+            watch_storage=s.watch_storage,
         )
 
 

@@ -1,10 +1,12 @@
 """The push path under `docpipe dev`: an upload through the API launches its own run through
-the webserver's GraphQL API (no wait for the intake sensor), and an API whose webserver is
-down still loses nothing (retry_sensor launches the upload's batch)."""
+the webserver's GraphQL API (no wait for the intake sensor), so does a file copied into the
+storage folder (the API's watcher), and an API whose webserver is down still loses nothing
+(retry_sensor launches the upload's batch)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,6 +76,21 @@ def test_uploads_launch_their_own_run_and_a_dead_webserver_loses_nothing(tmp_pat
             f"{api}/v1/search", params={"q": "puffins burrows turf", "k": 1}, headers=auth
         ).json()
         assert found["results"][0]["storage_key"] == "push/puffins.md"
+
+        # A file copied into the storage folder: the API's watcher registers it and launches
+        # its run (a batch of its own, reason `watch`), no wait for the sensor's tick.
+        source = tmp_path / "ospreys.md"
+        source.write_text("# Ospreys\n\nOspreys plunge feet first to catch fish.\n")
+        shutil.copy(source, stack.home / "storage" / "ospreys.md")
+        doc = _completed(stack, api, auth, "ospreys.md")
+        batch = doc["versions"][0]["batch_key"]
+        assert batch.startswith("upload-"), doc
+        (run,) = graphql(stack.base, BATCH_RUNS.format(batch=batch))["runsOrError"]["results"]
+        assert {t["key"]: t["value"] for t in run["tags"]}["docpipe/reason"] == "watch"
+        found = httpx.get(
+            f"{api}/v1/search", params={"q": "ospreys plunge fish", "k": 1}, headers=auth
+        ).json()
+        assert found["results"][0]["storage_key"] == "ospreys.md"
 
         # A second API whose webserver URL points at a closed port.
         port = free_port()

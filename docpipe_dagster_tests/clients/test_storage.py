@@ -189,6 +189,30 @@ def test_folder_symlinks(tmp_path: Path) -> None:
     assert not (outside / "planted.txt").exists()
 
 
+def test_folder_stat_is_what_the_listing_says(tmp_path: Path) -> None:
+    """stat(key): one object exactly as list_objects lists it, None where it lists none."""
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    (root / "docs").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    (root / "docs" / "real.txt").write_text("real")
+    (root / "escape.txt").symlink_to(outside / "secret.txt")
+    (root / "linked").symlink_to(root / "docs", target_is_directory=True)
+    (root / "alias.txt").symlink_to(root / "docs" / "real.txt")
+    (root / ".docpipe-tmp-1").write_text("half")
+    os.mkfifo(root / "pipe")
+    store = FolderStorage(root)
+    listed = {o.key: o for o in store.list_objects()}
+    assert sorted(listed) == ["alias.txt", "docs/real.txt"]
+    assert {key: store.stat(key) for key in listed} == listed
+    for key in ("escape.txt", "linked/real.txt", ".docpipe-tmp-1", "pipe", "docs", "gone.txt"):
+        assert store.stat(key) is None, key
+    assert store.stat("nowhere/gone.txt") is None
+    with pytest.raises(InvalidKeyError):
+        store.stat("../escape.txt")
+
+
 def test_folder_skips_invalid_names_and_temp_files(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()

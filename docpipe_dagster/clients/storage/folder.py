@@ -125,6 +125,28 @@ class FolderStorage:
             return None
         return StoredObject(key=key, size=st.st_size, modified_at=st.st_mtime, etag=None)
 
+    def stat(self, key: str) -> StoredObject | None:
+        """The object under `key` exactly as `list_objects` would list it (the same checks,
+        the same size and mtime), or None when it would not list it: missing, a write in
+        progress, a folder, a special file, a symlink it skips, under a symlinked folder."""
+        *folders, name = validate_key(key).split("/")
+        folder = self.root
+        for part in folders:
+            folder = folder / part
+            if part.startswith(_TMP_PREFIX) or folder.is_symlink() or not folder.is_dir():
+                return None
+        if name.startswith(_TMP_PREFIX):
+            return None
+        try:
+            with os.scandir(folder) as entries:
+                entry = next((e for e in entries if e.name == name), None)
+            obj = None if entry is None else self._entry(entry, "/".join([*folders, name]), "")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _os_error("stat", key, exc) from None
+        return obj if isinstance(obj, StoredObject) else None
+
     def read(self, key: str) -> bytes:
         path = self._path(key)
         try:
