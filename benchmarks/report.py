@@ -123,6 +123,17 @@ def production_targets(p: dict[str, Any], add: Callable[..., None]) -> None:
             f"{p['documents']} docs: daemon {p['daemon_s_median']} s, ingest --wait "
             f"{p['cli_s_median']} s; pairs {[x['daemon_vs_cli'] for x in p['pairs']]}",
         )
+    done = p.get("daemon_vs_cli_done_median")
+    if done is not None:
+        add(
+            "production, to all work done",
+            done,
+            ">= 0.9",
+            done >= 0.9,
+            f"runs ended {p['daemon_done_s_median']} s, command returned "
+            f"{p['cli_done_s_median']} s (the index build and checks after the documents)",
+            key="production_done",
+        )
     lat = p.get("latency")
     if not lat:
         return

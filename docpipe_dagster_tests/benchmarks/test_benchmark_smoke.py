@@ -135,6 +135,7 @@ def test_targets_and_table_are_complete(report: dict) -> None:
         "dev_push",
         "realistic",
         "production",
+        "production_done",
         "peers_first_realistic",
         "peers_first_zero_latency",
         "peers_rerun",
