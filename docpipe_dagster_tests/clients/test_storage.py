@@ -165,7 +165,8 @@ def test_both_backends_list_the_same(tmp_path: Path, storage_wire: MockServer) -
 # --- folder backend --------------------------------------------------------------------------
 
 
-def test_folder_symlinks(tmp_path: Path) -> None:
+def _linked_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """root/docs/real.txt, root/alias.txt -> it, root/escape.txt -> outside/secret.txt."""
     root = tmp_path / "root"
     outside = tmp_path / "outside"
     (root / "docs").mkdir(parents=True)
@@ -173,8 +174,13 @@ def test_folder_symlinks(tmp_path: Path) -> None:
     (outside / "secret.txt").write_text("secret")
     (root / "docs" / "real.txt").write_text("real")
     (root / "escape.txt").symlink_to(outside / "secret.txt")
-    (root / "escape-dir").symlink_to(outside, target_is_directory=True)
     (root / "alias.txt").symlink_to(root / "docs" / "real.txt")
+    return root, outside
+
+
+def test_folder_symlinks(tmp_path: Path) -> None:
+    root, outside = _linked_tree(tmp_path)
+    (root / "escape-dir").symlink_to(outside, target_is_directory=True)
     (root / "loop").symlink_to(root, target_is_directory=True)
     (root / "broken.txt").symlink_to(root / "missing.txt")
     store = FolderStorage(root)
@@ -191,15 +197,8 @@ def test_folder_symlinks(tmp_path: Path) -> None:
 
 def test_folder_stat_is_what_the_listing_says(tmp_path: Path) -> None:
     """stat(key): one object exactly as list_objects lists it, None where it lists none."""
-    root = tmp_path / "root"
-    outside = tmp_path / "outside"
-    (root / "docs").mkdir(parents=True)
-    outside.mkdir()
-    (outside / "secret.txt").write_text("secret")
-    (root / "docs" / "real.txt").write_text("real")
-    (root / "escape.txt").symlink_to(outside / "secret.txt")
+    root, _ = _linked_tree(tmp_path)
     (root / "linked").symlink_to(root / "docs", target_is_directory=True)
-    (root / "alias.txt").symlink_to(root / "docs" / "real.txt")
     (root / ".docpipe-tmp-1").write_text("half")
     os.mkfifo(root / "pipe")
     store = FolderStorage(root)
