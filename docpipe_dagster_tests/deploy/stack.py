@@ -28,6 +28,8 @@ from docpipe_dagster.local.ports import named_free_ports
 from docpipe_dagster_tests.deploy.containers import Compose, EngineSocket, Images
 from docpipe_dagster_tests.support.dev_stack import graphql, wait_for
 
+# Five attempts of the API's storage client, 30 s each, fit inside this.
+UPLOAD_TIMEOUT_S = 180.0
 RUNS = """{ runsOrError { ... on Runs { results { runId status startTime endTime
             tags { key value } } } } }"""
 
@@ -115,8 +117,12 @@ class Stack:
         return {r["runId"]: self.run_errors(r["runId"]) for r in runs if r["status"] != "SUCCESS"}
 
     def upload(self, key: str, data: bytes) -> None:
+        # The API answers once storage holds the file: under a loaded container engine its
+        # storage client may retry a slow write (30 s an attempt) past the default timeout.
         with self.http() as client:
-            response = client.post("/v1/documents", files={"file": (key, data)})
+            response = client.post(
+                "/v1/documents", files={"file": (key, data)}, timeout=UPLOAD_TIMEOUT_S
+            )
         assert response.status_code == 202, response.text
 
     def put_in_storage(self, docs: list[tuple[str, bytes]]) -> None:
@@ -254,7 +260,7 @@ def launch_stack(
             ready,
         )
     finally:
-        for service in ("migrate", "code-server", "daemon"):
+        for service in ("migrate", "code-server", "daemon", "api"):
             print(f"--- {service}\n{compose.logs(service, 30)}")
         if not os.environ.get("DOCPIPE_CONTAINERS_KEEP"):
             remove_run_containers(compose)
