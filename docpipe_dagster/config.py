@@ -1,7 +1,7 @@
 """The one settings model: every environment variable docpipe reads, with its default.
 
-`settings()` reads the environment: it builds the model again whenever the environment
-changed since the last call, so a test or a child process that changes it gets what it set. The CLI, the Dagster resources,
+`Settings()` reads the environment when it is built (never cached, so a test or a child
+process that changes the environment gets what it set). The CLI, the Dagster resources,
 the sensors and the mocks all read it; `build_resources()` turns the non-secret fields
 into visible resource config and the secrets into `dg.EnvVar`s. `.env.example` documents
 exactly these variables (a test checks it).
@@ -321,29 +321,16 @@ def parse_locally_value(value: str) -> str:
     return ",".join(sorted(e.lstrip(".") for e in exts))
 
 
-_last: tuple[frozenset[tuple[str, str]], Settings] | None = None
-
-
 def settings() -> Settings:
-    """The settings from the environment now; a bad value is a readable ValueError.
-
-    Building the model reads and validates every field; a command asks for it a few times,
-    so the last one is kept while the environment stays the same (the model is frozen)."""
-    global _last
-    environ = frozenset(os.environ.items())
-    last = _last
-    if last is not None and last[0] == environ:
-        return last[1]
+    """The settings from the environment now; a bad value is a readable ValueError."""
     try:
-        built = Settings()
+        return Settings()
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             name = str(error["loc"][0]) if error["loc"] else "settings"
             problems.append(f"{name}={error.get('input')!r}: {error['msg']}")
         raise ValueError("bad docpipe setting: " + "; ".join(problems)) from None
-    _last = (environ, built)
-    return built
 
 
 def default_of(field: str) -> Any:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,32 +40,12 @@ def _collect(paths: tuple[str, ...], prefix: str) -> list[tuple[str, Path]]:
             pairs.append((path.name, path))
             continue
         base = path.resolve()
-        pairs.extend((f"{base.name}/{rel}", file) for rel, file in _files_under(base))
+        for file in sorted(base.rglob("*")):
+            if file.is_file() and not file.is_symlink():
+                pairs.append((f"{base.name}/{file.relative_to(base).as_posix()}", file))
     if prefix:
         pairs = [(f"{prefix}/{key}", file) for key, file in pairs]
     return pairs
-
-
-def _files_under(folder: Path) -> list[tuple[str, Path]]:
-    """(relative key, file) of the regular files under `folder`, in path order. Like rglob,
-    it does not descend into linked folders; linked files are left out."""
-    found: list[tuple[tuple[str, ...], Path]] = []
-
-    def walk(path: str, parts: tuple[str, ...]) -> None:
-        try:
-            entries = os.scandir(path)
-        except PermissionError:  # as rglob does: a folder it may not list is passed over
-            return
-        with entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    walk(entry.path, (*parts, entry.name))
-                elif entry.is_file(follow_symlinks=False):
-                    found.append(((*parts, entry.name), Path(entry.path)))
-
-    walk(str(folder), ())
-    found.sort(key=lambda item: item[0])
-    return [("/".join(parts), file) for parts, file in found]
 
 
 @dataclass
