@@ -169,15 +169,16 @@ class Topology:
             ).fetchone()
         return int(row[0]), int(row[1])
 
-    def busy_runs(self) -> int:
-        """Runs queued, starting or running, from Dagster's run storage."""
+    def wait_for_runs_to_end(self, timeout: float) -> None:
+        """Until no run is queued, starting or running (Dagster's run storage, polled on one
+        connection: a connection per poll would fork a Postgres backend each time)."""
         url = replace_database(self.infra.server_url, self.dagster_db)
-        with psycopg.connect(url) as conn:
-            (n,) = conn.execute(
-                "SELECT count(*) FROM runs WHERE status IN"
-                " ('QUEUED', 'NOT_STARTED', 'STARTING', 'STARTED', 'CANCELING')"
-            ).fetchone()
-        return int(n)
+        query = (
+            "SELECT count(*) FROM runs WHERE status IN"
+            " ('QUEUED', 'NOT_STARTED', 'STARTING', 'STARTED', 'CANCELING')"
+        )
+        with psycopg.connect(url, autocommit=True) as conn:
+            _wait(lambda: not conn.execute(query).fetchone()[0], timeout, "the runs to end")
 
     def burst(self, corpus: Path, docs: int, timeout: float) -> dict[str, Any]:
         """Copy the corpus into storage at once; seconds to the last document settled."""
@@ -206,7 +207,7 @@ class Topology:
         wall = time.monotonic() - started
         meter.sample()
         cpu = {k: round(v - before.get(k, 0.0), 2) for k, v in meter.totals().items()}
-        _wait(lambda: not self.busy_runs(), timeout, "the batch runs to end")
+        self.wait_for_runs_to_end(timeout)
         done_s = time.monotonic() - started
         with psycopg.connect(self.database_url) as conn:
             states = dict(
@@ -356,12 +357,9 @@ def cli_ingest(
         settled_at = _poll_settled(url, docs, proc)
         stdout, stderr = proc.communicate()
         done = time.monotonic() - started
-        out = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
         wall = (settled_at or time.monotonic()) - started
-        if out.returncode != 0:
-            raise RuntimeError(
-                f"docpipe ingest --wait failed:\n{out.stdout[-1500:]}{out.stderr[-1500:]}"
-            )
+        if proc.returncode != 0:
+            raise RuntimeError(f"docpipe ingest --wait failed:\n{stdout[-1500:]}{stderr[-1500:]}")
         with psycopg.connect(url) as conn:
             states = dict(
                 conn.execute(f"SELECT state, count(*) FROM {S}.upload_jobs GROUP BY 1").fetchall()
@@ -384,11 +382,12 @@ def _poll_settled(url: str, docs: int, proc: subprocess.Popen) -> float | None:
     """time.monotonic() when `docs` documents had settled in `url`'s database, polled while
     `proc` runs (its output is read once it ends: the command prints a summary only)."""
     query = f"SELECT count(*) FILTER (WHERE state IN ('completed', 'failed')) FROM {S}.upload_jobs"
-    while proc.poll() is None:
-        with contextlib.suppress(psycopg.Error), psycopg.connect(url) as conn:
-            if conn.execute(query).fetchone()[0] >= docs:
-                return time.monotonic()
-        time.sleep(0.2)
+    with psycopg.connect(url, autocommit=True) as conn:  # one connection for every poll
+        while proc.poll() is None:
+            with contextlib.suppress(psycopg.Error):  # before the command's first migration
+                if conn.execute(query).fetchone()[0] >= docs:
+                    return time.monotonic()
+            time.sleep(0.2)
     return None
 
 
