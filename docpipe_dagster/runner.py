@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -177,16 +177,6 @@ class _RunSlots:
             futures.append(Future())
             self._queue.put((key, futures[-1]))
         return futures
-
-    def map(self, batch_keys: Sequence[str]) -> Iterator[BatchOutcome]:
-        """Run these batches; their outcomes in key order, as they finish."""
-        futures = self.submit(batch_keys)
-        try:
-            for future in futures:
-                yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
 
     def close(self) -> None:
         for _ in self._threads:
