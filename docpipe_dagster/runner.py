@@ -80,10 +80,14 @@ class BatchOutcome:
     result: dg.ExecuteInProcessResult | None = field(default=None, compare=False, repr=False)
 
 
+def _persistent_instance_configured() -> bool:
+    home = os.environ.get("DAGSTER_HOME")
+    return bool(home) and os.path.exists(os.path.join(home, "dagster.yaml"))
+
+
 def open_instance() -> dg.DagsterInstance:
     """The persistent instance when DAGSTER_HOME is configured, else an ephemeral one."""
-    home = os.environ.get("DAGSTER_HOME")
-    if home and os.path.exists(os.path.join(home, "dagster.yaml")):
+    if _persistent_instance_configured():
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
 
@@ -117,7 +121,7 @@ class _RunSlots:
     and reused by it for its next batches. The first one opened costs ~0.5 s (its storage's
     imports), so the threads open theirs as soon as they start, while the caller registers
     what storage holds. With a `shared` instance there is one slot, which uses it and leaves
-    it open.
+    it open; with the persistent instance (DAGSTER_HOME) one slot too.
     """
 
     def __init__(
@@ -129,8 +133,13 @@ class _RunSlots:
         self._run, self._shared = run, shared
         self._queue: queue.SimpleQueue[tuple[str, Future[BatchOutcome]] | None]
         self._queue = queue.SimpleQueue()
-        # A shared instance serves one run at a time.
-        self.runs = 1 if shared is not None else max(1, runs)
+        # A shared instance serves one run at a time. So does the persistent one: Dagster
+        # captures a step's output by pointing the process's stdout and stderr at a file, and
+        # reconfigures logging at each run's start, closing every handler in the process. Two
+        # runs on threads of one process leave the command's own output in a step's log, or
+        # deadlock on logging's locks.
+        one_at_a_time = shared is not None or _persistent_instance_configured()
+        self.runs = 1 if one_at_a_time else max(1, runs)
         self._opened: list[Future[dg.DagsterInstance]] = [Future() for _ in range(self.runs)]
         self._threads = [
             threading.Thread(target=self._serve, args=(opened,), name=f"docpipe-run-{i}")
@@ -198,8 +207,8 @@ def ingest_pending(
     """Register what storage holds and process every batch until nothing new remains.
 
     `runs` batches at a time (default DOCPIPE_INGEST_RUNS), each run thread with an
-    instance of its own (`open_instance`). A given `instance` is shared by every run, so
-    they go one at a time.
+    instance of its own (`open_instance`). A given `instance`, or the persistent one
+    (DAGSTER_HOME), serves every run, so they go one at a time.
     """
     resources = dict(resources or build_resources())
 
