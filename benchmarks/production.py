@@ -161,12 +161,13 @@ class Topology:
         with contextlib.suppress(psycopg.Error):
             self.infra.drop_database(self.dagster_db)
 
-    def settled(self) -> tuple[int, int]:
-        with psycopg.connect(self.database_url) as conn:
-            row = conn.execute(
-                f"SELECT count(*) FILTER (WHERE state IN ('completed', 'failed')), count(*)"
-                f" FROM {S}.upload_jobs"
-            ).fetchone()
+    def settled(self, conn: psycopg.Connection) -> tuple[int, int]:
+        """Documents settled, and registered, on the poll's one connection (a connection per
+        poll would fork a Postgres backend each time, on the machine being measured)."""
+        row = conn.execute(
+            f"SELECT count(*) FILTER (WHERE state IN ('completed', 'failed')), count(*)"
+            f" FROM {S}.upload_jobs"
+        ).fetchone()
         return int(row[0]), int(row[1])
 
     def wait_for_runs_to_end(self, timeout: float) -> None:
@@ -199,11 +200,13 @@ class Topology:
         shutil.copytree(corpus, self.storage / corpus.name)
         copied = time.monotonic() - started
 
-        def done() -> bool:
-            meter.sample()
-            return self.settled()[0] >= docs
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
 
-        _wait(done, timeout, f"{docs} documents")
+            def done() -> bool:
+                meter.sample()
+                return self.settled(conn)[0] >= docs
+
+            _wait(done, timeout, f"{docs} documents")
         wall = time.monotonic() - started
         meter.sample()
         cpu = {k: round(v - before.get(k, 0.0), 2) for k, v in meter.totals().items()}
