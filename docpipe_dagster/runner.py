@@ -88,8 +88,18 @@ def _persistent_instance_configured() -> bool:
 def open_instance() -> dg.DagsterInstance:
     """The persistent instance when DAGSTER_HOME is configured, else an ephemeral one."""
     if _persistent_instance_configured():
-        return dg.DagsterInstance.get()
+        return _without_logging_reconfiguration(dg.DagsterInstance.get())
     return dg.DagsterInstance.ephemeral()
+
+
+def _without_logging_reconfiguration(instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    """Skip the `logging.config.dictConfig` a persistent instance makes at each run's start
+    when it has no `python_logs` handlers to make. dictConfig closes every handler in the
+    process while holding logging's module lock: a thread emitting through a handler that
+    logs again (Dagster's event handler, writing to Postgres) deadlocks against it."""
+    if not instance.get_python_log_dagster_handler_config():
+        instance.get_yaml_python_handlers = list  # type: ignore[method-assign]
+    return instance
 
 
 def run_batch(

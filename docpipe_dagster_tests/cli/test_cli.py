@@ -138,7 +138,7 @@ def test_ingest_wait_after_docpipe_env_records_its_runs_and_prints_its_summary(
         (folder / f"extra-{i}.txt").write_text(f"Extra note {i} on the lighthouse keepers' logs.")
     env.update({"DOCPIPE_BATCH_MAX_FILES": "1", "DOCPIPE_INGEST_RUNS": "2"})
 
-    out = docpipe(env, "ingest", str(folder), "--wait", timeout=120)
+    out = docpipe(env, "ingest", str(folder), "--wait", timeout=240)
 
     assert out.returncode == 0, out.stdout + out.stderr
     assert "6 completed, 0 failed, 0 other" in out.stdout, out.stdout + out.stderr[-3000:]
