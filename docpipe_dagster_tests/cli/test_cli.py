@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import sys
 from pathlib import Path
-
-import psycopg
 
 SEARCH_RESULT_KEYS = {
     "rank",
@@ -118,34 +115,6 @@ def test_ingest_wait_with_runs_at_once_prints_only_its_own_lines(
     assert "3 completed, 0 failed" in out.stdout
     for noise in ("Traceback", "Warning", "SQLite objects created in a thread"):
         assert noise not in out.stdout + out.stderr, out.stderr[-3000:]
-
-
-def test_ingest_wait_after_docpipe_env_records_its_runs_and_prints_its_summary(
-    cli_env: dict[str, str], tmp_path: Path
-) -> None:
-    """As the README has it: `eval "$(docpipe env)"`, then `ingest --wait`. The runs go into
-    the Postgres-backed instance, for the UI. Two runs on threads of one process hung there
-    (both reconfigured logging) or lost the command's output into a step's log file."""
-    exported = docpipe(cli_env, "env")
-    assert exported.returncode == 0, exported.stderr
-    env = dict(cli_env)
-    for line in exported.stdout.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        env[name] = shlex.split(value)[0]
-    assert Path(env["DAGSTER_HOME"], "dagster.yaml").exists()
-    folder = _corpus(tmp_path)
-    for i in range(3):
-        (folder / f"extra-{i}.txt").write_text(f"Extra note {i} on the lighthouse keepers' logs.")
-    env.update({"DOCPIPE_BATCH_MAX_FILES": "1", "DOCPIPE_INGEST_RUNS": "2"})
-
-    out = docpipe(env, "ingest", str(folder), "--wait", timeout=240)
-
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "6 completed, 0 failed, 0 other" in out.stdout, out.stdout + out.stderr[-3000:]
-    dagster_url = env["DOCPIPE_DAGSTER_DATABASE_URL"].replace("+psycopg2", "")
-    with psycopg.connect(dagster_url) as conn:
-        runs = conn.execute("SELECT status FROM runs").fetchall()
-    assert [status for (status,) in runs] == ["SUCCESS"] * 6
 
 
 def test_ingest_wait_exits_1_and_names_the_failures(
