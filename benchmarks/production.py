@@ -57,6 +57,7 @@ LOCATION = "docpipe_dagster"
 # The corpus the issue's figures were measured on: 600 txt, 200 md, 200 html per 1,000.
 MIX = "txt:3,md:1,html:1"
 S = "upload_pipeline"
+SETTLED = f"SELECT count(*) FILTER (WHERE state IN ('completed', 'failed')) FROM {S}.upload_jobs"
 
 
 def instance_yaml(runs: int | None) -> str:
@@ -161,14 +162,10 @@ class Topology:
         with contextlib.suppress(psycopg.Error):
             self.infra.drop_database(self.dagster_db)
 
-    def settled(self, conn: psycopg.Connection) -> tuple[int, int]:
-        """Documents settled, and registered, on the poll's one connection (a connection per
-        poll would fork a Postgres backend each time, on the machine being measured)."""
-        row = conn.execute(
-            f"SELECT count(*) FILTER (WHERE state IN ('completed', 'failed')), count(*)"
-            f" FROM {S}.upload_jobs"
-        ).fetchone()
-        return int(row[0]), int(row[1])
+    def settled(self, conn: psycopg.Connection) -> int:
+        """Documents settled, on the poll's one connection (a connection per poll would
+        fork a Postgres backend each time, on the machine being measured)."""
+        return int(conn.execute(SETTLED).fetchone()[0])
 
     def wait_for_runs_to_end(self, timeout: float) -> None:
         """Until no run is queued, starting or running (Dagster's run storage, polled on one
@@ -204,7 +201,7 @@ class Topology:
 
             def done() -> bool:
                 meter.sample()
-                return self.settled(conn)[0] >= docs
+                return self.settled(conn) >= docs
 
             _wait(done, timeout, f"{docs} documents")
         wall = time.monotonic() - started
@@ -384,11 +381,10 @@ def cli_ingest(
 def _poll_settled(url: str, docs: int, proc: subprocess.Popen) -> float | None:
     """time.monotonic() when `docs` documents had settled in `url`'s database, polled while
     `proc` runs (its output is read once it ends: the command prints a summary only)."""
-    query = f"SELECT count(*) FILTER (WHERE state IN ('completed', 'failed')) FROM {S}.upload_jobs"
     with psycopg.connect(url, autocommit=True) as conn:  # one connection for every poll
         while proc.poll() is None:
             with contextlib.suppress(psycopg.Error):  # before the command's first migration
-                if conn.execute(query).fetchone()[0] >= docs:
+                if conn.execute(SETTLED).fetchone()[0] >= docs:
                     return time.monotonic()
             time.sleep(0.2)
     return None

@@ -144,10 +144,8 @@ class _RunSlots:
         self._queue: queue.SimpleQueue[tuple[str, Future[BatchOutcome]] | None]
         self._queue = queue.SimpleQueue()
         # A shared instance serves one run at a time. So does the persistent one: Dagster
-        # captures a step's output by pointing the process's stdout and stderr at a file, and
-        # reconfigures logging at each run's start, closing every handler in the process. Two
-        # runs on threads of one process leave the command's own output in a step's log, or
-        # deadlock on logging's locks.
+        # captures a step's output by pointing the process's stdout and stderr at a file;
+        # two runs on threads of one process leave the command's own output in a step's log.
         one_at_a_time = shared is not None or _persistent_instance_configured()
         self.runs = 1 if one_at_a_time else max(1, runs)
         self._opened: list[Future[dg.DagsterInstance]] = [Future() for _ in range(self.runs)]
