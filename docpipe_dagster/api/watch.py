@@ -7,7 +7,10 @@ arrives complete to `Pusher.push` with `docpipe/reason=watch`: registered exactl
 would, in a batch of its own (`upload-...`), its run launched through the webserver.
 
 Arriving complete means: its writer closed it after writing (`FileClosedEvent`) or it was
-renamed or moved into place (`FileMovedEvent`, its destination). Skipped: what intake skips
+renamed or moved into place (`FileMovedEvent`, its destination). A file written into a folder
+just created can be closed before the folder has its own watch: inotify then reports it only
+as created (watchdog lists the new folder), so a created file with no close event is taken
+once it has been left unmodified for the settle time, as intake judges it. Skipped: what intake skips
 (`is_ignored_key`: hidden and temporary names, `.docpipe-tmp-` writes in progress among them,
 and whatever `FolderStorage.stat` says `list_objects` would not list), and a rename from a
 `.docpipe-tmp-` name: that is docpipe's own `FolderStorage.write`, whose caller (an API
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING
 from watchdog.events import (
     DirCreatedEvent,
     FileClosedEvent,
+    FileCreatedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -43,6 +47,7 @@ from watchdog.observers.inotify import InotifyObserver
 
 from docpipe_dagster.clients.storage import InvalidKeyError, StorageError
 from docpipe_dagster.clients.storage.base import _TMP_PREFIX
+from docpipe_dagster.config import default_of
 from docpipe_dagster.core.media import is_ignored_key
 
 if TYPE_CHECKING:
@@ -63,11 +68,20 @@ BURST_WINDOW_SECONDS = 10.0
 
 
 class _Arrivals(FileSystemEventHandler):
-    """Called on watchdog's thread: queue the storage key of each file that arrived complete."""
+    """Called on watchdog's thread: queue the storage key of each file that arrived complete,
+    and note each created file until its close event (or the settle time) says it is."""
 
     def __init__(self, root: str, keys: queue.Queue[str]) -> None:
         self.root = root
         self.keys = keys
+        self.created: dict[str, float] = {}  # path -> when its creation was reported
+        self.lock = threading.Lock()
+
+    def on_created(self, event: FileSystemEvent) -> None:
+        if isinstance(event, FileCreatedEvent):
+            path = os.fsdecode(event.src_path)
+            with self.lock:
+                self.created.setdefault(path, time.monotonic())
 
     def on_closed(self, event: FileSystemEvent) -> None:
         if isinstance(event, FileClosedEvent):
@@ -76,12 +90,35 @@ class _Arrivals(FileSystemEventHandler):
     def on_moved(self, event: FileSystemEvent) -> None:
         if not isinstance(event, FileMovedEvent) or not event.dest_path:
             return  # a file moved out of the folder: the sensor marks it deleted
-        source = os.path.basename(os.fsdecode(event.src_path))
-        if source.startswith(_TMP_PREFIX):
+        source = os.fsdecode(event.src_path)
+        with self.lock:
+            self.created.pop(source, None)
+        if os.path.basename(source).startswith(_TMP_PREFIX):
             return  # FolderStorage.write: its caller registers the file (module docstring)
         self._arrived(os.fsdecode(event.dest_path))
 
-    def _arrived(self, path: str) -> None:
+    def settled_creations(self, settle_s: float) -> None:
+        """Queue the created files no close event followed that have been left unmodified
+        for `settle_s`; forget those that are gone."""
+        now = time.monotonic()
+        with self.lock:
+            waiting = [path for path, seen in self.created.items() if now - seen >= settle_s]
+        for path in waiting:
+            try:
+                idle = time.time() - os.stat(path).st_mtime
+            except OSError:
+                idle = None  # gone (moved or deleted): its own event says what happened
+            if idle is not None and idle < settle_s:
+                continue
+            with self.lock:
+                taken = self.created.pop(path, None) is not None
+            if taken and idle is not None:
+                self._arrived(path, noted=False)
+
+    def _arrived(self, path: str, *, noted: bool = True) -> None:
+        if noted:
+            with self.lock:
+                self.created.pop(path, None)
         rel = os.path.relpath(path, self.root)
         if rel.startswith(".." + os.sep) or rel == "..":
             return
@@ -101,8 +138,10 @@ class StorageWatcher:
         *,
         burst_files: int = BURST_FILES,
         burst_window_s: float = BURST_WINDOW_SECONDS,
+        settle_s: float = default_of("settle_seconds"),
     ) -> None:
         self.storage = storage
+        self.settle_s = settle_s
         self.store = store
         self.pusher = pusher
         self.burst_files = burst_files
@@ -112,6 +151,7 @@ class StorageWatcher:
         self._in_burst = False
         self._stopping = threading.Event()
         self._observer = InotifyObserver(generate_full_events=True)
+        self._events = _Arrivals(str(storage.root), self._keys)
         self._worker = threading.Thread(target=self._work, name="docpipe-watch", daemon=True)
 
     def start(self) -> None:
@@ -119,11 +159,11 @@ class StorageWatcher:
         root = str(self.storage.root)
         try:
             self._observer.schedule(
-                _Arrivals(root, self._keys),
+                self._events,
                 root,
                 recursive=True,
                 # DirCreatedEvent: watchdog watches a new subfolder only when told of it.
-                event_filter=[FileClosedEvent, FileMovedEvent, DirCreatedEvent],
+                event_filter=[FileCreatedEvent, FileClosedEvent, FileMovedEvent, DirCreatedEvent],
             )
             self._observer.start()
         except OSError as exc:
@@ -140,6 +180,7 @@ class StorageWatcher:
 
     def _work(self) -> None:
         while not self._stopping.is_set():
+            self._events.settled_creations(self.settle_s)
             group = self._gather()
             if group and not self._stopping.is_set():
                 self._handle(group)

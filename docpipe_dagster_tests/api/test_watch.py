@@ -127,6 +127,24 @@ def test_a_dropped_file_is_registered_at_once_and_its_launch_deferred(
     assert len(folder.rows("SELECT 1 FROM {S}.upload_jobs")) == 4
 
 
+def test_files_written_into_new_folders_are_taken_without_a_close_event_seen(
+    folder: Folder, refusing_pusher: Pusher
+) -> None:
+    """A file written at once into a folder just made is often closed before watchdog has
+    watched the folder: inotify then reports it only as created. It is taken anyway, once
+    left unmodified for the settle time, not on the sensor's next tick."""
+    watcher = watching(folder, refusing_pusher, burst_files=100, settle_s=0.3)
+    try:
+        keys = {f"new-{i}/deeper/doc.md" for i in range(20)}
+        for i, key in enumerate(sorted(keys)):
+            folder.drop(key, n=i)
+        eventually(lambda: keys <= set(folder.jobs()), timeout_s=10.0)
+        assert set(folder.jobs()) == keys
+    finally:
+        watcher.stop()
+    assert not watcher._events.created, "every creation was taken or forgotten"
+
+
 def test_a_burst_is_left_to_the_sensor_and_single_files_come_back(
     folder: Folder, refusing_pusher: Pusher
 ) -> None:
