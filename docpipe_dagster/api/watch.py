@@ -47,7 +47,7 @@ from watchdog.observers.inotify import InotifyObserver
 
 from docpipe_dagster.clients.storage import InvalidKeyError, StorageError
 from docpipe_dagster.clients.storage.base import _TMP_PREFIX
-from docpipe_dagster.config import default_of
+from docpipe_dagster.config import default_of, settings
 from docpipe_dagster.core.media import is_ignored_key
 
 if TYPE_CHECKING:
@@ -249,7 +249,7 @@ def start_watcher(storage: object, store: Store, pusher: Pusher) -> StorageWatch
 
     if not isinstance(storage, FolderStorage):
         return None  # Supabase Storage has no folder to watch: its files take the sensor
-    watcher = StorageWatcher(storage, store, pusher)
+    watcher = StorageWatcher(storage, store, pusher, settle_s=settings().settle_seconds)
     try:
         watcher.start()
     except StorageError as exc:
