@@ -10,9 +10,13 @@ run monitoring and run retries stay Dagster's own.
     run_launcher:
       module: docpipe_dagster.launcher
       class: WarmRunLauncher
+    run_coordinator:
+      module: docpipe_dagster.launcher
+      class: WarmQueuedRunCoordinator
 
-The forkserver starts on the first launch, in the process that launches (the daemon), with that
-process's environment, and ends with it; run workers are in the daemon's process group, so they
+The forkserver starts in the process that launches (the daemon), with that process's
+environment, and ends with it. `WarmQueuedRunCoordinator` (Dagster's run queue) starts it as
+the daemon starts, so the first run does not wait for it; without it, the first launch does; run workers are in the daemon's process group, so they
 stop with `docpipe dev`. It holds the code as it was when it started: when a file of the
 installed package changes, the next launch starts a fresh one. POSIX only.
 """
@@ -36,6 +40,7 @@ from dagster._core.launcher import (
     RunLauncher,
     WorkerStatus,
 )
+from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
@@ -126,6 +131,15 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
     ) -> WarmRunLauncher:
         return cls(inst_data=inst_data)
+
+    def warm_up(self) -> None:
+        """Start the warm worker now rather than on the first launch."""
+        from multiprocessing import forkserver
+
+        with _FORKSERVER_LOCK:
+            _, why = _forkserver_context()
+            if why:
+                forkserver.ensure_running()
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
@@ -220,3 +234,20 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     def dispose(self) -> None:
         self._workers.clear()
+
+
+class WarmQueuedRunCoordinator(QueuedRunCoordinator):
+    """Dagster's run queue; in the daemon it also starts the warm worker, in the background."""
+
+    _warming: threading.Thread | None = None
+
+    @property
+    def dequeue_interval_seconds(self) -> int:
+        # Dagster reads this once, in the daemon, as it creates the queue's worker (and
+        # nowhere else): the process that will launch the runs, before its first launch.
+        if self._warming is None and isinstance(self._instance.run_launcher, WarmRunLauncher):
+            self._warming = threading.Thread(
+                target=self._instance.run_launcher.warm_up, name="docpipe-warm-up", daemon=True
+            )
+            self._warming.start()
+        return super().dequeue_interval_seconds

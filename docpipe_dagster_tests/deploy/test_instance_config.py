@@ -48,8 +48,9 @@ def instance_from(
 def test_instance_loads_with_current_keys(instance_from, config: Path) -> None:
     instance = instance_from(config)
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-    assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
-    # dev forks runs from a warm worker (docpipe_dagster/launcher.py)
+    # dev forks runs from a warm worker (docpipe_dagster/launcher.py), started with the queue
+    coordinator = "WarmQueuedRunCoordinator" if config == DEV else "QueuedRunCoordinator"
+    assert type(instance.run_coordinator).__name__ == coordinator
     launcher = "WarmRunLauncher" if config == DEV else "DefaultRunLauncher"
     assert type(instance.run_launcher).__name__ == launcher
 

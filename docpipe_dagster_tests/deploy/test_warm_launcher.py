@@ -133,6 +133,51 @@ def test_terminate_interrupts_the_run_and_a_killed_worker_is_reported(
     )
 
 
+WARM_AT_DAEMON_START = """
+import os, sys
+from pathlib import Path
+from multiprocessing import forkserver
+import dagster as dg
+from docpipe_dagster_tests.deploy import test_warm_launcher as t
+
+with dg.DagsterInstance.get() as instance:
+    assert forkserver._forkserver._forkserver_pid is None
+    instance.run_coordinator.dequeue_interval_seconds  # what the daemon reads as it starts
+    instance.run_coordinator._warming.join(120)
+    os.kill(forkserver._forkserver._forkserver_pid, 0)  # running before any launch
+    run_id = t._launch(instance, Path(sys.argv[1]))
+    assert t._wait_status(instance, run_id).status == dg.DagsterRunStatus.SUCCESS
+    for event in instance.all_logs(run_id):
+        if event.is_dagster_event and "Forked the run worker" in (event.message or ""):
+            print(event.message)
+"""
+
+
+@pytest.mark.slow
+def test_the_daemon_starts_the_warm_worker_before_the_first_run(
+    tmp_path: Path, empty_database_url: str
+) -> None:
+    # In a process of its own, as the daemon is: the forkserver is one per process.
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_bytes(dev_instance_yaml())
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DOCPIPE_DAGSTER_DATABASE_URL": for_dagster(empty_database_url),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_AT_DAEMON_START, str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # The first run was forked from the worker already running, not from one it had to start.
+    assert "from the warm worker in" in done.stdout, done.stdout + done.stderr[-2000:]
+
+
 def test_the_warm_module_leaves_the_definitions_built() -> None:
     # In a process of its own: importing it replaces `definitions.defs` with the built object.
     # What the forkserver preloads must import cleanly (a failed preload is silent there).
