@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from docpipe_dagster.core.ids import document_id
+from docpipe_dagster.defs.intake.sensors import storage_intake_sensor
 from docpipe_dagster_tests.defs.conftest import Pipeline, batch_keys, tick
 
 
@@ -135,6 +136,28 @@ def test_a_half_written_file_waits_until_it_settles(pipeline: Pipeline) -> None:
     job = pipeline.jobs()["growing.txt"]
     assert job["batch_key"] == key
     assert job["size_bytes"] == len("still being written, and now complete")
+
+
+def test_a_burst_is_shared_evenly_by_the_runs_the_queue_runs_at_once(
+    pipeline: Pipeline,
+) -> None:
+    for i in range(12):
+        pipeline.write(f"doc{i:02}.txt", f"Body of document {i}.")
+    resources = pipeline.with_settings(batch_max_files=5)
+    queue = {
+        "run_coordinator": {
+            "module": "dagster._core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+        },
+        "concurrency": {"runs": {"max_concurrent_runs": 2}},
+    }
+    with dg.instance_for_test(overrides=queue) as instance:
+        with dg.build_sensor_context(resources=resources, instance=instance) as context:
+            result = storage_intake_sensor(context)
+    # Three batches of four would leave one run with the last batch alone; four of three
+    # keep both runs busy to the end.
+    assert len(batch_keys(result)) == 4
+    assert sorted(len(v) for v in keys_by_batch(pipeline).values()) == [3, 3, 3, 3]
 
 
 def test_work_per_tick_is_capped_and_the_rest_deferred(pipeline: Pipeline) -> None:
