@@ -151,9 +151,11 @@ def test_a_burst_is_shared_evenly_by_the_runs_the_queue_runs_at_once(
         },
         "concurrency": {"runs": {"max_concurrent_runs": 2}},
     }
-    with dg.instance_for_test(overrides=queue) as instance:
-        with dg.build_sensor_context(resources=resources, instance=instance) as context:
-            result = storage_intake_sensor(context)
+    with (
+        dg.instance_for_test(overrides=queue) as instance,
+        dg.build_sensor_context(resources=resources, instance=instance) as context,
+    ):
+        result = storage_intake_sensor(context)
     # Three batches of four would leave one run with the last batch alone; four of three
     # keep both runs busy to the end.
     assert len(batch_keys(result)) == 4
