@@ -14,10 +14,11 @@ run monitoring and run retries stay Dagster's own.
       module: docpipe_dagster.launcher
       class: WarmQueuedRunCoordinator
 
-The forkserver starts in the process that launches (the daemon), with that process's
-environment, and ends with it. `WarmQueuedRunCoordinator` (Dagster's run queue) starts it as
-the daemon starts, so the first run does not wait for it; without it, the first launch does; run workers are in the daemon's process group, so they
-stop with `docpipe dev`. It holds the code as it was when it started: when a file of the
+The forkserver runs in the process that launches (the daemon), with that process's
+environment, and ends with it. `WarmQueuedRunCoordinator`, Dagster's run queue, starts it as
+the daemon starts, so that the first run does not wait for it (with Dagster's own queue, the
+first launch starts it). Run workers are in the daemon's process group, so they stop with
+`docpipe dev`. It holds the code as it was when it started: when a file of the
 installed package changes, the next launch starts a fresh one. POSIX only.
 """
 

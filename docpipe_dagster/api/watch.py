@@ -10,11 +10,13 @@ Arriving complete means: its writer closed it after writing (`FileClosedEvent`) 
 renamed or moved into place (`FileMovedEvent`, its destination). A file written into a folder
 just created can be closed before the folder has its own watch: inotify then reports it only
 as created (watchdog lists the new folder), so a created file with no close event is taken
-once it has been left unmodified for the settle time, as intake judges it. Skipped: what intake skips
-(`is_ignored_key`: hidden and temporary names, `.docpipe-tmp-` writes in progress among them,
-and whatever `FolderStorage.stat` says `list_objects` would not list), and a rename from a
-`.docpipe-tmp-` name: that is docpipe's own `FolderStorage.write`, whose caller (an API
-upload, `docpipe ingest`) registers the file itself or says the sensor will.
+once it has been left unmodified for the settle time, as intake judges it.
+
+Skipped: what intake skips (`is_ignored_key`: hidden and temporary names, `.docpipe-tmp-`
+writes in progress among them, and whatever `FolderStorage.stat` says `list_objects` would
+not list), and a rename from a `.docpipe-tmp-` name: that is docpipe's own
+`FolderStorage.write`, whose caller (an API upload, `docpipe ingest`) registers the file
+itself or says the sensor will.
 
 Bursts are left to the sensor: files arriving within `QUIET_SECONDS` of each other are taken
 as one group, and a group is pushed only while at most `BURST_FILES` files arrived in the last
