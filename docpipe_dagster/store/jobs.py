@@ -14,6 +14,7 @@ from docpipe_dagster.store.base import StoreBase
 from docpipe_dagster.store.schema import (
     GONE_STATES,
     IN_FLIGHT_STATES,
+    JOB_ROW_COLUMNS,
     JobRow,
     NewVersion,
     S,
@@ -29,7 +30,8 @@ class JobStore(StoreBase):
         keys = None if storage_keys is None else list(storage_keys)
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                f"SELECT DISTINCT ON (storage_key) * FROM {S}.upload_jobs"
+                # Every intake tick reads this for the whole folder: only JobRow's columns.
+                f"SELECT DISTINCT ON (storage_key) {JOB_ROW_COLUMNS} FROM {S}.upload_jobs"
                 " WHERE state NOT IN ('deleted', 'superseded')"
                 " AND (%s::text[] IS NULL OR storage_key = ANY(%s::text[]))"
                 " ORDER BY storage_key, registered_at DESC",
