@@ -72,13 +72,22 @@ class Stack:
         return {state: int(n) for state, n in rows}
 
     def docpipe(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["podman", "exec", self.compose.container("code-server"), "docpipe", *args],
-            env=self.compose.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        """`docpipe <args>` in the code server's container. Retried (three attempts, 5 s
+        apart) only when the container could not resolve a service's name: podman's network
+        DNS answered nothing for a moment after a test killed a container."""
+        for attempt in range(3):
+            done = subprocess.run(
+                ["podman", "exec", self.compose.container("code-server"), "docpipe", *args],
+                env=self.compose.env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if done.returncode == 0 or "failed to resolve host" not in done.stderr:
+                return done
+            if attempt < 2:
+                time.sleep(5)
+        return done
 
     def runs(self) -> list[dict[str, Any]]:
         results = graphql(self.ui, RUNS)["runsOrError"]["results"]
