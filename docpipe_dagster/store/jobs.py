@@ -14,7 +14,6 @@ from docpipe_dagster.store.base import StoreBase
 from docpipe_dagster.store.schema import (
     GONE_STATES,
     IN_FLIGHT_STATES,
-    JOB_ROW_COLUMNS,
     JobRow,
     NewVersion,
     S,
@@ -31,7 +30,9 @@ class JobStore(StoreBase):
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 # Every intake tick reads this for the whole folder: only JobRow's columns.
-                f"SELECT DISTINCT ON (storage_key) {JOB_ROW_COLUMNS} FROM {S}.upload_jobs"
+                "SELECT DISTINCT ON (storage_key) job_id, document_id, storage_key,"
+                " content_sha256, size_bytes, media_type, source_modified_at, state, batch_key,"
+                f" attempts, failure_reason, chunk_count FROM {S}.upload_jobs"
                 " WHERE state NOT IN ('deleted', 'superseded')"
                 " AND (%s::text[] IS NULL OR storage_key = ANY(%s::text[]))"
                 " ORDER BY storage_key, registered_at DESC",

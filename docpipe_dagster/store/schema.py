@@ -80,10 +80,6 @@ class JobRow(NewVersion):
         return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
 
 
-# The upload_jobs columns a JobRow holds: what a query that builds JobRows needs to read.
-JOB_ROW_COLUMNS = ", ".join(JobRow.__dataclass_fields__)
-
-
 @dataclass(frozen=True)
 class ChunkRow:
     chunk_id: uuid.UUID
