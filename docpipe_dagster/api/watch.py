@@ -93,8 +93,7 @@ class _Arrivals(FileSystemEventHandler):
         if not isinstance(event, FileMovedEvent) or not event.dest_path:
             return  # a file moved out of the folder: the sensor marks it deleted
         source = os.fsdecode(event.src_path)
-        with self.lock:
-            self.created.pop(source, None)
+        self._forget(source)
         if os.path.basename(source).startswith(_TMP_PREFIX):
             return  # FolderStorage.write: its caller registers the file (module docstring)
         self._arrived(os.fsdecode(event.dest_path))
@@ -109,18 +108,22 @@ class _Arrivals(FileSystemEventHandler):
             try:
                 idle = time.time() - os.stat(path).st_mtime
             except OSError:
-                idle = None  # gone (moved or deleted): its own event says what happened
-            if idle is not None and idle < settle_s:
+                self._forget(path)  # gone (moved or deleted): its own event says what happened
                 continue
-            with self.lock:
-                taken = self.created.pop(path, None) is not None
-            if taken and idle is not None:
-                self._arrived(path, noted=False)
+            # Only if still noted: a close event since the snapshot has queued it already.
+            if idle >= settle_s and self._forget(path):
+                self._queue(path)
 
-    def _arrived(self, path: str, *, noted: bool = True) -> None:
-        if noted:
-            with self.lock:
-                self.created.pop(path, None)
+    def _forget(self, path: str) -> bool:
+        """Stop waiting for `path`'s close event; whether it was waited for."""
+        with self.lock:
+            return self.created.pop(path, None) is not None
+
+    def _arrived(self, path: str) -> None:
+        self._forget(path)
+        self._queue(path)
+
+    def _queue(self, path: str) -> None:
         rel = os.path.relpath(path, self.root)
         if rel.startswith(".." + os.sep) or rel == "..":
             return
