@@ -28,6 +28,8 @@ from docpipe_dagster.pipeline.intake import scan_storage
 INTAKE_INTERVAL_SECONDS = settings().sensor_interval_seconds
 RETRY_INTERVAL_SECONDS = settings().retry_interval_seconds
 UPLOAD_LAUNCH_GRACE = timedelta(seconds=LAUNCH_GRACE_SECONDS)
+# The most runs a burst is spread over (runs_at_once).
+MAX_SPREAD = 64
 
 
 def _cursor(raw: str | None) -> dict:
@@ -134,13 +136,12 @@ def retry_sensor(
 
 
 def runs_at_once(instance: dg.DagsterInstance) -> int:
-    """The run queue's limit on runs at once; 1 when there is none (or no queue)."""
-    try:
-        queue = instance.get_concurrency_config().run_queue_config
-    except Exception:  # an instance without a run queue
-        return 1
+    """The run queue's limit on runs at once; 1 when there is no queue, no limit, or a limit
+    so high that spreading a burst over it would make runs of a few files each (every run
+    costs Dagster seconds whatever its size)."""
+    queue = instance.get_concurrency_config().run_queue_config
     limit = queue.max_concurrent_runs if queue else None
-    return limit if isinstance(limit, int) and 0 < limit <= 64 else 1
+    return limit if isinstance(limit, int) and 0 < limit <= MAX_SPREAD else 1
 
 
 def _batch_ever_ran(instance: dg.DagsterInstance, batch_key: str) -> bool:
