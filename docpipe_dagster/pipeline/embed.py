@@ -52,17 +52,25 @@ async def embed_chunks(
         shas = list(texts)
         parts = [shas[i : i + part_size] for i in range(0, len(shas), part_size)]
 
-        async def embed_part(part: list[str]) -> EmbeddingBatch:
-            batch = await client.embed([texts[s] for s in part])
-            fresh = {s: v for s, v in zip(part, batch.vectors, strict=True) if v is not None}
-            await asyncio.to_thread(store.cache_embeddings, fresh, space)
-            return batch
+        # Parts answered but not yet cached hold their vectors: at most this many parts are
+        # between asking and caching, so a large batch's memory does not grow with it when
+        # the database writes slower than the service answers.
+        in_hand = asyncio.Semaphore(2 * client.max_concurrency)
+
+        async def embed_part(part: list[str]) -> tuple[EmbeddingBatch, list[str]]:
+            async with in_hand:
+                batch = await client.embed([texts[s] for s in part])
+                fresh = {s: v for s, v in zip(part, batch.vectors, strict=True) if v is not None}
+                await asyncio.to_thread(store.cache_embeddings, fresh, space)
+            # A finished task keeps only which texts got a vector, not the vectors.
+            batch.vectors.clear()
+            return batch, list(fresh)
 
         tasks = [asyncio.ensure_future(embed_part(p)) for p in parts]
         service_error: EmbeddingError | None = None
         for part, task in zip(parts, tasks, strict=True):
             try:
-                batch = await task
+                batch, answered = await task
             except ServiceUnavailable as exc:
                 outage = outage or exc
                 for t in tasks:
@@ -87,7 +95,7 @@ async def embed_chunks(
             report.count("requests", batch.requests)
             report.count("retries", batch.retries)
             report.count("tokens", batch.prompt_tokens)
-            available.update(s for s, v in zip(part, batch.vectors, strict=True) if v is not None)
+            available.update(answered)
             bad_texts = {part[i]: err for i, err in batch.errors.items()}
             for c in pending:
                 if c.text_sha256 in bad_texts and c.job_id not in failed:

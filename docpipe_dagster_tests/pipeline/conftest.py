@@ -72,24 +72,33 @@ class Stages(TableReads):
             self.store, batch, profile=PROFILE, config=CHUNKING, routes=routing("none")
         )
 
-    def embed(self, batch: str, embedder: MockServer, *, max_attempts: int = 3) -> StageReport:
+    def embed(
+        self,
+        batch: str,
+        embedder: MockServer,
+        *,
+        max_attempts: int = 3,
+        space: VectorSpace = SPACE,
+        part_size: int = 256,
+    ) -> StageReport:
         """embed_chunks against the mock, with a client as the embed resource makes one."""
 
         async def run() -> StageReport:
             async with EmbeddingsClient(
                 f"{embedder.base_url}/v1",
                 embedder.api_key or "",
-                SPACE.model,
-                SPACE.dims,
+                space.model,
+                space.dims,
                 max_attempts=max_attempts,
             ) as client:
                 return await embed_chunks(
                     self.store,
                     client,
                     batch,
-                    space=SPACE,
+                    space=space,
                     max_attempts=max_attempts,
                     retry_base_seconds=30.0,
+                    part_size=part_size,
                 )
 
         return asyncio.run(run())

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
+import pytest
+
+from docpipe_dagster.store.queries import VectorSpace
 from docpipe_dagster_tests.pipeline.conftest import SPACE, Stages
 from docpipe_dagster_tests.support import MockServer
 
@@ -77,3 +82,30 @@ def test_a_refusing_service_fails_the_documents_with_its_reason(
     assert "quota" in job["failure_reason"]
     assert stages.events(job["job_id"])[-1] == ("embed", "failed")
     assert not stages.rows("SELECT 1 FROM {S}.document_vector_buffer")
+
+
+@pytest.mark.slow  # tracemalloc over 300 requests: a few seconds
+def test_a_large_batch_holds_the_parts_in_flight_not_every_vector(
+    stages: Stages, openai_mock: MockServer
+) -> None:
+    # 1,200 distinct chunks at 3,072 dimensions: 15 MB of float32 vectors in all.
+    docs = {
+        f"d{d}.md": "\n\n".join(f"Doc {d}, point {p}: " + f"w{d}x{p} " * 20 for p in range(12))
+        for d in range(100)
+    }
+    batch = stages.parsed(docs)
+    stages.chunk(batch)
+    wide = VectorSpace("text-embedding-3-large", 3072)
+
+    tracemalloc.start()
+    try:
+        report = stages.embed(batch, openai_mock, space=wide, part_size=4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert (report.succeeded, report.counters["texts_sent"]) == (100, 1200)
+    every_vector = 1200 * wide.dims * 4
+    # Each part's vectors are cached as it answers and then let go: what the stage holds at
+    # once is the parts between asking and caching, not the whole batch's vectors.
+    assert peak < every_vector / 2, (peak, every_vector)
