@@ -20,6 +20,37 @@ from docpipe_dagster.store.vectors import VectorSpace
 
 
 class StagingStore(StoreBase):
+    def _analyze_if_stale(self, buffer: str, staged: int) -> None:
+        """ANALYZE a buffer whose planner statistics count fewer rows than were just staged.
+
+        Autovacuum analyzes a buffer once enough of it has changed, which may be just after
+        the commit stage drained it: the statistics then say "no rows" while its pages
+        remain, and Postgres scales that to none for a buffer filled since. Estimating a
+        row or so, the planner nests whole scans of one buffer inside the other, and the
+        embed stage's statements take seconds per batch where they take milliseconds.
+        Autovacuum puts this right only at its next pass. Only the id columns are sampled:
+        they are what the buffers are joined and filtered on.
+        """
+        if staged <= 0:
+            return
+        with self.pool.connection() as conn:
+            stale = conn.execute(
+                """SELECT c.relpages > 0 AND c.reltuples >= 0 AND c.reltuples / c.relpages
+                        * (pg_relation_size(c.oid) / current_setting('block_size')::int) < %s
+                    FROM pg_class c WHERE c.oid = %s::regclass""",
+                (staged, f"{S}.{buffer}"),
+            ).fetchone()[0]
+            conn.commit()
+            if not stale:
+                return
+            try:
+                with conn.transaction():
+                    # Another run analyzing the same buffer settles it as well: don't queue.
+                    conn.execute("SET LOCAL lock_timeout = '2s'")
+                    conn.execute(f"ANALYZE {S}.{buffer} (chunk_id, job_id)")
+            except psycopg.errors.LockNotAvailable:
+                pass
+
     # --- parse ----------------------------------------------------------------------
 
     def cached_parses(self, shas: Iterable[str], profile: str) -> dict[str, tuple[str, int]]:
@@ -151,6 +182,10 @@ class StagingStore(StoreBase):
                     if job.job_id in updated
                 ],
             )
+        self._analyze_if_stale(
+            "document_chunk_buffer",
+            sum(len(chunks) for job, chunks, _ in items if job.job_id in updated),
+        )
         return updated
 
     # --- embed ----------------------------------------------------------------------
@@ -248,7 +283,7 @@ class StagingStore(StoreBase):
                 return 0
             ids = [r[0] for r in rows]
             conn.execute(f"DELETE FROM {S}.document_vector_buffer WHERE chunk_id = ANY(%s)", (ids,))
-            return conn.execute(
+            staged = conn.execute(
                 f"""INSERT INTO {S}.document_vector_buffer
                         (chunk_id, job_id, embedding_model, dims, embedding)
                     SELECT u.chunk_id, u.job_id, e.embedding_model, e.dims, e.embedding
@@ -257,6 +292,8 @@ class StagingStore(StoreBase):
                         AND e.text_sha256 = u.sha""",
                 (ids, [r[1] for r in rows], [r[2] for r in rows], space.model, space.dims),
             ).rowcount
+        self._analyze_if_stale("document_vector_buffer", staged)
+        return staged
 
     def mark_embedded(
         self, job_ids: Sequence[uuid.UUID], payload: dict[str, Any]
