@@ -27,7 +27,7 @@ class StagingStore(StoreBase):
         the commit stage drained it: the statistics then say "no rows" while its pages
         remain, and Postgres scales that to none for a buffer filled since. Estimating a
         row or so, the planner nests whole scans of one buffer inside the other, and the
-        embed stage's statements take seconds per batch where they take milliseconds.
+        embed stage's statements take minutes where they take milliseconds.
         Autovacuum puts this right only at its next pass. Only the id columns are sampled:
         they are what the buffers are joined and filtered on.
         """
