@@ -58,6 +58,15 @@ LOCATION = "docpipe_dagster"
 MIX = "txt:3,md:1,html:1"
 S = "upload_pipeline"
 SETTLED = f"SELECT count(*) FILTER (WHERE state IN ('completed', 'failed')) FROM {S}.upload_jobs"
+# docpipe's own time per stage and batch (stage_runs), the same on both paths: what is not
+# in it is each path's cost around the stages.
+STAGE_MEDIANS = f"""SELECT stage, percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)
+    FROM {S}.stage_runs WHERE batch_key IS NOT NULL GROUP BY stage"""
+
+
+def stage_medians(conn: psycopg.Connection) -> dict[str, float]:
+    """Median seconds per batch of each stage, from docpipe's stage_runs."""
+    return {stage: round(s, 2) for stage, s in conn.execute(STAGE_MEDIANS).fetchall()}
 
 
 def instance_yaml(runs: int | None) -> str:
@@ -214,6 +223,7 @@ class Topology:
                 conn.execute(f"SELECT state, count(*) FROM {S}.upload_jobs GROUP BY 1").fetchall()
             )
             (chunks,) = conn.execute(f"SELECT count(*) FROM {S}.document_chunks").fetchone()
+            stages = stage_medians(conn)
         return {
             "documents": docs,
             "copy_s": round(copied, 2),
@@ -223,6 +233,7 @@ class Topology:
             "chunks": chunks,
             "states": states,
             "cpu_s": cpu,
+            "stage_median_s": stages,
             "runs": _step_stats(self.env),
             "load_average_1m": round(os.getloadavg()[0], 1),
         }
@@ -365,6 +376,7 @@ def cli_ingest(
                 conn.execute(f"SELECT state, count(*) FROM {S}.upload_jobs GROUP BY 1").fetchall()
             )
             (chunks,) = conn.execute(f"SELECT count(*) FROM {S}.document_chunks").fetchone()
+            stages = stage_medians(conn)
     finally:
         with contextlib.suppress(psycopg.Error):
             infra.drop_database(url)
@@ -375,6 +387,7 @@ def cli_ingest(
         "documents_per_s": round(docs / wall, 1),
         "chunks": chunks,
         "states": states,
+        "stage_median_s": stages,
     }
 
 
@@ -476,6 +489,11 @@ def summary(result: dict[str, Any]) -> list[str]:
             f"{result['daemon_done_s_median']} s, CLI {result['cli_done_s_median']} s: "
             f"{done}x (>= 0.9: {met(done >= 0.9)}); per pair "
             f"{[p['daemon_vs_cli_done'] for p in result['pairs']]}"
+        )
+    for i, pair in enumerate(result["pairs"]):
+        lines.append(
+            f"  pair {i + 1}, median seconds per batch by stage (docpipe's stage_runs): daemon "
+            f"{pair['daemon'].get('stage_median_s')}, CLI {pair['cli'].get('stage_median_s')}"
         )
     lat = result.get("latency")
     if lat:
