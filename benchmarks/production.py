@@ -491,10 +491,11 @@ def summary(result: dict[str, Any]) -> list[str]:
             f"{[p['daemon_vs_cli_done'] for p in result['pairs']]}"
         )
     for i, pair in enumerate(result["pairs"]):
-        lines.append(
-            f"  pair {i + 1}, median seconds per batch by stage (docpipe's stage_runs): daemon "
-            f"{pair['daemon'].get('stage_median_s')}, CLI {pair['cli'].get('stage_median_s')}"
-        )
+        if "stage_median_s" in pair["daemon"]:  # results saved before the split have none
+            lines.append(
+                f"  pair {i + 1}, median seconds per batch by stage (docpipe's stage_runs): "
+                f"daemon {pair['daemon']['stage_median_s']}, CLI {pair['cli']['stage_median_s']}"
+            )
     lat = result.get("latency")
     if lat:
         for what, figures in (("dropped into storage", lat), ("uploaded (API)", lat.get("api"))):

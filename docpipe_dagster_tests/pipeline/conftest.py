@@ -18,6 +18,7 @@ from docpipe_dagster.clients.parsing import routing
 from docpipe_dagster.clients.storage.folder import FolderStorage
 from docpipe_dagster.core.chunking import ChunkingConfig
 from docpipe_dagster.pipeline.chunk import chunk_documents
+from docpipe_dagster.pipeline.commit import IndexSettings, commit_documents
 from docpipe_dagster.pipeline.embed import embed_chunks
 from docpipe_dagster.pipeline.intake import IntakeConfig, scan_storage
 from docpipe_dagster.pipeline.report import StageReport
@@ -109,6 +110,17 @@ class Stages(TableReads):
             (job_id,),
         )
         return [(r["stage"], r["event_type"]) for r in rows]
+
+
+def through_embed(stages: Stages, embedder: MockServer, markdown: dict[str, str]) -> str:
+    batch = stages.parsed(markdown)
+    stages.chunk(batch)
+    assert stages.embed(batch, embedder).failed == 0
+    return batch
+
+
+def commit(stages: Stages, batch: str) -> StageReport:
+    return commit_documents(stages.store, batch, space=SPACE, max_attempts=3, index=IndexSettings())
 
 
 @pytest.fixture

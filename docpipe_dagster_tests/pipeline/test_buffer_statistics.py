@@ -1,14 +1,9 @@
-"""The staging buffers' planner statistics after a drain: refilled buffers are re-analyzed.
-
-Autovacuum may analyze a buffer just after the commit stage emptied it. Its statistics then
-say "no rows" while its pages remain, and the planner scales that to no rows for the buffer
-refilled since; the embed stage's joins of the two buffers then nest whole scans.
-"""
+"""The staging buffers' planner statistics after a drain: refilled buffers are analyzed
+again (StagingStore._analyze_if_stale says why)."""
 
 from __future__ import annotations
 
-from docpipe_dagster_tests.pipeline.conftest import Stages
-from docpipe_dagster_tests.pipeline.test_commit import commit, through_embed
+from docpipe_dagster_tests.pipeline.conftest import Stages, commit, through_embed
 from docpipe_dagster_tests.support import MockServer
 
 BUFFERS = ("document_chunk_buffer", "document_vector_buffer")

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from docpipe_dagster.pipeline.commit import IndexSettings, commit_documents
 from docpipe_dagster.store.invariants import check_invariants
 from docpipe_dagster.store.pool import connect
-from docpipe_dagster_tests.pipeline.conftest import SPACE, Stages
+from docpipe_dagster_tests.pipeline.conftest import SPACE, Stages, commit, through_embed
 from docpipe_dagster_tests.support import MockServer
 
 TEXT = "# Manual\n\n" + "\n\n".join(f"Step {i}: " + "turn the knob " * 8 for i in range(5))
-
-
-def through_embed(stages: Stages, embedder: MockServer, markdown: dict[str, str]) -> str:
-    batch = stages.parsed(markdown)
-    stages.chunk(batch)
-    assert stages.embed(batch, embedder).failed == 0
-    return batch
-
-
-def commit(stages: Stages, batch: str):
-    return commit_documents(stages.store, batch, space=SPACE, max_attempts=3, index=IndexSettings())
 
 
 def invariants_hold(stages: Stages) -> None:
