@@ -226,7 +226,15 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         worker = self._workers.get(run.run_id)
         code = worker.exitcode if worker is not None else None
         if code == 0:
-            return CheckRunHealthResult(WorkerStatus.SUCCESS)
+            # A clean exit that left the run unfinished (its database was gone as it wrote the
+            # end) is a failure: Dagster's monitor leaves a SUCCESS worker's run STARTED.
+            current = self._instance.get_run_by_id(run.run_id)
+            if current is None or current.is_finished:
+                return CheckRunHealthResult(WorkerStatus.SUCCESS)
+            return CheckRunHealthResult(
+                WorkerStatus.FAILED,
+                f"the run worker (pid {pid}) exited without recording the run's end",
+            )
         if code is not None and code != 255:  # 255: the forkserver could not tell
             return CheckRunHealthResult(
                 WorkerStatus.FAILED, f"the run worker (pid {pid}) exited with code {code}"

@@ -47,10 +47,25 @@ def instance(tmp_path: Path, empty_database_url: str, monkeypatch: pytest.Monkey
         yield inst
 
 
-def _launch(instance: dg.DagsterInstance, out: Path, sleep: float = 0.0) -> str:
-    recon = dg.reconstructable(probe_job)
+@dg.op(config_schema={"out": str, "sleep": float})
+def vanish(context) -> None:
+    """Exits cleanly mid-run, as a worker whose database went away before it could record
+    the run's end."""
+    Path(context.op_config["out"]).write_text(f"{os.getpid()} {os.getppid()} False")
+    os._exit(0)
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def vanishing_job() -> None:
+    vanish.alias("record_process")()  # configured as the probe is
+
+
+def _launch(
+    instance: dg.DagsterInstance, out: Path, sleep: float = 0.0, job: dg.JobDefinition = probe_job
+) -> str:
+    recon = dg.reconstructable(job)
     run = instance.create_run_for_job(
-        job_def=probe_job,
+        job_def=job,
         run_config={"ops": {"record_process": {"config": {"out": str(out), "sleep": sleep}}}},
         job_code_origin=recon.get_python_origin(),
     )
@@ -93,6 +108,7 @@ def test_runs_are_forks_of_one_warm_worker(instance, tmp_path: Path) -> None:
     assert (warm1, warm2) == ("True", "True")
     run = instance.get_run_by_id(runs[0])
     assert run.tags[PID_TAG] == pid1
+    assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.SUCCESS
     messages = [e.message for e in instance.all_logs(runs[0]) if e.is_dagster_event and e.message]
     assert any("Forked the run worker" in m for m in messages)
 
@@ -213,3 +229,23 @@ def test_a_launch_creates_its_pools_limits_before_the_worker_claims_a_slot(insta
     assert "probe_pool" in instance.event_log_storage.get_concurrency_keys()
     info = instance.event_log_storage.get_concurrency_info("probe_pool")
     assert (info.limit, info.using_default_limit) == (2, True)  # dagster.yaml's default_limit
+
+
+@pytest.mark.slow
+def test_a_worker_that_exits_cleanly_leaving_its_run_unfinished_is_failed(
+    instance, tmp_path: Path
+) -> None:
+    # Dagster's run monitor leaves the run of a SUCCESS worker STARTED, for as long as the
+    # run's maximum runtime; a run nobody will finish must be reported so it can be retried.
+    out = tmp_path / "vanished"
+    run_id = _launch(instance, out, job=vanishing_job)
+    pid = int(_wait_file(out).split()[0])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        health = instance.run_launcher.check_run_worker_health(instance.get_run_by_id(run_id))
+        if health.status != WorkerStatus.RUNNING:
+            break
+        time.sleep(0.1)
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+    assert health.status == WorkerStatus.FAILED
+    assert health.msg == f"the run worker (pid {pid}) exited without recording the run's end"
