@@ -365,7 +365,20 @@ def cli_ingest(
             stderr=subprocess.PIPE,
             text=True,
         )
-        settled_at = _poll_settled(url, docs, proc)
+        # The same processes as the burst's meter, with the command's own tree in place of
+        # the code server, daemon and run workers.
+        meter = CpuMeter(
+            {
+                "command": [proc.pid],
+                "postgres": infra.postgres_pids()[:1],
+                "parser mock": [infra.parser.proc.pid],  # type: ignore[union-attr]
+                "embedder mock": [infra.embedder.proc.pid],  # type: ignore[union-attr]
+            }
+        )
+        meter.sample()
+        before = meter.totals()
+        settled_at = _poll_settled(url, docs, proc, meter)
+        cpu = {k: round(v - before.get(k, 0.0), 2) for k, v in meter.totals().items()}
         stdout, stderr = proc.communicate()
         done = time.monotonic() - started
         wall = (settled_at or time.monotonic()) - started
@@ -388,14 +401,20 @@ def cli_ingest(
         "chunks": chunks,
         "states": states,
         "stage_median_s": stages,
+        "cpu_s": cpu,
     }
 
 
-def _poll_settled(url: str, docs: int, proc: subprocess.Popen) -> float | None:
+def _poll_settled(
+    url: str, docs: int, proc: subprocess.Popen, meter: CpuMeter | None = None
+) -> float | None:
     """time.monotonic() when `docs` documents had settled in `url`'s database, polled while
-    `proc` runs (its output is read once it ends: the command prints a summary only)."""
+    `proc` runs (its output is read once it ends: the command prints a summary only); the
+    meter sampled at each poll, and last as they settle."""
     with psycopg.connect(url, autocommit=True) as conn:  # one connection for every poll
         while proc.poll() is None:
+            if meter is not None:
+                meter.sample()
             with contextlib.suppress(psycopg.Error):  # before the command's first migration
                 if conn.execute(SETTLED).fetchone()[0] >= docs:
                     return time.monotonic()
@@ -495,6 +514,11 @@ def summary(result: dict[str, Any]) -> list[str]:
             lines.append(
                 f"  pair {i + 1}, median seconds per batch by stage (docpipe's stage_runs): "
                 f"daemon {pair['daemon']['stage_median_s']}, CLI {pair['cli']['stage_median_s']}"
+            )
+        if "cpu_s" in pair["cli"]:
+            lines.append(
+                f"  pair {i + 1}, CPU seconds to searchable: daemon {pair['daemon']['cpu_s']}, "
+                f"CLI {pair['cli']['cpu_s']}"
             )
     lat = result.get("latency")
     if lat:
