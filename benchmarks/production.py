@@ -64,9 +64,40 @@ STAGE_MEDIANS = f"""SELECT stage, percentile_cont(0.5) WITHIN GROUP (ORDER BY se
     FROM {S}.stage_runs WHERE batch_key IS NOT NULL GROUP BY stage"""
 
 
+# Each batch's stages as [stage, start, end] in seconds from the first stage's start (a row is
+# recorded as its stage ends): when the two run slots parse, embed or commit at once.
+STAGE_SPANS = f"""SELECT batch_key, stage,
+        extract(epoch FROM recorded_at) - seconds AS started, extract(epoch FROM recorded_at)
+    FROM {S}.stage_runs WHERE batch_key IS NOT NULL AND stage <> 'intake' ORDER BY 3"""
+
+
 def stage_medians(conn: psycopg.Connection) -> dict[str, float]:
     """Median seconds per batch of each stage, from docpipe's stage_runs."""
     return {stage: round(s, 2) for stage, s in conn.execute(STAGE_MEDIANS).fetchall()}
+
+
+def stage_spans(conn: psycopg.Connection) -> dict[str, Any]:
+    """Every batch's stage spans, and the seconds during which two or more batches were in
+    the same stage at once (both run slots embedding against one embedder, say)."""
+    rows = conn.execute(STAGE_SPANS).fetchall()
+    if not rows:
+        return {"batches": {}, "same_stage_at_once_s": {}}
+    t0 = float(rows[0][2])
+    batches: dict[str, list[list[Any]]] = {}
+    edges: dict[str, list[tuple[float, int]]] = {}
+    for batch, stage, started, ended in rows:
+        a, b = float(started) - t0, float(ended) - t0
+        batches.setdefault(batch, []).append([stage, round(a, 2), round(b, 2)])
+        edges.setdefault(stage, []).extend([(a, 1), (b, -1)])
+    at_once: dict[str, float] = {}
+    for stage, points in edges.items():
+        live, last, total = 0, 0.0, 0.0
+        for t, d in sorted(points):
+            if live >= 2:
+                total += t - last
+            live, last = live + d, t
+        at_once[stage] = round(total, 2)
+    return {"batches": batches, "same_stage_at_once_s": at_once}
 
 
 def instance_yaml(runs: int | None) -> str:
@@ -224,6 +255,7 @@ class Topology:
             )
             (chunks,) = conn.execute(f"SELECT count(*) FROM {S}.document_chunks").fetchone()
             stages = stage_medians(conn)
+            spans = stage_spans(conn)
         return {
             "documents": docs,
             "copy_s": round(copied, 2),
@@ -234,6 +266,7 @@ class Topology:
             "states": states,
             "cpu_s": cpu,
             "stage_median_s": stages,
+            "stage_spans": spans,
             "runs": _step_stats(self.env),
             "load_average_1m": round(os.getloadavg()[0], 1),
         }
@@ -390,6 +423,7 @@ def cli_ingest(
             )
             (chunks,) = conn.execute(f"SELECT count(*) FROM {S}.document_chunks").fetchone()
             stages = stage_medians(conn)
+            spans = stage_spans(conn)
     finally:
         with contextlib.suppress(psycopg.Error):
             infra.drop_database(url)
@@ -401,6 +435,7 @@ def cli_ingest(
         "chunks": chunks,
         "states": states,
         "stage_median_s": stages,
+        "stage_spans": spans,
         "cpu_s": cpu,
     }
 
@@ -514,6 +549,12 @@ def summary(result: dict[str, Any]) -> list[str]:
             lines.append(
                 f"  pair {i + 1}, median seconds per batch by stage (docpipe's stage_runs): "
                 f"daemon {pair['daemon']['stage_median_s']}, CLI {pair['cli']['stage_median_s']}"
+            )
+        if "stage_spans" in pair["cli"]:
+            lines.append(
+                f"  pair {i + 1}, seconds two batches spent in the same stage at once: daemon "
+                f"{pair['daemon']['stage_spans']['same_stage_at_once_s']}, "
+                f"CLI {pair['cli']['stage_spans']['same_stage_at_once_s']}"
             )
         if "cpu_s" in pair["cli"]:
             lines.append(
