@@ -531,6 +531,8 @@ def summary(result: dict[str, Any]) -> list[str]:
     n = result["documents"]
     ratio = result["daemon_vs_cli_median"]
     lines = [f"production path, {n} documents ({result['mix']}), {len(result['pairs'])} pair(s):"]
+    if any((result.get("mock_latency_ms") or {}).values()):
+        lines.append(f"  mocks' added latency (ms): {result['mock_latency_ms']}")
     if ratio is not None:
         lines.append(
             f"  burst under the daemon {result['daemon_s_median']} s, `ingest --wait` "
@@ -594,6 +596,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parser-latency-ms", type=float, default=0.0)
     parser.add_argument("--embedder-latency-ms", type=float, default=0.0)
     parser.add_argument(
+        "--embedder-per-input-ms",
+        type=float,
+        default=0.0,
+        help="added per input of a request (100 and 1: the peers' realistic embedder)",
+    )
+    parser.add_argument(
         "--env", action="append", default=[], help="KEY=VALUE for both paths (repeatable)"
     )
     parser.add_argument(
@@ -603,7 +611,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     with Infra(args.workdir) as infra:
-        infra.reset_mocks(args.parser_latency_ms, args.embedder_latency_ms)
+        infra.reset_mocks(
+            args.parser_latency_ms, args.embedder_latency_ms, args.embedder_per_input_ms
+        )
         result = measure(
             infra,
             infra.workdir / "production",
@@ -614,6 +624,11 @@ def main(argv: list[str] | None = None) -> int:
             extra_env=dict(e.split("=", 1) for e in args.env),
         )
     result["seconds"] = round(time.monotonic() - started, 1)
+    result["mock_latency_ms"] = {
+        "parser": args.parser_latency_ms,
+        "embedder": args.embedder_latency_ms,
+        "embedder_per_input": args.embedder_per_input_ms,
+    }
     print("\n".join(summary(result)))
     print(f"({result['seconds']} s in all)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
