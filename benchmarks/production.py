@@ -49,7 +49,7 @@ from psycopg import sql
 from benchmarks.corpus import CorpusSpec, generate
 from benchmarks.devlatency import _percentile
 from benchmarks.infra import REPO_ROOT, Infra, child_env, free_port, stop_group
-from benchmarks.topology_scale import CpuMeter, _spawn, _step_stats, _wait
+from benchmarks.topology_scale import CpuMeter, _spawn, _step_stats, _wait, service_roots
 from docpipe_dagster.store.server import for_dagster, replace_database
 
 BIN = Path(sys.executable).parent
@@ -58,35 +58,29 @@ LOCATION = "docpipe_dagster"
 MIX = "txt:3,md:1,html:1"
 S = "upload_pipeline"
 SETTLED = f"SELECT count(*) FILTER (WHERE state IN ('completed', 'failed')) FROM {S}.upload_jobs"
-# docpipe's own time per stage and batch (stage_runs), the same on both paths: what is not
-# in it is each path's cost around the stages.
-STAGE_MEDIANS = f"""SELECT stage, percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)
-    FROM {S}.stage_runs WHERE batch_key IS NOT NULL GROUP BY stage"""
-
-
-# Each batch's stages as [stage, start, end] in seconds from the first stage's start (a row is
-# recorded as its stage ends): when the two run slots parse, embed or commit at once.
-STAGE_SPANS = f"""SELECT batch_key, stage,
+# docpipe's own stage runs per batch (stage_runs), the same on both paths: what is not in
+# them is each path's cost around the stages. A row is recorded as its stage ends.
+STAGE_RUNS = f"""SELECT batch_key, stage,
         extract(epoch FROM recorded_at) - seconds AS started, extract(epoch FROM recorded_at)
-    FROM {S}.stage_runs WHERE batch_key IS NOT NULL AND stage <> 'intake' ORDER BY 3"""
+    FROM {S}.stage_runs WHERE batch_key IS NOT NULL ORDER BY 3"""
 
 
-def stage_medians(conn: psycopg.Connection) -> dict[str, float]:
-    """Median seconds per batch of each stage, from docpipe's stage_runs."""
-    return {stage: round(s, 2) for stage, s in conn.execute(STAGE_MEDIANS).fetchall()}
-
-
-def stage_spans(conn: psycopg.Connection) -> dict[str, Any]:
-    """Every batch's stage spans, and the seconds during which two or more batches were in
-    the same stage at once (both run slots embedding against one embedder, say)."""
-    rows = conn.execute(STAGE_SPANS).fetchall()
-    if not rows:
-        return {"batches": {}, "same_stage_at_once_s": {}}
-    t0 = float(rows[0][2])
+def stage_figures(conn: psycopg.Connection) -> dict[str, Any]:
+    """From one read of docpipe's stage_runs: the median seconds per batch of each stage;
+    every batch's stage spans as [stage, start, end] in seconds from the first stage's start
+    (intake's check left out); and the seconds during which two or more batches were in the
+    same stage at once (both run slots embedding against one embedder, say)."""
+    rows = [(b, st, float(a), float(e)) for b, st, a, e in conn.execute(STAGE_RUNS).fetchall()]
+    seconds: dict[str, list[float]] = {}
+    for _, stage, started, ended in rows:
+        seconds.setdefault(stage, []).append(ended - started)
+    medians = {stage: round(statistics.median(v), 2) for stage, v in seconds.items()}
+    spans = [r for r in rows if r[1] != "intake"]
+    t0 = spans[0][2] if spans else 0.0
     batches: dict[str, list[list[Any]]] = {}
     edges: dict[str, list[tuple[float, int]]] = {}
-    for batch, stage, started, ended in rows:
-        a, b = float(started) - t0, float(ended) - t0
+    for batch, stage, started, ended in spans:
+        a, b = started - t0, ended - t0
         batches.setdefault(batch, []).append([stage, round(a, 2), round(b, 2)])
         edges.setdefault(stage, []).extend([(a, 1), (b, -1)])
     at_once: dict[str, float] = {}
@@ -97,7 +91,10 @@ def stage_spans(conn: psycopg.Connection) -> dict[str, Any]:
                 total += t - last
             live, last = live + d, t
         at_once[stage] = round(total, 2)
-    return {"batches": batches, "same_stage_at_once_s": at_once}
+    return {
+        "stage_median_s": medians,
+        "stage_spans": {"batches": batches, "same_stage_at_once_s": at_once},
+    }
 
 
 def instance_yaml(runs: int | None) -> str:
@@ -226,13 +223,10 @@ class Topology:
                 # daemon: the daemon's process tree holds them.
                 "code server": [self.code_server.pid],
                 "daemon + run workers": [self.daemon.pid],
-                "postgres": self.infra.postgres_pids()[:1],
-                "parser mock": [self.infra.parser.proc.pid],  # type: ignore[union-attr]
-                "embedder mock": [self.infra.embedder.proc.pid],  # type: ignore[union-attr]
+                **service_roots(self.infra),
             }
         )
-        meter.sample()
-        before = meter.totals()
+        meter.start()
         started = time.monotonic()
         shutil.copytree(corpus, self.storage / corpus.name)
         copied = time.monotonic() - started
@@ -245,8 +239,7 @@ class Topology:
 
             _wait(done, timeout, f"{docs} documents")
         wall = time.monotonic() - started
-        meter.sample()
-        cpu = {k: round(v - before.get(k, 0.0), 2) for k, v in meter.totals().items()}
+        cpu = meter.used()
         self.wait_for_runs_to_end(timeout)
         done_s = time.monotonic() - started
         with psycopg.connect(self.database_url) as conn:
@@ -254,8 +247,7 @@ class Topology:
                 conn.execute(f"SELECT state, count(*) FROM {S}.upload_jobs GROUP BY 1").fetchall()
             )
             (chunks,) = conn.execute(f"SELECT count(*) FROM {S}.document_chunks").fetchone()
-            stages = stage_medians(conn)
-            spans = stage_spans(conn)
+            stages = stage_figures(conn)
         return {
             "documents": docs,
             "copy_s": round(copied, 2),
@@ -265,8 +257,7 @@ class Topology:
             "chunks": chunks,
             "states": states,
             "cpu_s": cpu,
-            "stage_median_s": stages,
-            "stage_spans": spans,
+            **stages,
             "runs": _step_stats(self.env),
             "load_average_1m": round(os.getloadavg()[0], 1),
         }
@@ -400,18 +391,10 @@ def cli_ingest(
         )
         # The same processes as the burst's meter, with the command's own tree in place of
         # the code server, daemon and run workers.
-        meter = CpuMeter(
-            {
-                "command": [proc.pid],
-                "postgres": infra.postgres_pids()[:1],
-                "parser mock": [infra.parser.proc.pid],  # type: ignore[union-attr]
-                "embedder mock": [infra.embedder.proc.pid],  # type: ignore[union-attr]
-            }
-        )
-        meter.sample()
-        before = meter.totals()
+        meter = CpuMeter({"command": [proc.pid], **service_roots(infra)})
+        meter.start()
         settled_at = _poll_settled(url, docs, proc, meter)
-        cpu = {k: round(v - before.get(k, 0.0), 2) for k, v in meter.totals().items()}
+        cpu = meter.used()
         stdout, stderr = proc.communicate()
         done = time.monotonic() - started
         wall = (settled_at or time.monotonic()) - started
@@ -422,8 +405,7 @@ def cli_ingest(
                 conn.execute(f"SELECT state, count(*) FROM {S}.upload_jobs GROUP BY 1").fetchall()
             )
             (chunks,) = conn.execute(f"SELECT count(*) FROM {S}.document_chunks").fetchone()
-            stages = stage_medians(conn)
-            spans = stage_spans(conn)
+            stages = stage_figures(conn)
     finally:
         with contextlib.suppress(psycopg.Error):
             infra.drop_database(url)
@@ -434,22 +416,18 @@ def cli_ingest(
         "documents_per_s": round(docs / wall, 1),
         "chunks": chunks,
         "states": states,
-        "stage_median_s": stages,
-        "stage_spans": spans,
+        **stages,
         "cpu_s": cpu,
     }
 
 
-def _poll_settled(
-    url: str, docs: int, proc: subprocess.Popen, meter: CpuMeter | None = None
-) -> float | None:
+def _poll_settled(url: str, docs: int, proc: subprocess.Popen, meter: CpuMeter) -> float | None:
     """time.monotonic() when `docs` documents had settled in `url`'s database, polled while
     `proc` runs (its output is read once it ends: the command prints a summary only); the
-    meter sampled at each poll, and last as they settle."""
+    meter sampled at each poll (the command's run threads' processes come and go)."""
     with psycopg.connect(url, autocommit=True) as conn:  # one connection for every poll
         while proc.poll() is None:
-            if meter is not None:
-                meter.sample()
+            meter.sample()
             with contextlib.suppress(psycopg.Error):  # before the command's first migration
                 if conn.execute(SETTLED).fetchone()[0] >= docs:
                     return time.monotonic()

@@ -53,6 +53,17 @@ class CpuMeter:
     def __init__(self, roots: dict[str, list[int]]) -> None:
         self.roots = roots
         self.seen: dict[str, dict[int, float]] = {name: {} for name in roots}
+        self.baseline: dict[str, float] = {}
+
+    def start(self) -> None:
+        """What `used` counts from."""
+        self.sample()
+        self.baseline = self.totals()
+
+    def used(self) -> dict[str, float]:
+        """CPU seconds per component since `start`, sampled now."""
+        self.sample()
+        return {k: round(v - self.baseline.get(k, 0.0), 2) for k, v in self.totals().items()}
 
     def sample(self) -> None:
         for name, pids in self.roots.items():
@@ -66,6 +77,16 @@ class CpuMeter:
 
     def totals(self) -> dict[str, float]:
         return {name: round(sum(v.values()), 2) for name, v in self.seen.items()}
+
+
+def service_roots(infra: Infra) -> dict[str, list[int]]:
+    """The processes every path shares: the embedded Postgres and the two mocks."""
+    assert infra.parser and infra.embedder
+    return {
+        "postgres": infra.postgres_pids()[:1],
+        "parser mock": [infra.parser.proc.pid],  # type: ignore[union-attr]
+        "embedder mock": [infra.embedder.proc.pid],  # type: ignore[union-attr]
+    }
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -157,13 +178,10 @@ def measure(infra: Infra, runs: int, docs: int, workdir: Path) -> dict[str, Any]
             {
                 "run workers + code server": [code_server.pid],
                 "daemon": [daemon.pid],
-                "postgres": infra.postgres_pids()[:1],
-                "parser mock": [infra.parser.proc.pid],
-                "embedder mock": [infra.embedder.proc.pid],
+                **service_roots(infra),
             }
         )
-        meter.sample()
-        before = meter.totals()
+        meter.start()
         started = time.monotonic()
         os.rename(staging / "scale", storage / "scale")
 
@@ -178,8 +196,7 @@ def measure(infra: Infra, runs: int, docs: int, workdir: Path) -> dict[str, Any]
 
         _wait(completed, 1800, f"{len(files)} documents")
         wall = time.monotonic() - started
-        meter.sample()
-        cpu = {k: round(v - before.get(k, 0.0), 2) for k, v in meter.totals().items()}
+        cpu = meter.used()
         with psycopg.connect(database_url) as conn:
             (vectors,) = conn.execute(
                 "SELECT count(*) FROM upload_pipeline.document_chunks"
