@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.launcher import WorkerStatus
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 
 from docpipe_dagster.launcher import PID_TAG, WarmRunLauncher
 from docpipe_dagster.local.dev_stack import dev_instance_yaml
@@ -83,6 +83,18 @@ def _wait_status(instance: dg.DagsterInstance, run_id: str, timeout: float = 90)
     raise AssertionError(f"run {run_id} did not finish: {instance.get_run_by_id(run_id)}")
 
 
+def _health_once_stopped(
+    instance: dg.DagsterInstance, run_id: str, timeout: float = 30
+) -> CheckRunHealthResult:
+    """The launcher's health check of the run's worker, once it no longer says RUNNING."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = instance.run_launcher.check_run_worker_health(instance.get_run_by_id(run_id))
+        if health.status != WorkerStatus.RUNNING or time.monotonic() > deadline:
+            return health
+        time.sleep(0.1)
+
+
 def _wait_file(path: Path, timeout: float = 90) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -133,12 +145,7 @@ def test_terminate_interrupts_the_run_and_a_killed_worker_is_reported(
     run_id = _launch(instance, out2, sleep=60)
     pid = int(_wait_file(out2).split()[0])
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        health = launcher.check_run_worker_health(instance.get_run_by_id(run_id))
-        if health.status != WorkerStatus.RUNNING:
-            break
-        time.sleep(0.1)
+    health = _health_once_stopped(instance, run_id)
     assert health.status == WorkerStatus.FAILED
     assert "-9" in (health.msg or "")
     # A launcher in another process (a daemon restarted) knows the worker by its pid only.
@@ -240,12 +247,7 @@ def test_a_worker_that_exits_cleanly_leaving_its_run_unfinished_is_failed(
     out = tmp_path / "vanished"
     run_id = _launch(instance, out, job=vanishing_job)
     pid = int(_wait_file(out).split()[0])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        health = instance.run_launcher.check_run_worker_health(instance.get_run_by_id(run_id))
-        if health.status != WorkerStatus.RUNNING:
-            break
-        time.sleep(0.1)
+    health = _health_once_stopped(instance, run_id)
     assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
     assert health.status == WorkerStatus.FAILED
     assert health.msg == f"the run worker (pid {pid}) exited without recording the run's end"
