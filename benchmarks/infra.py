@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from docpipe_dagster.config import LOCAL_MOCK_API_KEY
+from docpipe_dagster.local.lifeline import lifeline
 from docpipe_dagster.local.mocks import start_mocks
 from docpipe_dagster.local.ports import (  # noqa: F401 (re-exported)
     free_port,
@@ -129,7 +130,10 @@ class Infra:
             if self.external_url:
                 self.server_url = self.external_url
             else:
-                self._server = _embedded_server(self.workdir / "home" / "pgdata")
+                pgdata = self.workdir / "home" / "pgdata"
+                self._server = _embedded_server(pgdata)
+                # Stopped by the watchdog if this process is killed before __exit__ runs.
+                lifeline().adopt_postgres(pgdata)
                 self.server_url = self._server.get_uri("postgres")
             ensure_database_exists(self.server_url, TEMPLATE_DB)
             migrate(replace_database(self.server_url, TEMPLATE_DB))
@@ -154,6 +158,7 @@ class Infra:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 self._server.stop()
+            lifeline().release_postgres(self.workdir / "home" / "pgdata")
         if self._tmp is not None:
             with contextlib.suppress(Exception):
                 self._tmp.cleanup()

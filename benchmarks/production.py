@@ -50,6 +50,7 @@ from benchmarks.corpus import CorpusSpec, generate
 from benchmarks.devlatency import _percentile
 from benchmarks.infra import REPO_ROOT, Infra, child_env, free_port, stop_group
 from benchmarks.topology_scale import CpuMeter, _spawn, _step_stats, _wait, service_roots
+from docpipe_dagster.local.lifeline import spawn
 from docpipe_dagster.store.server import for_dagster, replace_database
 
 BIN = Path(sys.executable).parent
@@ -381,7 +382,7 @@ def cli_ingest(
     )
     try:
         started = time.monotonic()
-        proc = subprocess.Popen(
+        proc = spawn(
             [str(BIN / "docpipe"), "ingest", str(corpus), "--wait"],
             env=env,
             cwd=REPO_ROOT,

@@ -34,6 +34,7 @@ from psycopg import sql
 
 from benchmarks.corpus import CorpusSpec, generate
 from benchmarks.infra import REPO_ROOT, Infra, child_env, free_port, stop_group
+from docpipe_dagster.local.lifeline import spawn
 from docpipe_dagster.store.server import for_dagster, replace_database
 
 BIN = Path(sys.executable).parent
@@ -90,10 +91,9 @@ def service_roots(infra: Infra) -> dict[str, list[int]]:
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A process group of its own that dies with the benchmark, however it ends."""
     with log.open("ab") as out:
-        return subprocess.Popen(
-            args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        return spawn(args, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _wait(predicate, timeout: float, what: str) -> Any:
