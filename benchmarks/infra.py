@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ import psycopg
 from psycopg import sql
 
 from docpipe_dagster.config import LOCAL_MOCK_API_KEY
-from docpipe_dagster.local.lifeline import lifeline
 from docpipe_dagster.local.mocks import start_mocks
 from docpipe_dagster.local.ports import (  # noqa: F401 (re-exported)
     free_port,
@@ -31,14 +31,29 @@ from docpipe_dagster.local.ports import (  # noqa: F401 (re-exported)
 )
 from docpipe_dagster.store.migrate import migrate
 from docpipe_dagster.store.server import (
-    _embedded_server,
     database_name,
     ensure_database_exists,
     replace_database,
+    start_embedded,
+    stop_started_here,
+    stop_with_this_process,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DB = "docpipe_bench_template"
+
+
+@contextlib.contextmanager
+def embedded_postgres(home: Path) -> Iterator[str]:
+    """An embedded server in `home` for this benchmark, as a one-off command starts one:
+    stopped on the way out, and by docpipe's lifeline if the benchmark is killed first.
+    Yields the URL of its `postgres` database."""
+    stop_with_this_process()
+    target = start_embedded(home)
+    try:
+        yield replace_database(target.url, "postgres")
+    finally:
+        stop_started_here()
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -119,7 +134,7 @@ class Infra:
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.external_url = database_url
-        self._server = None
+        self._server = contextlib.ExitStack()  # the embedded server, when there is one
         self.server_url = ""
         self.parser: Mock | None = None
         self.embedder: Mock | None = None
@@ -130,11 +145,8 @@ class Infra:
             if self.external_url:
                 self.server_url = self.external_url
             else:
-                pgdata = self.workdir / "home" / "pgdata"
-                self._server = _embedded_server(pgdata)
-                # Stopped by the watchdog if this process is killed before __exit__ runs.
-                lifeline().adopt_postgres(pgdata)
-                self.server_url = self._server.get_uri("postgres")
+                home = self.workdir / "home"
+                self.server_url = self._server.enter_context(embedded_postgres(home))
             ensure_database_exists(self.server_url, TEMPLATE_DB)
             migrate(replace_database(self.server_url, TEMPLATE_DB))
             self.parser = Mock("llamaparse", self.workdir, pending_seconds=0.0)
@@ -155,18 +167,15 @@ class Infra:
                     self.drop_database(name)
             with contextlib.suppress(Exception):
                 self.drop_database(TEMPLATE_DB)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                self._server.stop()
-            lifeline().release_postgres(self.workdir / "home" / "pgdata")
+        with contextlib.suppress(Exception):
+            self._server.close()
         if self._tmp is not None:
             with contextlib.suppress(Exception):
                 self._tmp.cleanup()
 
     def postgres_pids(self) -> list[int]:
-        """The embedded server's processes (postmaster and children), for RSS."""
-        if self._server is None:
-            return []
+        """The embedded server's processes (postmaster and children), for RSS; none for an
+        external server."""
         pidfile = self.workdir / "home" / "pgdata" / "postmaster.pid"
         try:
             pid = int(pidfile.read_text().split()[0])

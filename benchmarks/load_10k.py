@@ -83,23 +83,23 @@ def run(args: SimpleNamespace) -> int:
     # Imported here so `--help` is fast and the environment is set before anything reads it.
     import dagster as dg
 
+    from benchmarks.infra import embedded_postgres
     from docpipe_dagster.defs.resources import PipelineSettings, build_resources
     from docpipe_dagster.runner import ingest_pending
     from docpipe_dagster.store.invariants import check_invariants
     from docpipe_dagster.store.migrate import migrate
-    from docpipe_dagster.store.server import _embedded_server, replace_database
+    from docpipe_dagster.store.server import replace_database
     from docpipe_dagster_tests.support.mock_servers import start_mock
 
     workdir = Path(tempfile.mkdtemp(prefix="docpipe-load10k-"))
-    server = None
+    server = contextlib.ExitStack()  # the embedded server, when there is one
     mocks = []
     admin_url = args.database_url
     db_name = f"load10k_{uuid.uuid4().hex[:8]}"
     try:
         os.environ["DOCPIPE_HOME"] = str(workdir / "home")
         if admin_url is None:
-            server = _embedded_server(workdir / "home" / "pgdata")
-            admin_url = server.get_uri("postgres")
+            admin_url = server.enter_context(embedded_postgres(workdir / "home"))
         with psycopg.connect(replace_database(admin_url, "postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
         url = replace_database(admin_url, db_name)
@@ -216,9 +216,8 @@ def run(args: SimpleNamespace) -> int:
                         sql.Identifier(db_name)
                     )
                 )
-        if server is not None:
-            with contextlib.suppress(Exception):
-                server.stop()
+        with contextlib.suppress(Exception):
+            server.close()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:

@@ -16,6 +16,7 @@ the p95 and the largest, and the statement's own execution time (EXPLAIN ANALYZE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -29,11 +30,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from psycopg import sql
 
+from benchmarks.infra import embedded_postgres
 from docpipe_dagster.metrics.collector import PipelineCollector
 from docpipe_dagster.metrics.names import COUNTER_NAMES, OUTCOMES
 from docpipe_dagster.store.metrics import snapshot_sql
 from docpipe_dagster.store.migrate import migrate
-from docpipe_dagster.store.server import _embedded_server, database_name, replace_database
+from docpipe_dagster.store.server import database_name, replace_database
 
 BATCH = 100
 MODEL, DIMS = "bench-model", 8
@@ -206,13 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="docpipe-metrics-bench-") as tmp:
-        server = None
-        if args.database_url:
-            server_url = args.database_url
-        else:
-            server = _embedded_server(Path(tmp) / "pgdata")
-            server_url = server.get_uri("postgres")
+    with (
+        tempfile.TemporaryDirectory(prefix="docpipe-metrics-bench-") as tmp,
+        contextlib.ExitStack() as server,  # the embedded server, when there is one
+    ):
+        server_url = args.database_url or server.enter_context(embedded_postgres(Path(tmp)))
         name = f"bench_metrics_{uuid.uuid4().hex[:6]}"
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -239,8 +239,6 @@ def main(argv: list[str] | None = None) -> int:
                         sql.Identifier(database_name(url))
                     )
                 )
-            if server is not None:
-                server.stop()
     return 0
 
 

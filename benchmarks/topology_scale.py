@@ -85,8 +85,8 @@ def service_roots(infra: Infra) -> dict[str, list[int]]:
     assert infra.parser and infra.embedder
     return {
         "postgres": infra.postgres_pids()[:1],
-        "parser mock": [infra.parser.proc.pid],  # type: ignore[union-attr]
-        "embedder mock": [infra.embedder.proc.pid],  # type: ignore[union-attr]
+        "parser mock": [infra.parser.proc.pid],
+        "embedder mock": [infra.embedder.proc.pid],
     }
 
 

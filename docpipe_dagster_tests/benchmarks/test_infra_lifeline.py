@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from docpipe_dagster.local.lifeline import pid_alive, postmaster_pid, stop_postgres_fast
+from docpipe_dagster_tests.support.dev_stack import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,10 +41,7 @@ def test_a_killed_benchmark_leaves_no_postgres_running(tmp_path: Path) -> None:
         assert postmaster is not None
         holder.kill()  # SIGKILL: no __exit__, no atexit
         holder.wait(10)
-        deadline = time.monotonic() + 30
-        while pid_alive(postmaster) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not pid_alive(postmaster), "the benchmark's Postgres outlived it"
+        wait_for(lambda: not pid_alive(postmaster), 30, "the benchmark's Postgres to stop", 0.2)
     finally:
         if holder.poll() is None:
             holder.kill()
